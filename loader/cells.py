@@ -1,0 +1,63 @@
+"""What a single spreadsheet cell is, and how it is shown back to people.
+
+A cell is whatever the reader produced: ``str`` for text files; for
+spreadsheets also ``int``, ``float``, ``bool``, ``datetime``, ``date``,
+``time`` and ``timedelta``. A blank cell is ``""``: never ``None`` or NaN, so
+nothing downstream has to guess what a missing value looks like.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+Cell = Any  # str | int | float | bool | datetime | date | time | timedelta
+
+
+def is_blank(value: Cell) -> bool:
+    """True for an empty or whitespace-only cell."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None
+
+
+def cell_text(value: Cell) -> str:
+    """The cell as a person would read it in the spreadsheet.
+
+    Used for error messages and for CSV results, so an Excel number
+    ``919876543210.0`` reads as ``919876543210`` and a date as ISO text.
+    """
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return ""
+        if value.is_integer() and abs(value) < 1e16:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.time):
+        return value.isoformat(timespec="minutes" if not value.second else "seconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        total = int(value.total_seconds())
+        hours, rest = divmod(total, 3600)
+        return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+    return str(value)
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """A value quoted in a message, cut so one bad cell cannot flood the screen."""
+    text = text.replace("\n", " ").replace("\r", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,398 @@
+"""The ``callkaro-loader`` command: flags in, one library call, a summary and an exit code out.
+
+Everything the commands do lives in ``loader.pipeline``; this module only
+parses options, turns the library's exceptions into one line plus a hint,
+and maps outcomes to the documented exit codes:
+
+    0  nothing needs a person        2  usage, configuration or input-file error
+    1  some rows need a person       3  the API refused the run (key or agent)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loader import __version__
+from loader.errors import LoaderError, UsageError
+from loader.pipeline import InputOptions, RunResult, load_campaign, summary_lines, validate_file
+
+PROG = "callkaro-loader"
+
+EXIT_CODES = """\
+exit codes:
+  0  nothing needs a person: every row is scheduled, duplicate or suppressed
+     (valid, for validate and --dry-run)
+  1  finished, but some rows need a person: invalid, failed, uncertain or pending
+  2  usage, configuration or input-file error; nothing was sent
+  3  the API refused the run itself (key or agent); nothing more was sent
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own usage errors: exit 2, one line, a hint
+        self.exit(2, f"{self.prog}: error: {message}\nhint: see '{self.prog} --help'\n")
+
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("reading the sheet")
+    group.add_argument(
+        "--sheet", metavar="NAME", help="Excel sheet by name or 0-based index (default: the first sheet)"
+    )
+    group.add_argument(
+        "--header-row",
+        metavar="N",
+        type=int,
+        default=1,
+        help="the row (1-based) that holds the column headers, for sheets with title rows above (default: 1)",
+    )
+    group.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help="text encoding of a CSV/TXT file, when detection gets it wrong (e.g. cp1252, utf-16)",
+    )
+    group.add_argument(
+        "--map",
+        metavar='"HEADER=FIELD"',
+        action="append",
+        default=[],
+        help='take column HEADER as call field FIELD, e.g. --map "Mobile No=to_number" (repeatable)',
+    )
+
+    group = parser.add_argument_group("checking rows")
+    group.add_argument(
+        "--default-region",
+        metavar="CC",
+        help="ISO country code for numbers written without a country code, e.g. IN",
+    )
+    group.add_argument(
+        "--timezone",
+        metavar="TZ",
+        help="IANA time zone for judging past times and converting offsets, e.g. Asia/Kolkata "
+        "(default: this machine's)",
+    )
+    group.add_argument("--allow-past", action="store_true", help="accept schedule_at values in the past")
+    group.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="schedule a number again when it appears on several rows (default: later rows are 'duplicate')",
+    )
+
+    group = parser.add_argument_group("defaults for blank cells")
+    group.add_argument("--schedule-at", metavar="DATETIME", help="when to call, e.g. '2030-05-28 09:30'")
+    group.add_argument("--min-trigger-time", metavar="HH:MM", help="start of each day's calling window")
+    group.add_argument("--max-trigger-time", metavar="HH:MM", help="end of each day's calling window")
+    group.add_argument(
+        "--carry-over",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="move a call not made by the window's end to the next day",
+    )
+    group.add_argument("--retries", metavar="N", help="retries when the customer does not pick up")
+    group.add_argument(
+        "--gap", metavar="MINUTES[,MINUTES...]", help="minutes between retries, one value or one per retry"
+    )
+    group.add_argument("--priority", metavar="N", help="call priority, -100 to 100")
+
+
+def _defaults(args: argparse.Namespace) -> dict[str, Any]:
+    given = {
+        "schedule_at": args.schedule_at,
+        "min_trigger_time": args.min_trigger_time,
+        "max_trigger_time": args.max_trigger_time,
+        "carry_over": args.carry_over,
+        "number_of_retries": args.retries,
+        "gap_between_retries": args.gap,
+        "priority": args.priority,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _options(args: argparse.Namespace) -> InputOptions:
+    from loader.columns import parse_map_options
+
+    return InputOptions(
+        sheet=args.sheet,
+        header_row=args.header_row,
+        encoding=args.encoding,
+        column_map=parse_map_options(args.map),
+        default_region=args.default_region,
+        timezone=args.timezone,
+        defaults=_defaults(args),
+        allow_past=args.allow_past,
+        allow_duplicates=args.allow_duplicates,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Turn a spreadsheet of contacts into a scheduled outbound-calling campaign on CallKaro.",
+        epilog="Start with: callkaro-loader run contacts.xlsx --agent-id demo-agent --sandbox "
+        "--default-region IN\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser(
+        "run",
+        help="check a sheet, create a campaign and schedule one call per valid row",
+        description="Check every row of INPUT, create a campaign (or use --batch-id), schedule one call per "
+        "valid row, and write every row's outcome to a results file. Running the same command "
+        "again resumes: nothing already scheduled is sent twice. The API key comes from "
+        "CALLKARO_API_KEY or a .env file, never from the command line.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "input",
+        metavar="INPUT",
+        type=Path,
+        help="contacts file: .csv, .tsv, .txt, .xlsx, .xlsm, .xls or .ods",
+    )
+    group = run.add_argument_group("campaign")
+    group.add_argument(
+        "--agent-id", metavar="ID", required=True, help="the CallKaro agent that makes the calls (required)"
+    )
+    group.add_argument(
+        "--campaign-name",
+        metavar="NAME",
+        default="{input} {date}",
+        help="name of the campaign to create; {date} and {input} are filled in (default: '{input} {date}')",
+    )
+    group.add_argument(
+        "--batch-id", metavar="ID", help="schedule into this existing campaign instead of creating one"
+    )
+    group.add_argument(
+        "--output",
+        metavar="PATH",
+        type=Path,
+        help="results file, .csv or .xlsx (default: <input name>.results.csv beside the input)",
+    )
+    _input_options(run)
+    group = run.add_argument_group("sending")
+    group.add_argument(
+        "--concurrency", metavar="N", type=int, default=8, help="requests in flight at once (default: 8)"
+    )
+    group.add_argument(
+        "--dry-run", action="store_true", help="check every row and build every request, send nothing"
+    )
+    group.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="send to a built-in simulated API instead of CallKaro; needs no key",
+    )
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API base URL (default: $CALLKARO_BASE_URL, else https://api.callkaro.ai); "
+        "plain http only to this machine",
+    )
+    group.add_argument(
+        "--fresh", action="store_true", help="ignore an earlier run's state for this --output and start over"
+    )
+    group.add_argument(
+        "--retry-uncertain",
+        action="store_true",
+        help="resend rows whose earlier request got no answer (they may be called twice)",
+    )
+    group = run.add_argument_group("output")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--quiet", action="store_true", help="print only errors (for cron)")
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a sheet and report every problem; sends nothing",
+        description="Read and check INPUT exactly as 'run' would, send nothing, and print a summary. "
+        "Needs no API key.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    validate.add_argument("input", metavar="INPUT", type=Path, help="contacts file to check")
+    validate.add_argument(
+        "--report",
+        metavar="PATH",
+        type=Path,
+        help="write the problems to PATH: .csv gives one line per problem (source_row, column, value, error)",
+    )
+    _input_options(validate)
+    validate.add_argument("--quiet", action="store_true", help="print only errors")
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="serve a simulated CallKaro API on this machine, for demos and tests",
+        description="Serve a faithful simulation of the CallKaro API on a loopback address until Ctrl-C. "
+        "GET /_sandbox/calls and /_sandbox/campaigns show what it accepted.",
+    )
+    sandbox.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to listen on (default: 127.0.0.1)"
+    )
+    sandbox.add_argument("--port", type=int, default=8787, help="port (default: 8787; 0 picks a free one)")
+    sandbox.add_argument(
+        "--api-key",
+        dest="sandbox_key",
+        metavar="KEY",
+        default="sandbox-key",
+        help="the key clients must send (default: sandbox-key)",
+    )
+    sandbox.add_argument(
+        "--agent",
+        action="append",
+        metavar="ID",
+        help="an agent id the sandbox knows (repeatable; default: demo-agent)",
+    )
+    faults = sandbox.add_argument_group("fault injection")
+    faults.add_argument(
+        "--latency-ms", type=float, default=0.0, metavar="MS", help="delay before each answer"
+    )
+    faults.add_argument(
+        "--error-rate", type=float, default=0.0, metavar="P", help="share of requests answered 500"
+    )
+    faults.add_argument(
+        "--rate-limit", type=float, metavar="N", help="answer 429 with Retry-After past N requests per second"
+    )
+    faults.add_argument(
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of calls recorded and then left unanswered (the connection is closed)",
+    )
+    faults.add_argument("--seed", type=int, help="make the faults reproducible")
+    return parser
+
+
+def _refuse_key_flags(argv: Sequence[str]) -> None:
+    """A key on the command line shows in ``ps`` and shell history: refuse it with the right way."""
+    if argv and argv[0] == "sandbox":
+        return
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if name in ("--api-key", "--key", "--apikey", "--x-api-key"):
+            raise UsageError(
+                f"{name} is not accepted: a key on the command line shows up in process lists "
+                "and shell history",
+                hint="Set CALLKARO_API_KEY in the environment, or put CALLKARO_API_KEY=... in a .env "
+                "file here.",
+            )
+
+
+def _print_summary(counts: dict[str, int], path: Path, *, quiet: bool, extra: str | None = None) -> None:
+    if quiet:
+        return
+    for line in summary_lines(counts):
+        print(line)
+    if extra:
+        print(extra)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    result: RunResult = load_campaign(
+        args.input,
+        agent_id=args.agent_id,
+        campaign_name_template=args.campaign_name,
+        batch_id=args.batch_id,
+        output=args.output,
+        options=_options(args),
+        concurrency=args.concurrency,
+        dry_run=args.dry_run,
+        sandbox=args.sandbox,
+        base_url=args.base_url or os.environ.get("CALLKARO_BASE_URL") or None,
+        fresh=args.fresh,
+        retry_uncertain=args.retry_uncertain,
+        progress=not (args.no_progress or args.quiet),
+        handle_signals=True,
+    )
+    if not args.quiet:
+        for line in summary_lines(result.counts):
+            print(line)
+        if result.batch_id and not result.dry_run:
+            print(f"campaign: {result.batch_id}")
+        print(f"results: {result.results_path}")
+    if result.stopped:
+        print(
+            f"{PROG}: stopped before every row was sent; run the same command again to resume",
+            file=sys.stderr,
+        )
+    if result.refused is not None:
+        _print_error(result.refused)
+    return result.exit_code
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    result = validate_file(args.input, report=args.report, options=_options(args))
+    if not args.quiet:
+        for line in summary_lines(result.counts):
+            print(line)
+        for problem in result.problems.head(20).itertuples(index=False):
+            value = f" {problem.value!r}" if problem.value else ""
+            print(f"  row {problem.source_row}: {problem.column}:{value} {problem.error}")
+        if len(result.problems) > 20:
+            more = len(result.problems) - 20
+            print(
+                f"  ... and {more} more problem{'s' if more != 1 else ''}"
+                + ("" if result.report_path else " (see them all with --report problems.csv)")
+            )
+        if result.report_path:
+            print(f"report: {result.report_path}")
+    return result.exit_code
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from loader.sandbox import Faults, serve
+
+    try:
+        faults = Faults(
+            latency_ms=args.latency_ms,
+            error_rate=args.error_rate,
+            rate_limit=args.rate_limit,
+            drop_rate=args.drop_rate,
+            seed=args.seed,
+        )
+        serve(
+            host=args.host,
+            port=args.port,
+            api_key=args.sandbox_key,
+            agents=args.agent or ["demo-agent"],
+            faults=faults,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
+    return 0
+
+
+def _print_error(exc: LoaderError) -> None:
+    print(f"{PROG}: error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _refuse_key_flags(argv)
+        args = build_parser().parse_args(argv)
+        handler = {"run": _cmd_run, "validate": _cmd_validate, "sandbox": _cmd_sandbox}[args.command]
+        return handler(args)
+    except LoaderError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(
+            f"{PROG}: stopped at once; what was recorded is kept; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Stage 2: decide which column holds which call field; the rest is metadata.
+
+Headers match call fields ignoring case, spaces, ``_``, ``-`` and ``.``; the
+phone column may also go by the common names in ``PHONE_ALIASES``. ``--map
+"HEADER=FIELD"`` overrides the guess. Columns named like the results file's
+own columns (a results file loaded again after fixing it) are carried along
+but neither sent nor treated as metadata.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from loader.errors import ColumnError, UsageError
+from loader.read import Sheet
+
+#: Call fields a sheet may carry per row, in the API's order.
+ROW_FIELDS = (
+    "to_number",
+    "schedule_at",
+    "min_trigger_time",
+    "max_trigger_time",
+    "carry_over",
+    "number_of_retries",
+    "gap_between_retries",
+    "priority",
+)
+#: Fields the run sets for every row; a column for them is a mistake we explain.
+RUN_FIELDS = ("agent_id", "batch_id", "metadata")
+#: Columns the loader appends to the results file.
+RESULT_COLUMNS = ("source_row", "callkaro_status", "callkaro_call_id", "callkaro_message")
+
+PHONE_ALIASES = (
+    "phone",
+    "phone number",
+    "mobile",
+    "mobile number",
+    "number",
+    "contact number",
+    "msisdn",
+    "telephone",
+)
+
+
+def header_key(header: str) -> str:
+    """The form headers are compared in: ``To Number`` and ``TO_NUMBER`` both give ``tonumber``."""
+    return re.sub(r"[\s_\-.]+", "", header.strip().lstrip("\ufeff")).casefold()
+
+
+_FIELD_BY_KEY = {header_key(f): f for f in ROW_FIELDS}
+_FIELD_BY_KEY.update({header_key(a): "to_number" for a in PHONE_ALIASES})
+_RUN_FIELD_BY_KEY = {header_key(f): f for f in RUN_FIELDS}
+_RESULT_KEYS = {header_key(c) for c in RESULT_COLUMNS}
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which sheet column (by position) feeds which call field or metadata key."""
+
+    fields: dict[str, int]
+    metadata: list[tuple[str, int]]
+    ignored: list[int] = field(default_factory=list)
+
+
+def parse_map_options(options: Iterable[str]) -> dict[str, str]:
+    """``["Mobile No=to_number"]`` -> ``{"Mobile No": "to_number"}``; bad forms are usage errors."""
+    mapping: dict[str, str] = {}
+    for option in options:
+        header, sep, target = option.rpartition("=")
+        header, target = header.strip(), target.strip()
+        if not sep or not header or not target:
+            raise UsageError(f'--map "{option}" is not of the form "HEADER=FIELD"')
+        if target not in ROW_FIELDS:
+            raise UsageError(
+                f'--map "{option}": {target!r} is not a call field; use one of {", ".join(ROW_FIELDS)}'
+            )
+        mapping[header] = target
+    return mapping
+
+
+def map_columns(sheet: Sheet, overrides: dict[str, str] | None = None) -> ColumnMap:
+    """Assign each column of ``sheet`` to a call field or a metadata key."""
+    overrides = overrides or {}
+    headers = sheet.headers
+    _check_overrides_exist(sheet, overrides)
+
+    claims: dict[str, list[int]] = {}
+    metadata: list[tuple[str, int]] = []
+    ignored: list[int] = []
+    override_keys = {header_key(h): f for h, f in overrides.items()}
+    for position, header in enumerate(headers):
+        key = header_key(header)
+        if key in override_keys:
+            claims.setdefault(override_keys[key], []).append(position)
+        elif key in _FIELD_BY_KEY and _FIELD_BY_KEY[key] not in overrides.values():
+            claims.setdefault(_FIELD_BY_KEY[key], []).append(position)
+        elif key in _RUN_FIELD_BY_KEY:
+            name = _RUN_FIELD_BY_KEY[key]
+            flag = "" if name == "metadata" else ", or use --" + name.replace("_", "-")
+            raise ColumnError(
+                sheet.path,
+                f"column {header!r} would set {name} per row, but {name} is set for the whole run",
+                hint="Rename the column if it is information for the agent (it then goes into "
+                f"metadata){flag}.",
+            )
+        elif key in _RESULT_KEYS:
+            ignored.append(position)
+        else:
+            metadata.append((header or _column_letter_name(position), position))
+
+    for name, positions in claims.items():
+        if len(positions) > 1:
+            listed = " and ".join(repr(headers[p]) for p in positions)
+            raise ColumnError(
+                sheet.path,
+                f"columns {listed} both look like {name}",
+                hint=f'Say which one to use, e.g. --map "{headers[positions[0]]}={name}", '
+                "or rename the other.",
+            )
+    if "to_number" not in claims:
+        shown = ", ".join(repr(h) for h in headers if h)
+        raise ColumnError(
+            sheet.path,
+            f"no phone number column (headers: {shown})",
+            hint='Name it "to_number" or "phone", or point at it with --map "HEADER=to_number".',
+        )
+    _check_metadata_keys(sheet, metadata)
+    return ColumnMap(
+        fields={name: positions[0] for name, positions in claims.items()},
+        metadata=metadata,
+        ignored=ignored,
+    )
+
+
+def _check_overrides_exist(sheet: Sheet, overrides: dict[str, str]) -> None:
+    keys = {header_key(h) for h in sheet.headers}
+    for header in overrides:
+        if header_key(header) not in keys:
+            shown = ", ".join(repr(h) for h in sheet.headers if h)
+            raise ColumnError(
+                sheet.path, f"--map names column {header!r}, which is not in the header row ({shown})"
+            )
+    targets = list(overrides.values())
+    for target in set(targets):
+        if targets.count(target) > 1:
+            raise UsageError(f"--map gives {target} more than one column")
+
+
+def _check_metadata_keys(sheet: Sheet, metadata: Sequence[tuple[str, int]]) -> None:
+    seen: dict[str, str] = {}
+    for name, _ in metadata:
+        if name in seen:
+            raise ColumnError(
+                sheet.path,
+                f"two columns are headed {name!r}; metadata keys must be unique",
+                hint="Rename one of them.",
+            )
+        seen[name] = name
+
+
+def _column_letter_name(position: int) -> str:
+    """A header for a column the sheet left unnamed: ``column F``, as Excel shows it."""
+    letters = ""
+    n = position + 1
+    while n:
+        n, rem = divmod(n - 1, 26)
+        letters = chr(65 + rem) + letters
+    return f"column {letters}"

@@ -1,0 +1,103 @@
+"""Everything the loader raises on purpose, as one tree.
+
+    LoaderError                     base; ``exit_code`` is what the CLI exits with
+    ├── UsageError                  a flag or option that cannot work (exit 2)
+    ├── InputFileError              the input file as a whole cannot be used (exit 2)
+    │   └── ColumnError             the header row cannot be mapped to call fields
+    ├── StateError                  the results/state file belongs to another run or is locked (exit 2)
+    ├── ApiRefusedError             the API refused the run itself (exit 3)
+    │   ├── AuthError               401/403: the key is missing, wrong or not allowed
+    │   └── NotFoundError           404 for the agent or the campaign
+    └── RequestError                one request did not schedule a call; becomes a row outcome
+        ├── RejectedError           400/404 and other final answers: the row is ``failed``
+        ├── TransientError          429, 5xx, or never reached the server: safe to retry
+        └── NoAnswerError           sent, but no answer came: the row is ``uncertain``
+
+Problems with single rows are never raised: they are collected as a table
+(``loader.validate.Validation.problems``) and end up in the results file.
+Each exception's message is a complete sentence a person can act on; ``hint``
+adds how to fix it where the CLI can say more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LoaderError(Exception):
+    """Base of every error the loader raises deliberately."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(LoaderError):
+    """A command-line flag, config key or library argument that cannot work."""
+
+
+class InputFileError(LoaderError):
+    """The input file cannot be read or has no usable table."""
+
+    def __init__(self, path: Path | str, problem: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {problem}", hint=hint)
+        self.path = Path(path)
+        self.problem = problem
+
+
+class ColumnError(InputFileError):
+    """The header row cannot be mapped to call fields (no phone column, two columns for one field)."""
+
+
+class StateError(LoaderError):
+    """The state beside the results file belongs to another input, or another run holds it."""
+
+
+class ApiRefusedError(LoaderError):
+    """The API refused the run as a whole; nothing more is sent."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, status_code: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status_code = status_code
+
+
+class AuthError(ApiRefusedError):
+    """The API answered 401 or 403: the key is missing, wrong or lacks permission."""
+
+
+class NotFoundError(ApiRefusedError):
+    """The API answered 404 for the run's agent or campaign."""
+
+
+class RequestError(LoaderError):
+    """One request to the API did not schedule a call; the send stage turns it into a row outcome."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class RejectedError(RequestError):
+    """The API gave a final answer against this request (400, 404 for the row, ...): do not retry."""
+
+
+class TransientError(RequestError):
+    """The request may be sent again: it never reached the server, or the server said try later."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class NoAnswerError(RequestError):
+    """The request was sent but no answer came: the call may or may not be scheduled."""

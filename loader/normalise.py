@@ -1,0 +1,290 @@
+"""Stage 3a: turn each call-field cell into the value the API expects.
+
+Every parser takes one cell and returns ``(value, None)`` or ``(None,
+problem)``, where ``problem`` completes the sentence ``"<column>: <value>
+..."`` (e.g. ``"is not a whole number"``). Parsing only decides what a cell
+*says*; the rules about what is allowed (ranges, order, E.164 shape) live in
+``schemas.calls`` so they read like the API's field table.
+
+Columns are parsed one distinct value at a time: lead sheets repeat the same
+windows, priorities and retry settings on thousands of rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import phonenumbers
+
+from loader.cells import Cell, cell_text, is_blank
+
+Parsed = tuple[Any, str | None]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What parsing depends on besides the cell itself."""
+
+    default_region: str | None
+    timezone: dt.tzinfo
+    now: dt.datetime
+    allow_past: bool = False
+
+    @property
+    def local_now(self) -> dt.datetime:
+        return self.now.astimezone(self.timezone).replace(tzinfo=None)
+
+
+# --- phone numbers -----------------------------------------------------------
+
+_SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
+_PHONE_CHARS = re.compile(r"^[\d\s()+\-./]+$")
+
+
+def parse_phone(cell: Cell, ctx: Context) -> Parsed:
+    if isinstance(cell, bool):
+        return None, "is not a phone number"
+    if isinstance(cell, float):
+        if not cell.is_integer() or cell <= 0:
+            return None, "is not a phone number"
+        text = str(int(cell))
+    elif isinstance(cell, int):
+        text = str(cell)
+    elif isinstance(cell, str):
+        text = cell.strip()
+    else:
+        return None, "is not a phone number"
+    if _SCIENTIFIC.match(text):
+        return None, (
+            "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
+            "format the column as text and type the number again"
+        )
+    if not _PHONE_CHARS.match(text):
+        return None, "is not a phone number (only digits, spaces, +, -, brackets and dots are allowed)"
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, ctx.default_region)
+    except phonenumbers.NumberParseException as exc:
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            if ctx.default_region is None and not text.startswith("+"):
+                return (
+                    None,
+                    "has no country code; write it as +<country code><number> or use --default-region",
+                )
+            return None, "has a country code that does not exist"
+        return None, "is not a phone number"
+    if not phonenumbers.is_valid_number(number):
+        region = phonenumbers.region_code_for_number(number) or ctx.default_region
+        where = f" for {region}" if region and region != "ZZ" else ""
+        return None, f"is not a valid phone number{where}"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+
+# --- date-times and times -------------------------------------------------------
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}")
+
+
+def parse_schedule_at(cell: Cell, ctx: Context) -> Parsed:
+    if isinstance(cell, dt.datetime):
+        moment = cell
+    elif isinstance(cell, dt.date):
+        return None, "is a date without a time; add the time, e.g. 2030-05-28 09:30"
+    elif isinstance(cell, str):
+        text = cell.strip()
+        if _DATE_ONLY.match(text):
+            return None, "is a date without a time; add the time, e.g. 2030-05-28 09:30"
+        if not _ISO_DATETIME.match(text):
+            return None, "is not a date and time; write it as 2030-05-28 09:30"
+        try:
+            moment = dt.datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            return None, "is not a date and time; write it as 2030-05-28 09:30"
+    else:
+        return None, "is not a date and time; write it as 2030-05-28 09:30"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(ctx.timezone)
+    moment = moment.replace(tzinfo=None, microsecond=0)
+    if not ctx.allow_past and moment < ctx.local_now:
+        return None, "is in the past; use a later time or --allow-past"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S"), None
+
+
+_TIME = re.compile(
+    r"^(?P<h>\d{1,2})(?::(?P<m>\d{2})(?::(?P<s>\d{2}))?)?\s*(?P<ampm>[ap])?\.?\s*(?:m\.?)?$",
+    re.IGNORECASE,
+)
+
+
+def parse_time_of_day(cell: Cell, ctx: Context) -> Parsed:
+    problem = "is not a time of day; write it as HH:MM, e.g. 08:30 or 8:30 PM"
+    if isinstance(cell, dt.datetime):
+        # Excel stores a bare time as a date-time on its epoch day.
+        if cell.year > 1900:
+            return None, "is a date and time, not a time of day; write it as HH:MM"
+        cell = cell.time()
+    if isinstance(cell, dt.time):
+        return f"{cell.hour:02d}:{cell.minute:02d}", None
+    if isinstance(cell, dt.timedelta):
+        seconds = int(cell.total_seconds())
+        if not 0 <= seconds < 86400:
+            return None, problem
+        return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}", None
+    if isinstance(cell, float) and not isinstance(cell, bool) and 0 <= cell < 1:
+        # A time cell that lost its format is a fraction of a day.
+        minutes = round(cell * 1440)
+        if minutes >= 1440:
+            return None, problem
+        return f"{minutes // 60:02d}:{minutes % 60:02d}", None
+    if not isinstance(cell, str):
+        return None, problem
+    match = _TIME.match(cell.strip())
+    if not match or (match["m"] is None and match["ampm"] is None):
+        return None, problem
+    hour, minute = int(match["h"]), int(match["m"] or 0)
+    if match["ampm"]:
+        if not 1 <= hour <= 12:
+            return None, problem
+        hour = hour % 12 + (12 if match["ampm"].lower() == "p" else 0)
+    if hour > 23 or minute > 59 or int(match["s"] or 0) > 59:
+        return None, problem
+    return f"{hour:02d}:{minute:02d}", None
+
+
+# --- booleans and numbers ------------------------------------------------------
+
+_TRUE = {"true", "yes", "y", "1"}
+_FALSE = {"false", "no", "n", "0"}
+
+
+def parse_bool(cell: Cell, ctx: Context) -> Parsed:
+    if isinstance(cell, bool):
+        return cell, None
+    if isinstance(cell, int | float) and cell in (0, 1):
+        return bool(cell), None
+    text = cell_text(cell).strip().casefold()
+    if text in _TRUE:
+        return True, None
+    if text in _FALSE:
+        return False, None
+    return None, "is not yes or no; write true/false, yes/no, y/n or 1/0"
+
+
+_WHOLE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
+
+
+def _whole(cell: Cell) -> int | None:
+    if isinstance(cell, bool):
+        return None
+    if isinstance(cell, int):
+        return cell
+    if isinstance(cell, float):
+        return int(cell) if math.isfinite(cell) and cell.is_integer() else None
+    if isinstance(cell, str):
+        text = cell.strip()
+        if _WHOLE.match(text):
+            return int(text.split(".")[0])
+    return None
+
+
+def parse_whole_number(cell: Cell, ctx: Context) -> Parsed:
+    value = _whole(cell)
+    if value is None:
+        return None, "is not a whole number"
+    return value, None
+
+
+def parse_gap(cell: Cell, ctx: Context) -> Parsed:
+    problem = "is not whole minutes; write one number (30) or several (30,120)"
+    single = _whole(cell)
+    if single is not None:
+        return single, None
+    if not isinstance(cell, str):
+        return None, problem
+    text = cell.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    parts = [p.strip() for p in re.split(r"[,;]", text)]
+    values = [_whole(p) for p in parts]
+    if not parts or any(v is None for v in values):
+        return None, problem
+    return (values[0] if len(values) == 1 else values), None
+
+
+PARSERS: dict[str, Callable[[Cell, Context], Parsed]] = {
+    "to_number": parse_phone,
+    "schedule_at": parse_schedule_at,
+    "min_trigger_time": parse_time_of_day,
+    "max_trigger_time": parse_time_of_day,
+    "carry_over": parse_bool,
+    "number_of_retries": parse_whole_number,
+    "gap_between_retries": parse_gap,
+    "priority": parse_whole_number,
+}
+
+
+def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], list[str | None]]:
+    """Parse every cell of one call-field column; blanks give ``(None, None)``.
+
+    Returns the parsed values and the problems, both in the column's order.
+    """
+    parser = PARSERS[name]
+    cache: dict[tuple[type, Cell], Parsed] = {}
+    values: list[Any] = []
+    problems: list[str | None] = []
+    for cell in cells.tolist():
+        # 1, 1.0 and True are equal as dict keys, but not as cells.
+        key = (type(cell), cell)
+        result = cache.get(key)
+        if result is None:
+            result = (None, None) if is_blank(cell) else parser(cell, ctx)
+            cache[key] = result
+        values.append(result[0])
+        problems.append(result[1])
+    return values, problems
+
+
+# --- metadata -----------------------------------------------------------------
+
+_CANONICAL_INT = re.compile(r"^(?:0|-?[1-9]\d*)$")
+_PLAIN_DECIMAL = re.compile(r"^-?(?:0|[1-9]\d*)\.\d+$")
+
+
+def metadata_value(cell: Cell) -> Any:
+    """The JSON value a metadata cell is sent as, or ``None`` to leave it out.
+
+    Text that is a canonical integer or plain decimal becomes a number;
+    everything else stays the exact text (``007`` stays ``"007"``).
+    """
+    if isinstance(cell, str):
+        if not cell.strip():
+            return None
+        if _CANONICAL_INT.match(cell):
+            return int(cell)
+        if _PLAIN_DECIMAL.match(cell):
+            number = float(cell)
+            return number if math.isfinite(number) else cell
+        return cell
+    if isinstance(cell, bool):
+        return cell
+    if isinstance(cell, int):
+        return cell
+    if isinstance(cell, float):
+        if not math.isfinite(cell):
+            return None
+        return int(cell) if cell.is_integer() else cell
+    if isinstance(cell, dt.datetime):
+        return cell.replace(microsecond=0).isoformat()
+    if isinstance(cell, dt.date | dt.time):
+        return cell.isoformat()
+    if cell is None:
+        return None
+    return cell_text(cell)

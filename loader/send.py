@@ -1,0 +1,244 @@
+"""Stage 5b: send every body, a bounded number at a time, and record each outcome.
+
+For each row: mark it ``sending`` (committed), post it, record the answer
+(committed). Requests that never reached the server and answers that mean
+"try later" (429, 500, 502, 503, 504) are retried with exponential back-off
+and full jitter, honouring ``Retry-After``; anything that may have reached
+the server without an answer becomes ``uncertain`` and is never resent
+here. A refusal of the run itself (401/403, unknown agent or campaign)
+stops new requests, lets those in flight finish, and is raised once the
+workers are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from loader.client import CallKaroClient
+from loader.errors import (
+    ApiRefusedError,
+    NoAnswerError,
+    NotFoundError,
+    RejectedError,
+    TransientError,
+)
+from loader.state import RunState
+
+Sleep = Callable[[float], Awaitable[None]]
+#: A 404 naming the run's agent or campaign is about the run, not the row.
+_RUN_NOT_FOUND = re.compile(r"\b(agent|campaign|batch)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a request that is safe to retry."""
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+
+class Progress(Protocol):
+    def advance(self, status: str) -> None: ...
+
+
+class Events(Protocol):
+    """Where row outcomes and retries are reported (the ``--log-file``, or nothing)."""
+
+    def outcome(
+        self, source_row: int, status: str, *, call_id: str | None, message: str | None, attempts: int
+    ) -> None: ...
+
+    def retry(self, source_row: int, *, attempt: int, delay: float, reason: str) -> None: ...
+
+
+class _NoEvents:
+    def outcome(
+        self, source_row: int, status: str, *, call_id: str | None, message: str | None, attempts: int
+    ) -> None:
+        pass
+
+    def retry(self, source_row: int, *, attempt: int, delay: float, reason: str) -> None:
+        pass
+
+
+@dataclass
+class SendReport:
+    """What the send stage did; the row outcomes themselves are in the state."""
+
+    sent: int = 0
+    retries: int = 0
+    refused: ApiRefusedError | None = None
+    stopped: bool = False
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+class _WaitWithRetryAfter:
+    """Full-jitter exponential back-off, but never shorter than the server's ``Retry-After``."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._jitter = wait_random_exponential(multiplier=policy.base_delay, max=policy.max_delay)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        delay = float(self._jitter(retry_state))
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        return delay
+
+
+def retrying(
+    policy: RetryPolicy,
+    *,
+    stop: asyncio.Event,
+    sleep: Sleep,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> AsyncRetrying:
+    """Retry ``TransientError`` only, with back-off, until attempts run out or the run stops."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(policy.attempts) | (lambda _: stop.is_set()),
+        wait=_WaitWithRetryAfter(policy),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def stoppable_sleep(stop: asyncio.Event) -> Sleep:
+    """A sleep that a stop request cuts short instead of waiting it out."""
+
+    async def pause(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+    return pause
+
+
+async def send_calls(
+    client: CallKaroClient,
+    bodies: dict[int, dict[str, Any]],
+    state: RunState,
+    *,
+    concurrency: int = 8,
+    retry: RetryPolicy | None = None,
+    progress: Progress | None = None,
+    events: Events | None = None,
+    stop: asyncio.Event | None = None,
+    sleep: Sleep | None = None,
+    grace: float = 5.0,
+) -> SendReport:
+    """Send ``bodies`` (row -> body); every outcome is committed to ``state`` as it arrives."""
+    retry = retry or RetryPolicy()
+    stop = stop or asyncio.Event()
+    events = events or _NoEvents()
+    report = SendReport()
+    queue: Iterator[tuple[int, dict[str, Any]]] = iter(bodies.items())
+
+    pause = sleep or stoppable_sleep(stop)
+
+    def record(
+        row: int, status: str, *, call_id: str | None = None, message: str | None = None, attempts: int
+    ) -> None:
+        state.mark(row, status, call_id=call_id, message=message)
+        report.statuses[status] = report.statuses.get(status, 0) + 1
+        events.outcome(row, status, call_id=call_id, message=message, attempts=attempts)
+        if progress is not None:
+            progress.advance(status)
+
+    async def send_one(row: int, body: dict[str, Any]) -> None:
+        attempts = 0
+
+        def before_sleep(retry_state: RetryCallState) -> None:
+            outcome = retry_state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            reason = str(exc) if exc else "retry"
+            delay = retry_state.upcoming_sleep
+            # Known not scheduled (the server said so, or never saw it): back to pending.
+            state.mark(row, "pending", message=f"retrying after: {reason}")
+            report.retries += 1
+            events.retry(row, attempt=retry_state.attempt_number, delay=delay, reason=reason)
+
+        try:
+            async for attempt in retrying(retry, stop=stop, sleep=pause, before_sleep=before_sleep):
+                with attempt:
+                    attempts += 1
+                    state.mark_sending(row)
+                    report.sent += 1
+                    call_id = await client.schedule_call(body)
+        except TransientError as exc:
+            tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+            if stop.is_set() and attempts < retry.attempts:
+                record(
+                    row,
+                    "pending",
+                    message=f"not retried because the run was stopped: {exc}",
+                    attempts=attempts,
+                )
+            else:
+                record(row, "failed", message=f"{exc} (gave up after {tries})", attempts=attempts)
+        except NoAnswerError as exc:
+            record(
+                row,
+                "uncertain",
+                message=f"{exc}; not resent, as the call may have been scheduled",
+                attempts=attempts,
+            )
+        except RejectedError as exc:
+            record(row, "failed", message=str(exc), attempts=attempts)
+            if exc.status_code == 404 and _RUN_NOT_FOUND.search(str(exc)):
+                refuse(
+                    NotFoundError(
+                        f"the API does not know this run's agent or campaign ({exc})",
+                        status_code=404,
+                        hint="Check --agent-id (and --batch-id) against your CallKaro dashboard.",
+                    )
+                )
+        except ApiRefusedError as exc:
+            # The key was refused: this request scheduled nothing.
+            record(row, "pending", message=str(exc), attempts=attempts)
+            refuse(exc)
+        else:
+            record(row, "scheduled", call_id=call_id, message=None, attempts=attempts)
+
+    def refuse(exc: ApiRefusedError) -> None:
+        if report.refused is None:
+            report.refused = exc
+        stop.set()
+
+    async def worker() -> None:
+        for row, body in queue:
+            if stop.is_set():
+                return
+            await send_one(row, body)
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(bodies))))]
+    all_done = asyncio.gather(*workers)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({all_done, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not all_done.done():
+            # Stopped: no new requests start; those in flight get a few seconds to be answered.
+            await asyncio.wait({all_done}, timeout=grace)
+    finally:
+        stopping.cancel()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(all_done, stopping, return_exceptions=True)
+    # Rows still marked ``sending`` were cut off in flight; results report them ``uncertain``.
+    report.stopped = stop.is_set() and report.refused is None
+    return report

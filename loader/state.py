@@ -1,0 +1,235 @@
+"""Stage 6: what this run has done, kept in SQLite beside the results file.
+
+``<output>.state`` records the input's fingerprint, the campaign's
+``batch_id`` and every sent row's status. A row is marked ``sending`` and
+committed *before* its request goes out, and its outcome is committed as
+soon as the answer arrives; so after a crash (even ``kill -9``) a row is
+either known to be scheduled, known not to be, or marked ``sending`` and
+therefore treated as ``uncertain``, never silently sent twice.
+
+A second process on the same output is kept out by an advisory lock on
+``<output>.lock`` that the operating system releases when the holder dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loader.errors import StateError
+
+SCHEMA_VERSION = "1"
+#: Statuses the state keeps; validation outcomes are recomputed from the input each run.
+SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain")
+
+Clock = Callable[[], dt.datetime]
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def state_path(output: Path) -> Path:
+    return output.with_name(output.name + ".state")
+
+
+def fingerprint(path: Path) -> str:
+    """A digest of the input file's bytes: a changed sheet is a different input."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RowState:
+    source_row: int
+    status: str
+    attempts: int
+    call_id: str | None
+    message: str | None
+    updated_at: str
+
+
+class RunState:
+    """The state of one output's run; use as a context manager to hold the lock."""
+
+    def __init__(self, output: Path, *, clock: Clock = _utc_now) -> None:
+        self.output = output
+        self.path = state_path(output)
+        self._clock = clock
+        self._lock_handle: Any = None
+        self._db: sqlite3.Connection | None = None
+
+    # --- opening and locking ---------------------------------------------------
+
+    def __enter__(self) -> RunState:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.output.with_name(self.output.name + ".lock")
+        handle = lock_path.open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StateError(
+                f"another callkaro-loader run is writing {self.output} right now",
+                hint="Wait for it to finish, or give this run a different --output.",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_handle = handle
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commit.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._create()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StateError(
+                f"{self.path} is not a state file the loader can read ({exc})",
+                hint="Move it away, or run with --fresh to start this output over.",
+            ) from None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle.fileno(), fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("RunState used before open()")
+        return self._db
+
+    def _create(self) -> None:
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rows ("
+                " source_row INTEGER PRIMARY KEY,"
+                " status TEXT NOT NULL,"
+                " attempts INTEGER NOT NULL DEFAULT 0,"
+                " call_id TEXT,"
+                " message TEXT,"
+                " updated_at TEXT NOT NULL)"
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO run (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def _now(self) -> str:
+        return self._clock().astimezone(dt.UTC).isoformat(timespec="seconds")
+
+    # --- the run as a whole ------------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM run WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, **values: str | None) -> None:
+        with self._transaction() as db:
+            for key, value in values.items():
+                if value is None:
+                    db.execute("DELETE FROM run WHERE key = ?", (key,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)", (key, value))
+            db.execute("INSERT OR REPLACE INTO run (key, value) VALUES ('updated_at', ?)", (self._now(),))
+
+    def settings(self) -> dict[str, Any]:
+        text = self.get("settings")
+        return json.loads(text) if text else {}
+
+    def is_new(self) -> bool:
+        return self.get("fingerprint") is None
+
+    def reset(self) -> None:
+        """Forget everything an earlier run recorded (``--fresh``)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM rows")
+            db.execute("DELETE FROM run WHERE key != 'schema_version'")
+
+    # --- rows ----------------------------------------------------------------------
+
+    def rows(self) -> dict[int, RowState]:
+        cursor = self.db.execute(
+            "SELECT source_row, status, attempts, call_id, message, updated_at FROM rows"
+        )
+        return {r[0]: RowState(*r) for r in cursor}
+
+    def add_pending(self, source_rows: Iterable[int]) -> None:
+        now = self._now()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO rows (source_row, status, updated_at) VALUES (?, 'pending', ?)",
+                ((int(r), now) for r in source_rows),
+            )
+
+    def mark_sending(self, source_row: int) -> None:
+        """Committed before the request leaves, so a crash can never hide a sent request."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE rows SET status = 'sending', attempts = attempts + 1, updated_at = ?"
+                " WHERE source_row = ?",
+                (self._now(), source_row),
+            )
+
+    def mark(
+        self, source_row: int, status: str, *, call_id: str | None = None, message: str | None = None
+    ) -> None:
+        if status not in SEND_STATUSES:
+            raise ValueError(f"not a send status: {status}")
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE rows SET status = ?, call_id = ?, message = ?, updated_at = ? WHERE source_row = ?",
+                (status, call_id, message, self._now(), source_row),
+            )
+
+    def recover_interrupted(self) -> int:
+        """Rows left ``sending`` by a run that died: their requests may have arrived."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE rows SET status = 'uncertain', message = ?, updated_at = ? WHERE status = 'sending'",
+                (
+                    "the run stopped while this request was in flight; it may or may not have been "
+                    "scheduled (resend with --retry-uncertain)",
+                    self._now(),
+                ),
+            )
+            return cursor.rowcount

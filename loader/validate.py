@@ -1,0 +1,192 @@
+"""Stage 3: check every row completely and decide whether it may be sent.
+
+Parsing (``loader.normalise``) and the rules (``schemas.CallRequests``) each
+report problems; this module gathers them into one table, one line per
+problem, the way pandera reports ``failure_cases``, and gives each row its
+status: ``valid``, ``invalid`` or ``duplicate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+
+from loader.cells import Cell, cell_text, is_blank, shorten
+from loader.columns import ROW_FIELDS, ColumnMap
+from loader.errors import UsageError
+from loader.normalise import Context, parse_column
+from loader.read import Sheet
+from schemas import ROW_CHECK_COLUMNS, CallRequests
+
+PROBLEM_COLUMNS = ["source_row", "column", "value", "error"]
+#: The command-line flag that gives each field's run-level default.
+DEFAULT_FLAGS = {
+    "schedule_at": "--schedule-at",
+    "min_trigger_time": "--min-trigger-time",
+    "max_trigger_time": "--max-trigger-time",
+    "carry_over": "--carry-over",
+    "number_of_retries": "--retries",
+    "gap_between_retries": "--gap",
+    "priority": "--priority",
+}
+_DTYPES = {
+    "to_number": "str",
+    "schedule_at": "str",
+    "min_trigger_time": "str",
+    "max_trigger_time": "str",
+    "carry_over": "boolean",
+    "number_of_retries": "Int64",
+    "gap_between_retries": object,
+    "priority": "Int64",
+}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Run-level values for blank cells (``--priority 0`` and friends), as the user wrote them."""
+
+    values: dict[str, Cell] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.values) - set(DEFAULT_FLAGS)
+        if unknown:
+            raise UsageError(f"no default can be given for {', '.join(sorted(unknown))}")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Every row's parsed request, status and problems; indexed by spreadsheet row."""
+
+    requests: pd.DataFrame
+    status: pd.Series
+    message: pd.Series
+    problems: pd.DataFrame
+    columns: ColumnMap
+
+    def counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.status.value_counts(sort=False).items()}
+
+
+def check_defaults(defaults: Defaults, ctx: Context) -> None:
+    """Refuse a default that would itself be invalid, before any row is looked at."""
+    for name, value in defaults.values.items():
+        values, problems = parse_column(name, pd.Series([value], dtype=object), ctx)
+        if problems[0]:
+            raise UsageError(f"{DEFAULT_FLAGS[name]} {cell_text(value)!r} {problems[0]}")
+
+
+def validate_rows(
+    sheet: Sheet,
+    columns: ColumnMap,
+    ctx: Context,
+    *,
+    defaults: Defaults | None = None,
+    allow_duplicates: bool = False,
+) -> Validation:
+    """Parse and check every row of ``sheet``; nothing here raises for a bad row."""
+    defaults = defaults or Defaults()
+    check_defaults(defaults, ctx)
+    index = sheet.cells.index
+    headers = {name: sheet.headers[pos] for name, pos in columns.fields.items()}
+    raw: dict[str, pd.Series] = {}
+    for name in ROW_FIELDS:
+        if name in columns.fields:
+            cells = sheet.cells[columns.fields[name]]
+            if name in defaults.values:
+                cells = cells.where(~cells.map(is_blank), defaults.values[name])
+            raw[name] = cells
+        elif name in defaults.values:
+            raw[name] = pd.Series([defaults.values[name]] * len(index), index=index, dtype=object)
+
+    problems: list[tuple[int, str, str, str]] = []
+    parsed: dict[str, pd.Series] = {}
+    for name in ROW_FIELDS:
+        if name not in raw:
+            parsed[name] = pd.Series([None] * len(index), index=index, dtype=_DTYPES[name])
+            continue
+        values, errors = parse_column(name, raw[name], ctx)
+        parsed[name] = pd.Series(values, index=index, dtype=_DTYPES[name])
+        label = headers.get(name, name)
+        for row, cell, error in zip(index, raw[name].tolist(), errors, strict=True):
+            if error:
+                problems.append((int(row), label, cell_text(cell), error))
+
+    phone_column = headers["to_number"]
+    for row, cell in raw["to_number"].items():
+        if is_blank(cell):
+            problems.append((int(row), phone_column, "", "is blank; every row needs a phone number"))
+
+    requests = pd.DataFrame(parsed, index=index)
+    problems.extend(_rule_problems(requests, raw, headers))
+
+    problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
+    order = {name: i for i, name in enumerate(ROW_FIELDS)}
+    label_order = {headers.get(n, n): i for n, i in order.items()}
+    problem_table["_order"] = problem_table["column"].map(label_order)
+    problem_table = (
+        problem_table.sort_values(["source_row", "_order"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
+
+    status = pd.Series("valid", index=index, dtype=object)
+    message = pd.Series("", index=index, dtype=object)
+    if len(problem_table):
+        text = problem_table.apply(_problem_text, axis=1)
+        joined = text.groupby(problem_table["source_row"]).agg("; ".join)
+        status.loc[joined.index] = "invalid"
+        message.loc[joined.index] = joined
+    if not allow_duplicates:
+        numbers = requests["to_number"]
+        repeats = numbers.notna() & numbers.duplicated(keep="first")
+        if repeats.any():
+            first_row = {n: r for r, n in numbers[numbers.notna()][::-1].items()}
+            for row in numbers.index[repeats]:
+                number = numbers[row]
+                status[row] = "duplicate"
+                message[row] = f"{phone_column}: {number} already appears on row {first_row[number]}"
+    return Validation(
+        requests=requests,
+        status=status,
+        message=message,
+        problems=problem_table,
+        columns=columns,
+    )
+
+
+def _rule_problems(
+    requests: pd.DataFrame, raw: dict[str, pd.Series], headers: dict[str, str]
+) -> list[tuple[int, str, str, str]]:
+    try:
+        CallRequests.validate(requests, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return []
+    found: set[tuple[int, str, str]] = set()
+    out: list[tuple[int, str, str, str]] = []
+    for case in cases.itertuples(index=False):
+        row: Any = case.index
+        if row is None or pd.isna(row):
+            # A failure that is not about a row is a bug in the loader, not the sheet.
+            raise AssertionError(f"schema failure not tied to a row: {case}")
+        column = ROW_CHECK_COLUMNS.get(str(case.check), str(case.column))
+        key = (int(row), column, str(case.check))
+        if key in found:
+            continue
+        found.add(key)
+        cell = raw[column][row] if column in raw else ""
+        out.append((int(row), headers.get(column, column), cell_text(cell), str(case.check)))
+    return out
+
+
+def _problem_text(problem: pd.Series) -> str:
+    value = shorten(problem["value"].strip()) if problem["value"].strip() else ""
+    return (
+        f"{problem['column']}: {value} {problem['error']}"
+        if value
+        else f"{problem['column']}: {problem['error']}"
+    )
