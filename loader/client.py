@@ -113,6 +113,7 @@ class CallKaroClient:
     ) -> None:
         self.base_url = check_base_url(base_url)
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self._api_key = api_key
         if api_key is not None:
             headers["X-API-KEY"] = api_key.reveal()
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -162,30 +163,39 @@ class CallKaroClient:
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        key = self._api_key
         try:
             response = await self._http.post(path, content=content)
         except _NOT_SENT as exc:
-            raise TransientError(f"could not reach the API ({_describe(exc)})") from None
+            raise TransientError(f"could not reach the API ({_describe(exc, key)})") from None
         except httpx.TimeoutException as exc:
-            raise NoAnswerError(f"no answer from the API ({_describe(exc)})") from None
+            raise NoAnswerError(f"no answer from the API ({_describe(exc, key)})") from None
         except httpx.TransportError as exc:
-            raise NoAnswerError(f"the connection broke before the API answered ({_describe(exc)})") from None
-        return _read_answer(response)
+            raise NoAnswerError(
+                f"the connection broke before the API answered ({_describe(exc, key)})"
+            ) from None
+        return _read_answer(response, key)
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip()
+def _redact(text: str, api_key: ApiKey | None) -> str:
+    """``text`` without the key: a server that echoes it back must not make the loader print it."""
+    secret = api_key.reveal() if api_key is not None else ""
+    return text.replace(secret, "********") if secret else text
+
+
+def _describe(exc: Exception, api_key: ApiKey | None = None) -> str:
+    text = _redact(str(exc).strip(), api_key)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_answer(response: httpx.Response) -> dict[str, Any]:
+def _read_answer(response: httpx.Response, api_key: ApiKey | None = None) -> dict[str, Any]:
     status = response.status_code
     try:
         payload = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         payload = None
     answer = payload if isinstance(payload, dict) else {}
-    message = str(answer.get("message") or "").strip() or _short_text(response)
+    message = _redact(str(answer.get("message") or "").strip() or _short_text(response), api_key)
     if status == 200 and answer.get("status", "success") == "success":
         return answer
     if status == 200:

@@ -81,7 +81,10 @@ def parse_phone(cell: Cell, ctx: Context) -> Parsed:
             return None, "has a country code that does not exist"
         return None, "is not a phone number"
     if not phonenumbers.is_valid_number(number):
-        region = phonenumbers.region_code_for_number(number) or ctx.default_region
+        # A number that is not valid may match no region; its country code still names one.
+        region = phonenumbers.region_code_for_number(number) or phonenumbers.region_code_for_country_code(
+            number.country_code or 0
+        )
         where = f" for {region}" if region and region != "ZZ" else ""
         return None, f"is not a valid phone number{where}"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
@@ -179,6 +182,8 @@ def parse_bool(cell: Cell, ctx: Context) -> Parsed:
 
 
 _WHOLE = re.compile(r"^[+-]?\d+(?:\.0*)?$")
+#: The API's integers are 64-bit; anything larger is a typo, and pandas' Int64 cannot hold it.
+_INT64 = 2**63
 
 
 def _whole(cell: Cell) -> int | None:
@@ -191,7 +196,10 @@ def _whole(cell: Cell) -> int | None:
     if isinstance(cell, str):
         text = cell.strip()
         if _WHOLE.match(text):
-            return int(text.split(".")[0])
+            try:
+                return int(text.split(".")[0])
+            except ValueError:  # more digits than Python converts (4300)
+                return None
     return None
 
 
@@ -199,6 +207,8 @@ def parse_whole_number(cell: Cell, ctx: Context) -> Parsed:
     value = _whole(cell)
     if value is None:
         return None, "is not a whole number"
+    if not -_INT64 <= value < _INT64:
+        return None, "is out of range"
     return value, None
 
 
@@ -268,7 +278,10 @@ def metadata_value(cell: Cell) -> Any:
         if not cell.strip():
             return None
         if _CANONICAL_INT.match(cell):
-            return int(cell)
+            try:
+                return int(cell)
+            except ValueError:  # more digits than Python converts (4300)
+                return cell
         if _PLAIN_DECIMAL.match(cell):
             number = float(cell)
             return number if math.isfinite(number) else cell

@@ -25,7 +25,7 @@ import pandas as pd
 import phonenumbers
 
 from loader.cells import Cell
-from loader.client import DEFAULT_BASE_URL, CallKaroClient
+from loader.client import DEFAULT_BASE_URL, CallKaroClient, check_base_url
 from loader.columns import ColumnMap, map_columns
 from loader.errors import (
     ApiRefusedError,
@@ -47,9 +47,10 @@ from loader.send import (
     Progress,
     RetryPolicy,
     SendReport,
-    retrying,
+    Stopped,
     send_calls,
     stoppable_sleep,
+    with_retries,
 )
 from loader.state import RunState, fingerprint, state_path
 from loader.validate import Defaults, Validation, validate_rows
@@ -283,6 +284,8 @@ def load_campaign(
                 "no API key: set CALLKARO_API_KEY or put it in a .env file in this folder",
                 hint="Or try the loader out with --sandbox, which needs no key.",
             )
+    # Refuse an unsafe --base-url before the state is touched: a usage error leaves nothing behind.
+    base_url = check_base_url(base_url or DEFAULT_BASE_URL)
 
     with RunState(out, clock=clock) as state:
         _claim_state(state, path, agent_id=agent_id.strip(), batch_id=batch_id, fresh=fresh)
@@ -308,7 +311,7 @@ def load_campaign(
             campaign_name=campaign_name(campaign_name_template, input_path=path, today=today),
             client=CallKaroClient(
                 api_key=api_key,
-                base_url=base_url or DEFAULT_BASE_URL,
+                base_url=base_url,
                 transport=transport,
                 max_connections=concurrency,
             ),
@@ -385,8 +388,9 @@ class _SendJob:
                     self.batch_id = await self._create_campaign(stop)
                 except ApiRefusedError as exc:
                     return SendReport(refused=exc)
-                except (TransientError, NoAnswerError) as exc:
-                    self._leave_pending(f"the campaign could not be created: {exc}")
+                except (TransientError, NoAnswerError, Stopped) as exc:
+                    reason = str(exc) or "the run was stopped"
+                    self._leave_pending(f"the campaign could not be created: {reason}")
                     return SendReport(stopped=stop.is_set())
             bodies = build_bodies(
                 self.sheet, self.validation, agent_id=self.agent_id, batch_id=self.batch_id, rows=self.rows
@@ -410,9 +414,12 @@ class _SendJob:
             self.state.set(campaign_note="an earlier attempt to create the campaign got no answer")
         self.state.set(campaign_name=self.campaign_name, campaign_requested="1")
         try:
-            async for attempt in retrying(self.retry, stop=stop, sleep=stoppable_sleep(stop)):
-                with attempt:
-                    batch = await self.client.create_campaign(name=self.campaign_name, agent_id=self.agent_id)
+            batch = await with_retries(
+                lambda: self.client.create_campaign(name=self.campaign_name, agent_id=self.agent_id),
+                self.retry,
+                stop=stop,
+                sleep=stoppable_sleep(stop),
+            )
         except RejectedError as exc:
             if exc.status_code == 404:
                 raise NotFoundError(

@@ -13,6 +13,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -75,7 +76,7 @@ def read_sheet(
     return _to_sheet(path, rows, header_row=header_row, sheet_name=sheet_name)
 
 
-def _read_text(path: Path, *, encoding: str | None, suffix: str) -> list[list[str]]:
+def _read_text(path: Path, *, encoding: str | None, suffix: str) -> list[list[Any]]:
     raw = path.read_bytes()
     text = _decode(path, raw, encoding)
     if not text.strip():
@@ -94,11 +95,22 @@ def _read_text(path: Path, *, encoding: str | None, suffix: str) -> list[list[st
             skip_blank_lines=False,
             quotechar='"',
         )
-    except pd.errors.ParserError as exc:
-        raise InputFileError(path, f"not a readable table ({exc})") from None
+    except pd.errors.ParserError:
+        # The C parser refuses rows longer than the first (a title line above
+        # the headers, a stray trailing comma); csv.reader takes them as they are.
+        return _read_ragged(path, text, delimiter)
     except pd.errors.EmptyDataError:
         raise InputFileError(path, "the file is empty") from None
     return frame.to_numpy(dtype=object).tolist()
+
+
+def _read_ragged(path: Path, text: str, delimiter: str) -> list[list[Any]]:
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        raise InputFileError(path, f"not a readable table ({exc})") from None
+    width = max((len(r) for r in rows), default=0)
+    return [row + [""] * (width - len(row)) for row in rows]
 
 
 def _decode(path: Path, raw: bytes, encoding: str | None) -> str:
@@ -136,7 +148,7 @@ def _sniff_delimiter(text: str) -> str:
         return best if counts[best] else ","
 
 
-def _read_spreadsheet(path: Path, sheet: str | int | None) -> tuple[list[list[object]], str]:
+def _read_spreadsheet(path: Path, sheet: str | int | None) -> tuple[list[list[Any]], str]:
     from python_calamine import CalamineError, CalamineWorkbook
 
     try:
@@ -167,7 +179,7 @@ def _pick_sheet(path: Path, names: list[str], sheet: str | int | None) -> str:
     raise InputFileError(path, f"has no sheet {sheet!r}; its sheets are {listed} (or 0-{len(names) - 1})")
 
 
-def _to_sheet(path: Path, rows: list[list[object]], *, header_row: int, sheet_name: str | None) -> Sheet:
+def _to_sheet(path: Path, rows: list[list[Any]], *, header_row: int, sheet_name: str | None) -> Sheet:
     if len(rows) < header_row:
         where = "the file is empty" if not rows else f"there is no row {header_row} to read headers from"
         raise InputFileError(path, where)
@@ -190,7 +202,7 @@ def _to_sheet(path: Path, rows: list[list[object]], *, header_row: int, sheet_na
     if not any(headers[i] for i in keep):
         raise InputFileError(path, f"row {header_row} has no column headers")
     cells = cells[keep]
-    cells.columns = range(len(keep))
+    cells.columns = pd.RangeIndex(len(keep))
     if cells.empty:
         raise InputFileError(path, f"has a header row but no data rows below row {header_row}")
     return Sheet(

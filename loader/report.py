@@ -21,6 +21,8 @@ def write_report(path: Path, sheet: Sheet, columns: ColumnMap, validation: Valid
         writer = csv.writer(handle, lineterminator="\r\n")  # type: ignore[arg-type]
         writer.writerow(PROBLEM_COLUMNS)
         for problem in validation.problems.itertuples(index=False):
-            writer.writerow([problem.source_row, inert(problem.column), inert(problem.value), problem.error])
+            writer.writerow(
+                [problem.source_row, inert(str(problem.column)), inert(str(problem.value)), problem.error]
+            )
 
     _atomic_write(path, write, binary=False)

@@ -106,7 +106,7 @@ def results_table(
     keep = [i for i in range(len(sheet.headers)) if i not in skip]
     headers = [sheet.headers[i] for i in keep] + list(RESULT_COLUMNS)
     cells = sheet.cells[keep].copy()
-    cells.columns = range(len(keep))
+    cells.columns = pd.RangeIndex(len(keep))
     base = len(keep)
     cells[base] = list(sheet.cells.index)
     for offset, name in enumerate(OUTCOME_COLUMNS, start=1):

@@ -34,7 +34,7 @@ import random
 import re
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -246,6 +246,8 @@ class Sandbox:
         self.agents = tuple(dict.fromkeys(agents))
         self.faults = faults
         self.calls: list[dict[str, Any]] = []
+        #: requests received, and how each was answered (answered_200, answered_429, dropped, ...)
+        self.stats: Counter[str] = Counter()
         self.campaigns: list[dict[str, Any]] = []
         self._clock = clock
         self._rng = random.Random(faults.seed)
@@ -261,6 +263,7 @@ class Sandbox:
                 Route("/call/outbound", self._api(self._schedule_call), methods=["POST"]),
                 Route("/_sandbox/calls", self._list_calls, methods=["GET"]),
                 Route("/_sandbox/campaigns", self._list_campaigns, methods=["GET"]),
+                Route("/_sandbox/stats", self._show_stats, methods=["GET"]),
             ],
             exception_handlers={HTTPException: self._http_error},
         )
@@ -362,13 +365,19 @@ class Sandbox:
         self, handle: Callable[[dict[str, Any]], dict[str, Any]]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            self.stats["requests"] += 1
             try:
                 drop = await self._inject_faults()
                 self._authenticate(request)
                 answer = handle(_json_object(await request.body()))
             except _ApiError as error:
+                self.stats[f"answered_{error.status_code}"] += 1
                 return error.response()
-            return _DroppedConnection() if drop else JSONResponse(answer)
+            if drop:
+                self.stats["dropped"] += 1
+                return _DroppedConnection()
+            self.stats["answered_200"] += 1
+            return JSONResponse(answer)
 
         return endpoint
 
@@ -419,6 +428,9 @@ class Sandbox:
 
     async def _list_campaigns(self, request: Request) -> Response:
         return JSONResponse(self.campaigns)
+
+    async def _show_stats(self, request: Request) -> Response:
+        return JSONResponse(dict(sorted(self.stats.items())))
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ENV_VAR = "CALLKARO_API_KEY"
 
@@ -32,7 +33,7 @@ class ApiKey:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("an ApiKey cannot be pickled")
 
 

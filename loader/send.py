@@ -17,15 +17,17 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_any,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from loader.client import CallKaroClient
 from loader.errors import (
@@ -35,9 +37,11 @@ from loader.errors import (
     RejectedError,
     TransientError,
 )
+from loader.pacing import Pacer
 from loader.state import RunState
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 #: A 404 naming the run's agent or campaign is about the run, not the row.
 _RUN_NOT_FOUND = re.compile(r"\b(agent|campaign|batch)\b", re.IGNORECASE)
 
@@ -81,6 +85,8 @@ class SendReport:
 
     sent: int = 0
     retries: int = 0
+    slowdowns: int = 0
+    peak_in_flight: int = 0
     refused: ApiRefusedError | None = None
     stopped: bool = False
     statuses: dict[str, int] = field(default_factory=dict)
@@ -101,6 +107,16 @@ class _WaitWithRetryAfter:
         return delay
 
 
+class _StopWhenSet(stop_base):
+    """Give up retrying once the run is stopping."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._event.is_set()
+
+
 def retrying(
     policy: RetryPolicy,
     *,
@@ -111,12 +127,46 @@ def retrying(
     """Retry ``TransientError`` only, with back-off, until attempts run out or the run stops."""
     return AsyncRetrying(
         retry=retry_if_exception_type(TransientError),
-        stop=stop_after_attempt(policy.attempts) | (lambda _: stop.is_set()),
+        stop=stop_any(stop_after_attempt(policy.attempts), _StopWhenSet(stop)),
         wait=_WaitWithRetryAfter(policy),
         sleep=sleep,
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+class Stopped(Exception):
+    """The run was stopping before this request could be sent."""
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    stop: asyncio.Event,
+    sleep: Sleep,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> T:
+    """``await call()``, retrying ``TransientError`` per ``policy``.
+
+    A stop request during a back-off ends the wait and re-raises the last
+    error instead of sending once more: a stopping run starts no request.
+    """
+    last: BaseException | None = None
+
+    def remember(retry_state: RetryCallState) -> None:
+        nonlocal last
+        outcome = retry_state.outcome
+        last = outcome.exception() if outcome is not None else None
+        if before_sleep is not None:
+            before_sleep(retry_state)
+
+    async for attempt in retrying(policy, stop=stop, sleep=sleep, before_sleep=remember):
+        if stop.is_set():
+            raise last if last is not None else Stopped()
+        with attempt:
+            result = await call()
+    return result
 
 
 def stoppable_sleep(stop: asyncio.Event) -> Sleep:
@@ -141,9 +191,16 @@ async def send_calls(
     stop: asyncio.Event | None = None,
     sleep: Sleep | None = None,
     grace: float = 5.0,
+    rate_limit: float | None = None,
+    pacer: Pacer | None = None,
 ) -> SendReport:
-    """Send ``bodies`` (row -> body); every outcome is committed to ``state`` as it arrives."""
+    """Send ``bodies`` (row -> body); every outcome is committed to ``state`` as it arrives.
+
+    At most ``concurrency`` requests are in flight, fewer after 429s (see
+    ``loader.pacing``), and at most ``rate_limit`` start per second.
+    """
     retry = retry or RetryPolicy()
+    pacer = pacer or Pacer(concurrency, rate_limit=rate_limit)
     stop = stop or asyncio.Event()
     events = events or _NoEvents()
     report = SendReport()
@@ -163,6 +220,23 @@ async def send_calls(
     async def send_one(row: int, body: dict[str, Any]) -> None:
         attempts = 0
 
+        async def attempt() -> str:
+            nonlocal attempts
+            async with pacer.slot():
+                if stop.is_set():
+                    raise Stopped()
+                attempts += 1
+                state.mark_sending(row)
+                report.sent += 1
+                try:
+                    call_id = await client.schedule_call(body)
+                except TransientError as exc:
+                    if exc.status_code == 429:
+                        await pacer.slow_down()
+                    raise
+                await pacer.succeeded()
+                return call_id
+
         def before_sleep(retry_state: RetryCallState) -> None:
             outcome = retry_state.outcome
             exc = outcome.exception() if outcome is not None else None
@@ -174,12 +248,9 @@ async def send_calls(
             events.retry(row, attempt=retry_state.attempt_number, delay=delay, reason=reason)
 
         try:
-            async for attempt in retrying(retry, stop=stop, sleep=pause, before_sleep=before_sleep):
-                with attempt:
-                    attempts += 1
-                    state.mark_sending(row)
-                    report.sent += 1
-                    call_id = await client.schedule_call(body)
+            call_id = await with_retries(attempt, retry, stop=stop, sleep=pause, before_sleep=before_sleep)
+        except Stopped:
+            return  # never sent: the row stays pending
         except TransientError as exc:
             tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
             if stop.is_set() and attempts < retry.attempts:
@@ -227,8 +298,8 @@ async def send_calls(
             await send_one(row, body)
 
     workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(bodies))))]
-    all_done = asyncio.gather(*workers)
-    stopping = asyncio.create_task(stop.wait())
+    all_done: asyncio.Future[Any] = asyncio.gather(*workers)
+    stopping: asyncio.Future[Any] = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({all_done, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not all_done.done():
@@ -240,5 +311,7 @@ async def send_calls(
             task.cancel()
         await asyncio.gather(all_done, stopping, return_exceptions=True)
     # Rows still marked ``sending`` were cut off in flight; results report them ``uncertain``.
+    report.slowdowns = pacer.slowdowns
+    report.peak_in_flight = pacer.peak_in_flight
     report.stopped = stop.is_set() and report.refused is None
     return report

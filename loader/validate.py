@@ -32,7 +32,7 @@ DEFAULT_FLAGS = {
     "gap_between_retries": "--gap",
     "priority": "--priority",
 }
-_DTYPES = {
+_DTYPES: dict[str, Any] = {
     "to_number": "str",
     "schedule_at": "str",
     "min_trigger_time": "str",
@@ -72,10 +72,21 @@ class Validation:
 
 def check_defaults(defaults: Defaults, ctx: Context) -> None:
     """Refuse a default that would itself be invalid, before any row is looked at."""
-    for name, value in defaults.values.items():
-        values, problems = parse_column(name, pd.Series([value], dtype=object), ctx)
+    raw = {name: pd.Series([value], dtype=object) for name, value in defaults.values.items()}
+    parsed: dict[str, pd.Series] = {}
+    for name in ROW_FIELDS:
+        if name not in raw:
+            parsed[name] = pd.Series([None], dtype=_DTYPES[name])
+            continue
+        values, problems = parse_column(name, raw[name], ctx)
         if problems[0]:
-            raise UsageError(f"{DEFAULT_FLAGS[name]} {cell_text(value)!r} {problems[0]}")
+            raise UsageError(f"{DEFAULT_FLAGS[name]} {cell_text(raw[name][0])!r} {problems[0]}")
+        parsed[name] = pd.Series(values, dtype=_DTYPES[name])
+    # A default that parses can still break a rule (--priority 150, a window out of order).
+    broken = _rule_problems(pd.DataFrame(parsed), raw, {})
+    if broken:
+        _, name, value, error = broken[0]
+        raise UsageError(f"{DEFAULT_FLAGS[name]} {value!r} {error}")
 
 
 def validate_rows(
@@ -115,7 +126,7 @@ def validate_rows(
                 problems.append((int(row), label, cell_text(cell), error))
 
     phone_column = headers["to_number"]
-    for row, cell in raw["to_number"].items():
+    for row, cell in zip(index, raw["to_number"].tolist(), strict=True):
         if is_blank(cell):
             problems.append((int(row), phone_column, "", "is blank; every row needs a phone number"))
 

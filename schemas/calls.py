@@ -45,20 +45,20 @@ class CallRequests(pa.DataFrameModel):
     priority: Series[pd.Int64Dtype] = pa.Field(nullable=True)
 
     @pa.check("number_of_retries", error="is below 0; use 0 or more retries")
-    def retries_not_negative(cls, series: Series[pd.Int64Dtype]) -> Series[bool]:
+    def retries_not_negative(cls, series: Series[pd.Int64Dtype]) -> pd.Series:
         return series.isna() | (series >= 0)
 
     @pa.check("gap_between_retries", error="is not above 0; gaps are whole minutes above 0")
-    def gaps_positive(cls, series: Series[object]) -> Series[bool]:
+    def gaps_positive(cls, series: Series[object]) -> pd.Series:
         return series.map(_positive_minutes).astype(bool)
 
     @pa.check("priority", error=f"is outside [{PRIORITY_RANGE[0]}, {PRIORITY_RANGE[1]}]")
-    def priority_in_range(cls, series: Series[pd.Int64Dtype]) -> Series[bool]:
+    def priority_in_range(cls, series: Series[pd.Int64Dtype]) -> pd.Series:
         low, high = PRIORITY_RANGE
         return series.isna() | series.between(low, high)
 
     @pa.dataframe_check(error="is not before max_trigger_time")
-    def window_in_order(cls, frame: pd.DataFrame) -> Series[bool]:
+    def window_in_order(cls, frame: pd.DataFrame) -> pd.Series:
         start, end = frame["min_trigger_time"], frame["max_trigger_time"]
         return (start.isna() | end.isna() | (start < end)).astype(bool)
 

@@ -74,9 +74,7 @@ async def api(sandbox: Sandbox) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def create_campaign(api: httpx.AsyncClient, agent_id: str = CAMPAIGN_AGENT) -> str:
-    response = await api.post(
-        "/call/campaign", json={"name": "Inspection Campaign", "agent_id": agent_id}
-    )
+    response = await api.post("/call/campaign", json={"name": "Inspection Campaign", "agent_id": agent_id})
     assert response.status_code == 200, response.text
     batch_id: str = response.json()["batch_id"]
     return batch_id
@@ -112,9 +110,7 @@ def assert_call_accepted(response: httpx.Response) -> str:
             },
             id="scheduled with retries and a single gap",
         ),
-        pytest.param(
-            {"min_trigger_time": "08:30", "max_trigger_time": "20:30"}, id="with a calling window"
-        ),
+        pytest.param({"min_trigger_time": "08:30", "max_trigger_time": "20:30"}, id="with a calling window"),
         pytest.param({"carry_over": True}, id="carried over to the next day"),
     ],
 )
@@ -206,9 +202,7 @@ NOT_GAP = "gap_between_retries must be an integer above 0 or a non-empty list of
 NOT_PRIORITY = "priority must be an integer in [-100, 100]"
 
 
-def plain_call_with(
-    situation: str, changes: dict[str, Any], message: str, status: int = 400
-) -> Any:
+def plain_call_with(situation: str, changes: dict[str, Any], message: str, status: int = 400) -> Any:
     return pytest.param(PLAIN_CALL | changes, status, message, id=situation)
 
 
@@ -220,16 +214,12 @@ BAD_CALLS = [
     plain_call_with("number too long", {"to_number": "+1234567890123456"}, NOT_E164),
     plain_call_with("number in non-ASCII digits", {"to_number": "+९१९८७६५४३२१०"}, NOT_E164),
     plain_call_with("number sent as a JSON number", {"to_number": 919876543210}, NOT_E164),
-    pytest.param(
-        {"to_number": "+919876543210"}, 400, "Missing agent_id", id="neither agent nor campaign"
-    ),
+    pytest.param({"to_number": "+919876543210"}, 400, "Missing agent_id", id="neither agent nor campaign"),
     plain_call_with("unknown agent", {"agent_id": "nobody"}, "Agent does not exist", 404),
     plain_call_with(
         "unknown campaign", {"batch_id": "68433b7b0dee98e59245ebab"}, "Campaign does not exist", 404
     ),
-    plain_call_with(
-        "null agent", {"agent_id": None, "batch_id": "x"}, "agent_id must be a non-empty string"
-    ),
+    plain_call_with("null agent", {"agent_id": None, "batch_id": "x"}, "agent_id must be a non-empty string"),
     plain_call_with("blank campaign id", {"batch_id": " "}, "batch_id must be a non-empty string"),
     plain_call_with("misspelt field", {"prioirty": 1}, "Unknown field: prioirty"),
     plain_call_with("metadata as a list", {"metadata": ["Abhinav"]}, "metadata must be an object"),
@@ -246,9 +236,7 @@ BAD_CALLS = [
     plain_call_with("schedule with a space", {"schedule_at": "2025-05-28 09:30:00"}, NOT_DATE_TIME),
     plain_call_with("schedule without seconds", {"schedule_at": "2025-05-28T09:30"}, NOT_DATE_TIME),
     plain_call_with("schedule with a zone", {"schedule_at": "2025-05-28T09:30:00Z"}, NOT_DATE_TIME),
-    plain_call_with(
-        "schedule on 30 February", {"schedule_at": "2025-02-30T09:30:00"}, NOT_DATE_TIME
-    ),
+    plain_call_with("schedule on 30 February", {"schedule_at": "2025-02-30T09:30:00"}, NOT_DATE_TIME),
     plain_call_with("window start without padding", {"min_trigger_time": "8:30"}, NOT_MIN_TIME),
     plain_call_with("window start at 24:00", {"min_trigger_time": "24:00"}, NOT_MIN_TIME),
     plain_call_with("window end with seconds", {"max_trigger_time": "20:30:00"}, NOT_MAX_TIME),
@@ -295,9 +283,7 @@ async def test_call_the_api_would_refuse_is_answered_with_its_error_and_not_reco
 async def test_body_that_is_not_valid_json_is_refused(
     api: httpx.AsyncClient, sandbox: Sandbox, content: bytes, message: str
 ) -> None:
-    response = await api.post(
-        "/call/outbound", content=content, headers={"Content-Type": "application/json"}
-    )
+    response = await api.post("/call/outbound", content=content, headers={"Content-Type": "application/json"})
     assert (response.status_code, response.json()) == (400, error(message))
     assert sandbox.calls == []
 
@@ -405,9 +391,7 @@ async def test_inspection_lists_exactly_what_was_accepted_without_a_key(
 
 async def test_create_app_serves_a_fresh_sandbox() -> None:
     app = create_app(api_key=KEY, agents=["agent-1"])
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://sandbox"
-    ) as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox") as client:
         response = await client.post(
             "/call/outbound",
             json={"to_number": "+14155550100", "agent_id": "agent-1"},

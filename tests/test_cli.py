@@ -1,0 +1,669 @@
+"""The command line: help for every option, one-line usage errors, the documented exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from loader.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_data"
+BASE = "https://api.callkaro.ai"
+KEY = "ck_test_9f8e7d6c5b4a"
+TZ = ["--timezone", "Asia/Kolkata"]
+
+#: Every option SPEC.md lists for ``run``.
+SPEC_RUN_OPTIONS = [
+    "--agent-id",
+    "--campaign-name",
+    "--batch-id",
+    "--output",
+    "--sheet",
+    "--header-row",
+    "--map",
+    "--default-region",
+    "--timezone",
+    "--schedule-at",
+    "--min-trigger-time",
+    "--max-trigger-time",
+    "--carry-over",
+    "--no-carry-over",
+    "--retries",
+    "--gap",
+    "--priority",
+    "--allow-past",
+    "--allow-duplicates",
+    "--suppress",
+    "--history",
+    "--skip-recent",
+    "--concurrency",
+    "--rate-limit",
+    "--dry-run",
+    "--sandbox",
+    "--base-url",
+    "--fresh",
+    "--retry-uncertain",
+    "--encoding",
+    "--summary-json",
+    "--log-file",
+    "--config",
+    "--no-progress",
+    "--quiet",
+]
+#: Options SPEC.md promises that ``run`` does not have yet. Remove one here when it is added.
+NOT_YET_IN_RUN = {
+    "--suppress",
+    "--history",
+    "--skip-recent",
+    "--rate-limit",
+    "--summary-json",
+    "--log-file",
+    "--config",
+}
+
+CLEAN_SHEET = (
+    "Name,Phone,City,Age\n"
+    "Aarav Sharma,+91 98765 43210,Bengaluru,34\n"
+    "Priya Nair,098450 12345,Kochi,29\n"
+    "Rohan Mehta,919820011223,Mumbai,\n"
+)
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder holding the sample sheets and a clean one, as the working directory, with no key set."""
+    for name in ("contacts.csv", "contacts.xlsx"):
+        shutil.copy(SAMPLES / name, tmp_path / name)
+    (tmp_path / "clean.csv").write_text(CLEAN_SHEET, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CALLKARO_API_KEY", raising=False)
+    monkeypatch.delenv("CALLKARO_BASE_URL", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def api() -> Iterator[respx.MockRouter]:
+    """The network, replaced: any request to a route not defined here fails the test."""
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        yield router
+
+
+def callkaro_answers(api: respx.MockRouter) -> tuple[respx.Route, respx.Route]:
+    """A CallKaro that accepts everything."""
+    count = 0
+
+    def call(request: httpx.Request) -> httpx.Response:
+        nonlocal count
+        count += 1
+        return httpx.Response(200, json={"status": "success", "call_id": f"call{count:03d}"})
+
+    campaign = api.post("/call/campaign").mock(
+        return_value=httpx.Response(200, json={"status": "success", "batch_id": "batch-1"})
+    )
+    outbound = api.post("/call/outbound").mock(side_effect=call)
+    return campaign, outbound
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``callkaro-loader *argv`` in this process: exit code, stdout, stderr."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exited:  # argparse's own errors exit from inside parse_args
+        code = exited.code if isinstance(exited.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def statuses(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in read_results(path):
+        counts[row["callkaro_status"]] = counts.get(row["callkaro_status"], 0) + 1
+    return counts
+
+
+# --- help -----------------------------------------------------------------------------------------
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+def test_every_command_and_every_option_has_help_text() -> None:
+    parsers = {"callkaro-loader": build_parser(), **subcommands()}
+    missing = []
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                # The commands themselves: each is listed in --help with its own line.
+                missing += [f"{name} {c.dest}" for c in action._choices_actions if not (c.help or "").strip()]
+            elif not (action.help or "").strip():
+                missing.append(f"{name} {action.option_strings or action.dest}")
+    assert missing == []
+
+
+def test_run_help_mentions_every_option_the_spec_lists_that_run_has(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--help"])
+    assert exited.value.code == 0
+    help_text = capsys.readouterr().out
+    known = set(subcommands()["run"]._option_string_actions)
+    present = [option for option in SPEC_RUN_OPTIONS if option in known]
+    assert [option for option in present if not re.search(rf"{option}\b", help_text)] == []
+    assert "CALLKARO_API_KEY" in help_text and "exit codes:" in help_text
+
+
+def test_spec_options_missing_from_run_are_exactly_the_known_gaps() -> None:
+    known = set(subcommands()["run"]._option_string_actions)
+    assert {option for option in SPEC_RUN_OPTIONS if option not in known} == NOT_YET_IN_RUN
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--help"], ["run", "validate", "sandbox", "exit codes:", "--version"]),
+        (
+            ["validate", "--help"],
+            ["--report", "--default-region", "--timezone", "--map", "--sheet", "--quiet"],
+        ),
+        (
+            ["sandbox", "--help"],
+            [
+                "--host",
+                "--port",
+                "--api-key",
+                "--agent",
+                "--latency-ms",
+                "--error-rate",
+                "--rate-limit",
+                "--drop-rate",
+                "--seed",
+            ],
+        ),
+    ],
+    ids=["top", "validate", "sandbox"],
+)
+def test_each_commands_help_names_its_options(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: callkaro-loader")
+    assert [word for word in expected if word not in help_text] == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param([sys.executable, "-m", "loader"], id="python -m loader"),
+        pytest.param([str(Path(sys.executable).parent / "callkaro-loader")], id="console script"),
+    ],
+)
+def test_both_ways_of_starting_the_command_show_the_same_help(command: list[str]) -> None:
+    done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("usage: callkaro-loader [-h] [--version] COMMAND ...")
+
+
+def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == "callkaro-loader 0.1.0\n"
+
+
+# --- usage errors: exit 2, one line naming the problem, nothing sent ------------------------------
+
+
+SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *TZ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "line", "hint"),
+    [
+        pytest.param(
+            ["run", "nope.csv", "--agent-id", "demo-agent", "--sandbox"],
+            "callkaro-loader: error: nope.csv: no such file",
+            None,
+            id="missing input file",
+        ),
+        pytest.param(
+            ["validate", "nope.xlsx"],
+            "callkaro-loader: error: nope.xlsx: no such file",
+            None,
+            id="validate a missing file",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--default-region", "XX"],
+            "callkaro-loader: error: --default-region 'XX' is not a country code phonenumbers knows",
+            "hint: Use a two-letter ISO code such as IN, US or GB.",
+            id="unknown region",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--timezone", "Mars/Olympus"],
+            "callkaro-loader: error: --timezone 'Mars/Olympus' is not an IANA time zone",
+            "hint: Use a name such as Asia/Kolkata.",
+            id="bad timezone",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--map", "Phone"],
+            'callkaro-loader: error: --map "Phone" is not of the form "HEADER=FIELD"',
+            None,
+            id="map without =",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--map", "Phone=mobile"],
+            "callkaro-loader: error: --map \"Phone=mobile\": 'mobile' is not a call field; use one of "
+            "to_number, schedule_at, min_trigger_time, max_trigger_time, carry_over, number_of_retries, "
+            "gap_between_retries, priority",
+            None,
+            id="map to a field that does not exist",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--map", "Mobile No=to_number"],
+            "callkaro-loader: error: contacts.csv: --map names column 'Mobile No', which is not in the "
+            "header row ('Name', 'Phone', 'City', 'Lead Status', 'Age', 'schedule_at', 'min_trigger_time', "
+            "'max_trigger_time', 'carry_over', 'number_of_retries', 'gap_between_retries', 'priority', "
+            "'Notes')",
+            None,
+            id="map a column the sheet does not have",
+        ),
+        pytest.param(
+            ["run", "contacts.csv", "--agent-id", "demo-agent", "--api-key", KEY],
+            "callkaro-loader: error: --api-key is not accepted: a key on the command line shows up in "
+            "process lists and shell history",
+            "hint: Set CALLKARO_API_KEY in the environment, or put CALLKARO_API_KEY=... in a .env file here.",
+            id="api key on the command line",
+        ),
+        pytest.param(
+            ["run", "contacts.csv", "--agent-id", "demo-agent", f"--api-key={KEY}"],
+            "callkaro-loader: error: --api-key is not accepted: a key on the command line shows up in "
+            "process lists and shell history",
+            "hint: Set CALLKARO_API_KEY in the environment, or put CALLKARO_API_KEY=... in a .env file here.",
+            id="api key on the command line with =",
+        ),
+        pytest.param(
+            ["run", "contacts.csv", "--agent-id", "demo-agent", "--default-region", "IN", *TZ],
+            "callkaro-loader: error: no API key: set CALLKARO_API_KEY or put it in a .env file in this "
+            "folder",
+            "hint: Or try the loader out with --sandbox, which needs no key.",
+            id="no key and no sandbox",
+        ),
+        pytest.param(
+            ["run", "contacts.csv", "--sandbox"],
+            "callkaro-loader run: error: the following arguments are required: --agent-id",
+            "hint: see 'callkaro-loader run --help'",
+            id="no agent",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--concurrency", "0"],
+            "callkaro-loader: error: --concurrency must be 1 or more, not 0",
+            None,
+            id="no concurrency",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--concurrency", "many"],
+            "callkaro-loader run: error: argument --concurrency: invalid int value: 'many'",
+            "hint: see 'callkaro-loader run --help'",
+            id="concurrency not a number",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--output", "results.json"],
+            "callkaro-loader: error: --output results.json must end in .csv or .xlsx",
+            None,
+            id="output of an unknown kind",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--output", "contacts.csv"],
+            "callkaro-loader: error: --output contacts.csv is the input file; the loader never "
+            "overwrites its input",
+            None,
+            id="output over the input",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--header-row", "0"],
+            "callkaro-loader: error: --header-row must be 1 or more, not 0",
+            None,
+            id="header row 0",
+        ),
+        pytest.param(
+            ["frobnicate"],
+            "callkaro-loader: error: argument COMMAND: invalid choice: 'frobnicate' "
+            "(choose from 'run', 'validate', 'sandbox')",
+            "hint: see 'callkaro-loader --help'",
+            id="unknown command",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--frobnicate"],
+            "callkaro-loader: error: unrecognized arguments: --frobnicate",
+            "hint: see 'callkaro-loader --help'",
+            id="unknown option",
+        ),
+    ],
+)
+def test_usage_error_exits_2_with_one_line_naming_the_problem_and_sends_nothing(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    line: str,
+    hint: str | None,
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    assert err.splitlines() == [line] + ([hint] if hint else [])
+    assert not api.calls
+    assert not (here / "contacts.results.csv").exists()
+
+
+def test_plain_http_base_url_to_another_host_is_refused_before_the_key_is_sent(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    code, out, err = run(
+        capsys,
+        "run",
+        "clean.csv",
+        "--agent-id",
+        "a1",
+        "--default-region",
+        "IN",
+        "--base-url",
+        "http://example.com",
+    )
+    assert code == 2
+    assert err.splitlines() == [
+        "callkaro-loader: error: --base-url 'http://example.com' uses plain http to a host that is not "
+        "this machine, which would send the API key unencrypted",
+        "hint: Use https://, or http://127.0.0.1:PORT for a local sandbox.",
+    ]
+    assert not api.calls
+    # Nothing is left behind that would get in the way of the corrected command (or a dry run).
+    assert sorted(p.name for p in here.iterdir() if "results" in p.name) == []
+
+
+def test_another_input_for_the_same_output_is_refused_unless_fresh(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = ["--agent-id", "demo-agent", "--sandbox", "--default-region", "IN", *TZ]
+    assert run(capsys, "run", "contacts.csv", *first)[0] == 1
+
+    code, out, err = run(capsys, "run", "clean.csv", *first, "--output", "contacts.results.csv")
+    assert code == 2
+    lines = err.splitlines()
+    assert re.fullmatch(
+        r"callkaro-loader: error: contacts\.results\.csv holds the results of a different input "
+        r"\(contacts\.csv, last written \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\)",
+        lines[0],
+    ), lines[0]
+    assert lines[1:] == [
+        "hint: Give this input its own --output, or run with --fresh to start over "
+        "(rows that run already scheduled would be called again)."
+    ]
+    assert statuses(here / "contacts.results.csv")["scheduled"] == 22
+
+    code, out, err = run(capsys, "run", "clean.csv", *first, "--output", "contacts.results.csv", "--fresh")
+    assert (code, err) == (0, "")
+    assert statuses(here / "contacts.results.csv") == {"scheduled": 3}
+
+
+def test_dry_run_into_the_output_of_a_real_run_is_refused(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["clean.csv", "--agent-id", "demo-agent", "--default-region", "IN", *TZ]
+    assert run(capsys, "run", *args, "--sandbox")[0] == 0
+    code, out, err = run(capsys, "run", *args, "--dry-run")
+    assert code == 2
+    assert err.splitlines() == [
+        "callkaro-loader: error: clean.results.csv belongs to a real run, and a dry run would "
+        "overwrite its results",
+        "hint: Give the dry run its own --output.",
+    ]
+
+
+# --- exit codes and what is printed ---------------------------------------------------------------
+
+
+def test_sheet_whose_rows_all_get_scheduled_exits_0(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "run", "clean.csv", "--agent-id", "demo-agent", "--sandbox", "--default-region", "IN", *TZ
+    )
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == "scheduled  3"
+    assert re.fullmatch(r"campaign: [0-9a-f]{24}", lines[1])
+    assert lines[2:] == ["results: clean.results.csv"]
+    assert statuses(here / "clean.results.csv") == {"scheduled": 3}
+
+
+def test_sheet_with_rows_needing_a_person_exits_1_and_prints_one_line_per_status(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, *SANDBOX_RUN, "--default-region", "IN")
+    assert (code, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[:3] == ["scheduled  22", "invalid    2", "duplicate  1"]
+    assert lines[4] == "results: contacts.results.csv"
+
+
+def test_quiet_run_prints_nothing_when_nothing_is_wrong(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys,
+        "run",
+        "clean.csv",
+        "--agent-id",
+        "demo-agent",
+        "--sandbox",
+        "--default-region",
+        "IN",
+        *TZ,
+        "--quiet",
+    )
+    assert (code, out, err) == (0, "", "")
+
+
+@pytest.mark.parametrize(
+    ("campaign_answer", "line", "hint"),
+    [
+        pytest.param(
+            httpx.Response(401, json={"status": "error", "message": "Invalid API key"}),
+            "callkaro-loader: error: the API refused the key (HTTP 401: Invalid API key)",
+            "hint: Check CALLKARO_API_KEY (or .env) holds the key from your CallKaro dashboard.",
+            id="wrong key",
+        ),
+        pytest.param(
+            httpx.Response(403, json={"status": "error", "message": "Missing X-API-KEY in headers"}),
+            "callkaro-loader: error: the API refused the key (HTTP 403: Missing X-API-KEY in headers)",
+            "hint: Check CALLKARO_API_KEY (or .env) holds the key from your CallKaro dashboard.",
+            id="key not allowed",
+        ),
+        pytest.param(
+            httpx.Response(404, json={"status": "error", "message": "Agent does not exist"}),
+            "callkaro-loader: error: the API does not know agent 'a1' (HTTP 404: Agent does not exist)",
+            "hint: Check --agent-id against your CallKaro dashboard.",
+            id="unknown agent",
+        ),
+    ],
+)
+def test_api_refusing_the_run_exits_3_leaving_every_valid_row_pending(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    campaign_answer: httpx.Response,
+    line: str,
+    hint: str,
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    campaign = api.post("/call/campaign").mock(return_value=campaign_answer)
+    outbound = api.post("/call/outbound")
+    code, out, err = run(capsys, "run", "contacts.csv", "--agent-id", "a1", "--default-region", "IN", *TZ)
+    assert code == 3
+    assert err.splitlines() == [line, hint]
+    assert campaign.call_count == 1 and not outbound.called
+    assert statuses(here / "contacts.results.csv") == {"pending": 22, "invalid": 2, "duplicate": 1}
+    assert "pending    22" in out.splitlines()
+
+
+def test_key_refused_mid_run_exits_3_and_keeps_what_was_scheduled(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    api.post("/call/campaign").mock(return_value=httpx.Response(200, json={"batch_id": "batch-1"}))
+    outbound = api.post("/call/outbound").mock(
+        side_effect=[
+            httpx.Response(200, json={"call_id": "first"}),
+            httpx.Response(401, json={"status": "error", "message": "Key revoked"}),
+        ]
+    )
+    code, out, err = run(
+        capsys, "run", "clean.csv", "--agent-id", "a1", "--default-region", "IN", *TZ, "--concurrency", "1"
+    )
+    assert code == 3
+    assert err.splitlines()[0] == "callkaro-loader: error: the API refused the key (HTTP 401: Key revoked)"
+    assert outbound.call_count == 2
+    rows = read_results(here / "clean.results.csv")
+    assert [(r["callkaro_status"], r["callkaro_call_id"]) for r in rows] == [
+        ("scheduled", "first"),
+        ("pending", ""),
+        ("pending", ""),
+    ]
+
+
+# --- dry run and the key --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sheet", "code", "expected"),
+    [
+        ("contacts.csv", 1, {"valid": 22, "invalid": 2, "duplicate": 1}),
+        ("contacts.xlsx", 1, {"valid": 22, "invalid": 2, "duplicate": 1}),
+        ("clean.csv", 0, {"valid": 3}),
+    ],
+)
+def test_dry_run_writes_results_marked_valid_and_sends_nothing_without_needing_a_key(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    sheet: str,
+    code: int,
+    expected: dict[str, int],
+) -> None:
+    exit_code, out, err = run(
+        capsys, "run", sheet, "--agent-id", "demo-agent", "--dry-run", "--default-region", "IN", *TZ
+    )
+    assert (exit_code, err) == (code, "")
+    results = here / f"{Path(sheet).stem}.results.csv"
+    assert statuses(results) == expected
+    assert out.splitlines()[-1] == f"results: {results.name}"
+    assert "campaign:" not in out
+    assert not api.calls
+    assert not results.with_name(results.name + ".state").exists()
+
+
+def test_key_in_a_dotenv_file_is_used_and_never_written_anywhere(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (here / ".env").write_text(f"# from the dashboard\nCALLKARO_API_KEY={KEY}\n", encoding="utf-8")
+    campaign, outbound = callkaro_answers(api)
+    code, out, err = run(
+        capsys, "run", "clean.csv", "--agent-id", "a1", "--default-region", "IN", *TZ, "--output", "out/r.csv"
+    )
+    assert (code, err) == (0, "")
+    assert {call.request.headers["X-API-KEY"] for call in [*campaign.calls, *outbound.calls]} == {KEY}
+    assert outbound.call_count == 3
+    assert KEY not in out
+    for written in (here / "out").iterdir():
+        assert KEY.encode() not in written.read_bytes(), written.name
+
+
+def test_key_in_the_environment_wins_over_the_dotenv_file(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (here / ".env").write_text("CALLKARO_API_KEY=from-the-file\n", encoding="utf-8")
+    monkeypatch.setenv("CALLKARO_API_KEY", "from-the-environment")
+    campaign, _ = callkaro_answers(api)
+    assert run(capsys, "run", "clean.csv", "--agent-id", "a1", "--default-region", "IN", *TZ)[0] == 0
+    assert campaign.calls.last.request.headers["X-API-KEY"] == "from-the-environment"
+
+
+def test_base_url_comes_from_the_environment_when_not_given(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    monkeypatch.setenv("CALLKARO_BASE_URL", "https://staging.callkaro.test")
+    with respx.mock(base_url="https://staging.callkaro.test") as staging:
+        callkaro_answers(staging)
+        assert run(capsys, "run", "clean.csv", "--agent-id", "a1", "--default-region", "IN", *TZ)[0] == 0
+        assert staging.calls.call_count == 4
+
+
+# --- validate -------------------------------------------------------------------------------------
+
+
+def test_validate_prints_counts_and_every_problem_and_exits_1(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "validate", "contacts.csv", "--default-region", "IN", *TZ)
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        "valid      22",
+        "invalid    2",
+        "duplicate  1",
+        "  row 16: Phone: '12345' is not a valid phone number for IN",
+        "  row 17: min_trigger_time: '21:00' is not before max_trigger_time",
+        "  row 17: priority: '150' is outside [-100, 100]",
+    ]
+
+
+def test_validate_writes_a_problem_report(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys,
+        "validate",
+        "contacts.xlsx",
+        "--default-region",
+        "IN",
+        *TZ,
+        "--report",
+        "problems.csv",
+        "--quiet",
+    )
+    assert (code, out, err) == (1, "", "")
+    rows = read_results(here / "problems.csv")
+    assert [(r["source_row"], r["column"], r["value"]) for r in rows] == [
+        ("16", "Phone", "12345"),
+        ("17", "min_trigger_time", "21:00"),
+        ("17", "priority", "150"),
+    ]
+
+
+def test_validate_of_a_clean_sheet_exits_0(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "validate", "clean.csv", "--default-region", "IN", *TZ)
+    assert (code, out, err) == (0, "valid  3\n", "")

@@ -1,0 +1,214 @@
+"""The run's state beside the results file: durable, locked to one process, and honest after a crash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loader.errors import StateError
+from loader.state import RunState, fingerprint, state_path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOON = dt.datetime(2030, 5, 28, 12, 0, tzinfo=dt.UTC)
+INTERRUPTED = (
+    "the run stopped while this request was in flight; it may or may not have been "
+    "scheduled (resend with --retry-uncertain)"
+)
+
+
+@pytest.fixture
+def output(tmp_path: Path) -> Path:
+    return tmp_path / "leads.results.csv"
+
+
+@pytest.fixture
+def state(output: Path) -> Iterator[RunState]:
+    with RunState(output, clock=lambda: NOON) as run_state:
+        yield run_state
+
+
+def test_state_lives_beside_the_results_file(output: Path) -> None:
+    assert state_path(output) == output.with_name("leads.results.csv.state")
+    with RunState(output):
+        pass
+    assert state_path(output).is_file()
+
+
+def test_state_uses_wal_so_each_commit_survives_a_killed_process(state: RunState) -> None:
+    assert state.db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_fingerprint_is_the_sha256_of_the_bytes_and_changes_with_one_byte(tmp_path: Path) -> None:
+    sheet = tmp_path / "leads.csv"
+    sheet.write_bytes(b"Phone\n+919876543210\n")
+    first = fingerprint(sheet)
+    assert first == hashlib.sha256(b"Phone\n+919876543210\n").hexdigest()
+    copy = tmp_path / "copy of leads.csv"
+    copy.write_bytes(sheet.read_bytes())
+    assert fingerprint(copy) == first
+    sheet.write_bytes(b"Phone\n+919876543211\n")
+    assert fingerprint(sheet) != first
+
+
+def test_run_values_persist_and_none_removes_one(output: Path) -> None:
+    with RunState(output, clock=lambda: NOON) as state:
+        assert state.is_new()
+        state.set(fingerprint="abc", batch_id="b1", campaign_name="Leads")
+        state.set(campaign_name=None)
+    with RunState(output) as state:
+        assert not state.is_new()
+        assert (state.get("fingerprint"), state.get("batch_id"), state.get("campaign_name")) == (
+            "abc",
+            "b1",
+            None,
+        )
+        assert state.get("updated_at") == "2030-05-28T12:00:00+00:00"
+
+
+# --- rows -----------------------------------------------------------------------------------------
+
+
+def test_row_outcomes_are_committed_and_read_back_by_a_new_process(output: Path) -> None:
+    with RunState(output, clock=lambda: NOON) as state:
+        state.add_pending([2, 3, 4])
+        state.mark_sending(2)
+        state.mark(2, "scheduled", call_id="a1b2c3d4e5")
+        state.mark_sending(3)
+        state.mark(3, "pending", message="retrying after: HTTP 500: Server error")
+        state.mark_sending(3)
+        state.mark(3, "failed", message="HTTP 400: Missing agent_id")
+    with sqlite3.connect(state_path(output)) as other:
+        rows = other.execute("SELECT source_row, status, attempts, call_id, message FROM rows").fetchall()
+    assert sorted(rows) == [
+        (2, "scheduled", 1, "a1b2c3d4e5", None),
+        (3, "failed", 2, None, "HTTP 400: Missing agent_id"),
+        (4, "pending", 0, None, None),
+    ]
+
+
+def test_adding_pending_rows_again_keeps_what_they_already_did(state: RunState) -> None:
+    state.add_pending([2, 3])
+    state.mark(2, "scheduled", call_id="c2")
+    state.add_pending([2, 3, 4])
+    assert {row: r.status for row, r in state.rows().items()} == {2: "scheduled", 3: "pending", 4: "pending"}
+
+
+def test_status_the_state_does_not_keep_is_refused(state: RunState) -> None:
+    state.add_pending([2])
+    with pytest.raises(ValueError, match="^not a send status: invalid$"):
+        state.mark(2, "invalid")
+
+
+def test_interrupted_request_is_recovered_as_uncertain_and_nothing_else_changes(state: RunState) -> None:
+    state.add_pending([2, 3, 4, 5])
+    state.mark_sending(2)
+    state.mark_sending(3)
+    state.mark(3, "scheduled", call_id="c3")
+    state.mark_sending(4)
+    assert state.recover_interrupted() == 2
+    rows = state.rows()
+    assert (rows[2].status, rows[2].message) == ("uncertain", INTERRUPTED)
+    assert (rows[4].status, rows[4].message) == ("uncertain", INTERRUPTED)
+    assert (rows[3].status, rows[3].call_id) == ("scheduled", "c3")
+    assert rows[5].status == "pending"
+    assert state.recover_interrupted() == 0
+
+
+def test_fresh_start_forgets_the_earlier_run_but_stays_a_state_file(state: RunState) -> None:
+    state.set(fingerprint="abc", batch_id="b1")
+    state.add_pending([2, 3])
+    state.mark(2, "scheduled", call_id="c2")
+    state.reset()
+    assert state.is_new()
+    assert state.rows() == {}
+    assert state.get("batch_id") is None
+    assert state.get("schema_version") == "1"
+
+
+# --- one process at a time ------------------------------------------------------------------------
+
+
+def test_second_run_on_the_same_output_is_refused_while_the_first_holds_it(output: Path) -> None:
+    with RunState(output):
+        with pytest.raises(StateError) as caught:
+            RunState(output).open()
+        assert str(caught.value) == f"another callkaro-loader run is writing {output} right now"
+        assert caught.value.hint == "Wait for it to finish, or give this run a different --output."
+        assert caught.value.exit_code == 2
+    # Once the first is done, the output is free again.
+    with RunState(output) as again:
+        assert again.is_new()
+
+
+def test_runs_on_different_outputs_in_one_folder_do_not_block_each_other(tmp_path: Path) -> None:
+    with RunState(tmp_path / "a.results.csv"), RunState(tmp_path / "b.results.csv"):
+        pass
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from loader.state import RunState
+
+    state = RunState(Path(sys.argv[1]))
+    state.open()
+    state.add_pending([2, 3, 4])
+    state.mark_sending(2)
+    state.mark(2, "scheduled", call_id="acknowledged")
+    state.mark_sending(3)
+    print("holding", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_run_killed_with_sigkill_frees_the_output_and_loses_nothing_acknowledged(output: Path) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(output)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "holding\n"
+            with pytest.raises(StateError, match="right now"):
+                RunState(output).open()
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=10)
+    assert holder.returncode == -signal.SIGKILL
+
+    with RunState(output) as state:
+        assert state.recover_interrupted() == 1
+        rows = state.rows()
+    assert (rows[2].status, rows[2].call_id) == ("scheduled", "acknowledged")
+    assert (rows[3].status, rows[3].attempts) == ("uncertain", 1)
+    assert rows[4].status == "pending"
+
+
+def test_file_that_is_not_a_state_is_refused_with_a_way_out_and_the_lock_is_released(output: Path) -> None:
+    state_path(output).write_bytes(b"this is not SQLite, just a file someone left here" * 100)
+    with pytest.raises(StateError) as caught:
+        RunState(output).open()
+    assert str(caught.value).startswith(f"{state_path(output)} is not a state file the loader can read (")
+    assert caught.value.hint == "Move it away, or run with --fresh to start this output over."
+    state_path(output).unlink()
+    with RunState(output) as state:
+        assert state.is_new()
+
+
+def test_state_used_before_it_is_opened_says_so(output: Path) -> None:
+    with pytest.raises(RuntimeError, match="^RunState used before open\\(\\)$"):
+        RunState(output).rows()
