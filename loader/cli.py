@@ -11,6 +11,7 @@ and maps outcomes to the documented exit codes:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,9 +19,12 @@ from typing import Any
 
 from loader import __version__
 from loader.errors import LoaderError, UsageError
-from loader.pipeline import InputOptions, RunResult, load_campaign, summary_lines, validate_file
+from loader.options import InputOptions, RunOptions
+from loader.pipeline import RunResult, load_campaign, summary_lines, validate_file
 
 PROG = "callkaro-loader"
+#: Rows with problems that ``validate`` prints before pointing at --report.
+SHOWN_ROWS = 20
 
 EXIT_CODES = """\
 exit codes:
@@ -98,33 +102,10 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--priority", metavar="N", help="call priority, -100 to 100")
 
 
-def _defaults(args: argparse.Namespace) -> dict[str, Any]:
-    given = {
-        "schedule_at": args.schedule_at,
-        "min_trigger_time": args.min_trigger_time,
-        "max_trigger_time": args.max_trigger_time,
-        "carry_over": args.carry_over,
-        "number_of_retries": args.retries,
-        "gap_between_retries": args.gap,
-        "priority": args.priority,
-    }
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def _options(args: argparse.Namespace) -> InputOptions:
-    from loader.columns import parse_map_options
-
-    return InputOptions(
-        sheet=args.sheet,
-        header_row=args.header_row,
-        encoding=args.encoding,
-        column_map=parse_map_options(args.map),
-        default_region=args.default_region,
-        timezone=args.timezone,
-        defaults=_defaults(args),
-        allow_past=args.allow_past,
-        allow_duplicates=args.allow_duplicates,
-    )
+def _option_values(args: argparse.Namespace, options: type[InputOptions]) -> dict[str, Any]:
+    """The parsed flags that are fields of ``options``; flags left out keep the option's default."""
+    names = {f.name for f in dataclasses.fields(options)}
+    return {name: value for name, value in vars(args).items() if name in names and value is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     group = run.add_argument_group("sending")
     group.add_argument(
         "--concurrency", metavar="N", type=int, default=8, help="requests in flight at once (default: 8)"
+    )
+    group.add_argument(
+        "--rate-limit",
+        metavar="R",
+        type=float,
+        help="start at most R requests per second (default: no limit, but slow down when the API "
+        "answers 429)",
     )
     group.add_argument(
         "--dry-run", action="store_true", help="check every row and build every request, send nothing"
@@ -294,22 +282,9 @@ def _print_summary(counts: dict[str, int], path: Path, *, quiet: bool, extra: st
 def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
-    result: RunResult = load_campaign(
-        args.input,
-        agent_id=args.agent_id,
-        campaign_name_template=args.campaign_name,
-        batch_id=args.batch_id,
-        output=args.output,
-        options=_options(args),
-        concurrency=args.concurrency,
-        dry_run=args.dry_run,
-        sandbox=args.sandbox,
-        base_url=args.base_url or os.environ.get("CALLKARO_BASE_URL") or None,
-        fresh=args.fresh,
-        retry_uncertain=args.retry_uncertain,
-        progress=not (args.no_progress or args.quiet),
-        handle_signals=True,
-    )
+    values = _option_values(args, RunOptions)
+    values["base_url"] = args.base_url or os.environ.get("CALLKARO_BASE_URL") or None
+    result: RunResult = load_campaign(args.input, RunOptions.make(**values), handle_signals=True)
     if not args.quiet:
         for line in summary_lines(result.counts):
             print(line)
@@ -327,18 +302,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    result = validate_file(args.input, report=args.report, options=_options(args))
+    options = InputOptions.make(**_option_values(args, InputOptions))
+    result = validate_file(args.input, report=args.report, options=options)
     if not args.quiet:
         for line in summary_lines(result.counts):
             print(line)
-        for problem in result.problems.head(20).itertuples(index=False):
-            value = f" {problem.value!r}" if problem.value else ""
-            print(f"  row {problem.source_row}: {problem.column}:{value} {problem.error}")
-        if len(result.problems) > 20:
-            more = len(result.problems) - 20
+        flagged = result.outcomes[result.outcomes["callkaro_status"] != "valid"]
+        for row, outcome in flagged.head(SHOWN_ROWS).iterrows():
+            print(f"  row {row} {outcome['callkaro_status']}: {outcome['callkaro_message']}")
+        if len(flagged) > SHOWN_ROWS:
+            more = len(flagged) - SHOWN_ROWS
             print(
-                f"  ... and {more} more problem{'s' if more != 1 else ''}"
-                + ("" if result.report_path else " (see them all with --report problems.csv)")
+                f"  ... and {more} more row{'s' if more != 1 else ''}"
+                + ("" if result.report_path else " (see every problem with --report problems.csv)")
             )
         if result.report_path:
             print(f"report: {result.report_path}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import signal
 import sys
 import threading
@@ -18,13 +19,12 @@ import zoneinfo
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pandas as pd
 import phonenumbers
 
-from loader.cells import Cell
 from loader.client import DEFAULT_BASE_URL, CallKaroClient, check_base_url
 from loader.columns import ColumnMap, map_columns
 from loader.errors import (
@@ -37,10 +37,12 @@ from loader.errors import (
     UsageError,
 )
 from loader.normalise import Context
+from loader.options import InputOptions, RunOptions
 from loader.payload import build_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
 from loader.results import count_statuses, outcomes, results_table, write_results
+from loader.sandbox import Faults
 from loader.secrets import ApiKey, load_api_key
 from loader.send import (
     Events,
@@ -55,6 +57,9 @@ from loader.send import (
 from loader.state import RunState, fingerprint, state_path
 from loader.validate import Defaults, Validation, validate_rows
 
+if TYPE_CHECKING:
+    from loader.sandbox import Faults
+
 #: Statuses that need nobody's attention after a real run.
 SETTLED = frozenset({"scheduled", "duplicate", "suppressed"})
 #: ... and after ``validate`` or ``--dry-run``.
@@ -66,21 +71,6 @@ Clock = Callable[[], dt.datetime]
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True)
-class InputOptions:
-    """How to read and check a sheet: shared by ``run`` and ``validate``."""
-
-    sheet: str | int | None = None
-    header_row: int = 1
-    encoding: str | None = None
-    column_map: Mapping[str, str] = field(default_factory=dict)
-    default_region: str | None = None
-    timezone: str | None = None
-    defaults: Mapping[str, Cell] = field(default_factory=dict)
-    allow_past: bool = False
-    allow_duplicates: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,12 +142,12 @@ def _read_and_validate(
 ) -> tuple[Sheet, ColumnMap, Validation]:
     ctx = _context(options, now)
     sheet = read_sheet(path, sheet=options.sheet, header_row=options.header_row, encoding=options.encoding)
-    columns = map_columns(sheet, dict(options.column_map))
+    columns = map_columns(sheet, options.column_map())
     validation = validate_rows(
         sheet,
         columns,
         ctx,
-        defaults=Defaults(dict(options.defaults)),
+        defaults=Defaults(options.defaults()),
         allow_duplicates=options.allow_duplicates,
     )
     return sheet, columns, validation
@@ -178,11 +168,17 @@ def validate_file(
     report: str | Path | None = None,
     options: InputOptions | None = None,
     clock: Clock = _utc_now,
-    **input_options: Any,
+    **option_values: Any,
 ) -> ValidateResult:
-    """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv``)."""
+    """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv``).
+
+    Options are ``InputOptions`` fields, given as ``options=`` or as keywords
+    (``default_region="IN"``); keywords override ``options``.
+    """
     path = Path(path)
-    options = options or InputOptions(**input_options)
+    options = (
+        (options or InputOptions()).replace(**option_values) if option_values else options or InputOptions()
+    )
     sheet, columns, validation = _read_and_validate(path, options, clock())
     frame = outcomes(validation.status, validation.message, {})
     report_path = Path(report) if report is not None else None
@@ -201,29 +197,27 @@ def validate_file(
 
 def load_campaign(
     path: str | Path,
+    options: RunOptions | None = None,
     *,
-    agent_id: str,
-    campaign_name_template: str = "{input} {date}",
-    batch_id: str | None = None,
-    output: str | Path | None = None,
-    options: InputOptions | None = None,
-    concurrency: int = 8,
-    dry_run: bool = False,
-    sandbox: bool = False,
-    base_url: str | None = None,
     api_key: ApiKey | str | None = None,
-    fresh: bool = False,
-    retry_uncertain: bool = False,
-    retry: RetryPolicy | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
-    progress: bool = False,
+    sandbox_faults: Faults | None = None,
+    retry: RetryPolicy | None = None,
     events: Events | None = None,
     clock: Clock = _utc_now,
     stop: asyncio.Event | None = None,
     handle_signals: bool = False,
-    **input_options: Any,
+    **option_values: Any,
 ) -> RunResult:
     """Validate ``path``, create or reuse a campaign, schedule every valid row, write the results.
+
+    Options are ``RunOptions`` fields, named as the command-line flags
+    (``agent_id=``, ``default_region=``, ``rate_limit=``...), given as
+    ``options=`` or as keywords; keywords override ``options``. The rest
+    replace the world at the edges: ``api_key`` (default: ``CALLKARO_API_KEY``
+    or ``.env``), ``transport`` (an httpx transport instead of the network),
+    ``sandbox_faults`` (faults for the in-process sandbox), ``clock``, and a
+    ``stop`` event that ends sending as Ctrl-C does.
 
     Returns a ``RunResult``; a refusal by the API (bad key, unknown agent) is
     reported in ``RunResult.refused`` after the results file is written, so the
@@ -232,12 +226,14 @@ def load_campaign(
     """
     started = clock()
     path = Path(path)
-    options = options or InputOptions(**input_options)
-    if not agent_id or not agent_id.strip():
-        raise UsageError("--agent-id is required: the CallKaro agent that makes the calls")
-    if concurrency < 1:
-        raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
-    out = Path(output) if output is not None else default_output(path)
+    options = options or RunOptions()
+    if option_values:
+        options = options.replace(**option_values)
+    options.check()
+    agent_id = str(options.agent_id).strip()
+    batch_id = options.batch_id
+    concurrency = options.concurrency
+    out = Path(options.output) if options.output is not None else default_output(path)
     if out.suffix.lower() not in (".csv", ".xlsx"):
         raise UsageError(f"--output {out} must end in .csv or .xlsx")
     if out.resolve() == path.resolve():
@@ -249,9 +245,9 @@ def load_campaign(
     validated = clock()
     durations = {"validate_seconds": (validated - started).total_seconds()}
 
-    if dry_run:
+    if options.dry_run:
         # Build every body so a dry run proves the requests can be made.
-        build_bodies(sheet, validation, agent_id=agent_id.strip(), batch_id=batch_id)
+        build_bodies(sheet, validation, agent_id=agent_id, batch_id=batch_id)
         if state_path(out).exists():
             raise StateError(
                 f"{out} belongs to a real run, and a dry run would overwrite its results",
@@ -270,10 +266,11 @@ def load_campaign(
         )
 
     simulated = None
-    if sandbox:
-        from loader.sandbox import Sandbox, SandboxTransport
+    base_url = options.base_url
+    if options.sandbox:
+        from loader.sandbox import Faults, Sandbox, SandboxTransport
 
-        simulated = Sandbox(api_key="sandbox-key", agents=[agent_id.strip()])
+        simulated = Sandbox(api_key="sandbox-key", agents=[agent_id], faults=sandbox_faults or Faults())
         transport = transport or SandboxTransport(simulated)
         api_key = ApiKey("sandbox-key")
         base_url = base_url or "http://127.0.0.1"
@@ -288,17 +285,15 @@ def load_campaign(
     base_url = check_base_url(base_url or DEFAULT_BASE_URL)
 
     with RunState(out, clock=clock) as state:
-        _claim_state(state, path, agent_id=agent_id.strip(), batch_id=batch_id, fresh=fresh)
+        _claim_state(state, path, options, fresh=options.fresh)
         known_batch = state.get("batch_id")
         if simulated is not None and known_batch:
             # Each --sandbox run starts a new simulated API; let it know the campaign being resumed.
-            simulated.add_campaign(
-                known_batch, name=state.get("campaign_name") or "", agent_id=agent_id.strip()
-            )
+            simulated.add_campaign(known_batch, name=state.get("campaign_name") or "", agent_id=agent_id)
         valid_rows = validation.status.index[validation.status == "valid"]
         state.add_pending(int(r) for r in valid_rows)
         recorded = state.rows()
-        skip = {"scheduled"} | (set() if retry_uncertain else {"uncertain"})
+        skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
         to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
         today = started.astimezone(_context(options, started).timezone).date()
         job = _SendJob(
@@ -306,9 +301,9 @@ def load_campaign(
             sheet=sheet,
             validation=validation,
             rows=to_send,
-            agent_id=agent_id.strip(),
+            agent_id=agent_id,
             batch_id=batch_id or state.get("batch_id"),
-            campaign_name=campaign_name(campaign_name_template, input_path=path, today=today),
+            campaign_name=campaign_name(options.campaign_name, input_path=path, today=today),
             client=CallKaroClient(
                 api_key=api_key,
                 base_url=base_url,
@@ -316,12 +311,13 @@ def load_campaign(
                 max_connections=concurrency,
             ),
             concurrency=concurrency,
+            rate_limit=options.rate_limit,
             retry=retry or RetryPolicy(),
             events=events,
             stop=stop,
             handle_signals=handle_signals,
         )
-        bar = make_progress(len(to_send), enabled=progress)
+        bar = make_progress(len(to_send), enabled=not (options.no_progress or options.quiet))
         try:
             report = _run_coroutine(job.run(bar))
         finally:
@@ -369,6 +365,7 @@ class _SendJob:
     campaign_name: str
     client: CallKaroClient
     concurrency: int
+    rate_limit: float | None
     retry: RetryPolicy
     events: Events | None
     stop: asyncio.Event | None
@@ -400,6 +397,7 @@ class _SendJob:
                 bodies,
                 self.state,
                 concurrency=self.concurrency,
+                rate_limit=self.rate_limit,
                 retry=self.retry,
                 progress=progress,
                 events=self.events,
@@ -439,8 +437,10 @@ class _SendJob:
             self.state.mark(int(row), "pending", message=message)
 
 
-def _claim_state(state: RunState, path: Path, *, agent_id: str, batch_id: str | None, fresh: bool) -> None:
+def _claim_state(state: RunState, path: Path, options: RunOptions, *, fresh: bool) -> None:
     """Make ``state`` this input's: new, resumed, or (``--fresh``) started over."""
+    agent_id = str(options.agent_id).strip()
+    batch_id = options.batch_id
     print_name = state.output
     digest = fingerprint(path)
     if fresh:
@@ -466,7 +466,11 @@ def _claim_state(state: RunState, path: Path, *, agent_id: str, batch_id: str | 
             )
         state.recover_interrupted()
     state.set(
-        fingerprint=digest, input=str(path), agent_id=agent_id, batch_id=batch_id or state.get("batch_id")
+        fingerprint=digest,
+        input=str(path),
+        agent_id=agent_id,
+        batch_id=batch_id or state.get("batch_id"),
+        settings=json.dumps(options.settings(), default=str, sort_keys=True),
     )
 
 

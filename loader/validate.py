@@ -134,8 +134,8 @@ def validate_rows(
     problems.extend(_rule_problems(requests, raw, headers))
 
     problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
-    order = {name: i for i, name in enumerate(ROW_FIELDS)}
-    label_order = {headers.get(n, n): i for n, i in order.items()}
+    # Problems read left to right, as the columns stand in the sheet; defaults come last.
+    label_order = {headers.get(n, n): columns.fields.get(n, 10_000 + i) for i, n in enumerate(ROW_FIELDS)}
     problem_table["_order"] = problem_table["column"].map(label_order)
     problem_table = (
         problem_table.sort_values(["source_row", "_order"], kind="stable")
@@ -194,10 +194,11 @@ def _rule_problems(
     return out
 
 
+def problem_text(column: str, value: str, error: str) -> str:
+    """One problem as users read it: ``priority: 150 is outside [-100, 100]``."""
+    shown = shorten(value.strip())
+    return f"{column}: {shown} {error}" if shown else f"{column}: {error}"
+
+
 def _problem_text(problem: pd.Series) -> str:
-    value = shorten(problem["value"].strip()) if problem["value"].strip() else ""
-    return (
-        f"{problem['column']}: {value} {problem['error']}"
-        if value
-        else f"{problem['column']}: {problem['error']}"
-    )
+    return problem_text(str(problem["column"]), str(problem["value"]), str(problem["error"]))

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -569,3 +570,58 @@ def test_sigterm_mid_run_stops_sending_writes_the_results_and_the_next_run_finis
     assert {c["call_id"] for c in everything} == {
         r["callkaro_call_id"] for r in finished.results if r["callkaro_status"] == "scheduled"
     }
+
+
+@pytest.fixture(scope="module")
+def very_slow_sandbox() -> Iterator[Sandbox]:
+    with sandbox_process("--latency-ms", "3000") as running:
+        yield running
+
+
+def rows_in_state(state_file: Path, status: str) -> int:
+    if not state_file.exists():
+        return 0
+    try:
+        with sqlite3.connect(state_file, timeout=1) as db:
+            return int(db.execute("SELECT count(*) FROM rows WHERE status = ?", (status,)).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_second_ctrl_c_stops_at_once_and_the_rows_in_flight_come_back_uncertain(
+    very_slow_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    folder = copy_samples(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env["CALLKARO_API_KEY"] = "sandbox-key"
+    argv = [CLI, "run", "contacts.csv", *COMMON, "--concurrency", "2", "--base-url", very_slow_sandbox.url]
+    state_file = folder / "contacts.results.csv.state"
+    with subprocess.Popen(
+        argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as running:
+        deadline = time.monotonic() + 30
+        while rows_in_state(state_file, "sending") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        running.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        running.send_signal(signal.SIGINT)
+        out, err = running.communicate(timeout=30)
+    assert running.returncode == 1
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "callkaro-loader: stopped at once; what was recorded is kept; run the same command again to resume"
+    )
+    # The two requests in flight were cut off: the state still says so, and nothing else was sent.
+    assert rows_in_state(state_file, "sending") == 2
+    assert rows_in_state(state_file, "scheduled") == 0
+
+    time.sleep(3.1)  # let the sandbox finish with what was in flight
+    resumed = run_loader(folder, "contacts.csv", "--concurrency", "20", sandbox=very_slow_sandbox)
+    counts = resumed.counts()
+    assert counts["uncertain"] == 2
+    assert counts["scheduled"] == 20
+    numbers = [c["body"]["to_number"] for c in very_slow_sandbox.calls()]
+    # The cut-off requests may or may not have arrived; either way none was sent again.
+    assert len(numbers) == len(set(numbers)), "an uncertain row was resent without --retry-uncertain"
+    uncertain = {r["Phone"] for r in resumed.results if r["callkaro_status"] == "uncertain"}
+    assert len(numbers) - 20 <= len(uncertain) == 2

@@ -1,0 +1,120 @@
+"""The options of ``validate`` and ``run``, named exactly as on the command line.
+
+``--default-region`` is ``default_region`` here, in ``loader.load_campaign``
+keyword arguments, and in a ``--config`` file: one name per option
+everywhere, so a user can move a setting between the three without looking
+anything up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loader.cells import Cell
+from loader.columns import parse_map_options
+from loader.errors import UsageError
+
+O = TypeVar("O", bound="InputOptions")  # noqa: E741 - the conventional name for "options"
+
+#: Option name -> the call field whose blank cells it fills.
+DEFAULT_FIELDS = {
+    "schedule_at": "schedule_at",
+    "min_trigger_time": "min_trigger_time",
+    "max_trigger_time": "max_trigger_time",
+    "carry_over": "carry_over",
+    "retries": "number_of_retries",
+    "gap": "gap_between_retries",
+    "priority": "priority",
+}
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How to read and check a sheet: what ``validate`` and ``run`` share."""
+
+    sheet: str | int | None = None
+    header_row: int = 1
+    encoding: str | None = None
+    map: Sequence[str] | Mapping[str, str] = ()
+    default_region: str | None = None
+    timezone: str | None = None
+    allow_past: bool = False
+    allow_duplicates: bool = False
+    # Defaults for blank cells, as the user wrote them.
+    schedule_at: Cell | None = None
+    min_trigger_time: Cell | None = None
+    max_trigger_time: Cell | None = None
+    carry_over: bool | None = None
+    retries: Cell | None = None
+    gap: Cell | None = None
+    priority: Cell | None = None
+
+    @classmethod
+    def make(cls: type[O], **values: Any) -> O:
+        """Options from keyword arguments; an unknown name is a usage error that names it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        for name in values:
+            if name not in known:
+                raise UsageError(
+                    f"unknown option {name!r}",
+                    hint=f"Options are: {', '.join(sorted(known))}.",
+                )
+        return cls(**values)
+
+    def replace(self: O, **values: Any) -> O:
+        return type(self).make(**{**dataclasses.asdict(self), **values})
+
+    def column_map(self) -> dict[str, str]:
+        """``map`` as header -> field, whether given as ``"HEADER=FIELD"`` strings or a dict."""
+        if isinstance(self.map, Mapping):
+            return parse_map_options(f"{header}={field}" for header, field in self.map.items())
+        if isinstance(self.map, str):
+            return parse_map_options([self.map])
+        return parse_map_options(self.map)
+
+    def defaults(self) -> dict[str, Cell]:
+        """Call field -> the value for its blank cells, for the defaults that were given."""
+        return {
+            field: getattr(self, name)
+            for name, field in DEFAULT_FIELDS.items()
+            if getattr(self, name) is not None
+        }
+
+
+@dataclass(frozen=True)
+class RunOptions(InputOptions):
+    """Every option of ``run`` (see ``callkaro-loader run --help``)."""
+
+    agent_id: str = ""
+    campaign_name: str = "{input} {date}"
+    batch_id: str | None = None
+    output: str | Path | None = None
+    concurrency: int = 8
+    rate_limit: float | None = None
+    dry_run: bool = False
+    sandbox: bool = False
+    base_url: str | None = None
+    fresh: bool = False
+    retry_uncertain: bool = False
+    no_progress: bool = False
+    quiet: bool = False
+
+    def check(self) -> None:
+        """Refuse options that cannot work together, before anything is read or sent."""
+        if not self.agent_id or not str(self.agent_id).strip():
+            raise UsageError("--agent-id is required: the CallKaro agent that makes the calls")
+        if self.concurrency < 1:
+            raise UsageError(f"--concurrency must be 1 or more, not {self.concurrency}")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise UsageError(f"--rate-limit must be above 0 requests per second, not {self.rate_limit}")
+        if self.header_row < 1:
+            raise UsageError(f"--header-row must be 1 or more, not {self.header_row}")
+
+    def settings(self) -> dict[str, Any]:
+        """What a state file records of the run's options (paths as text)."""
+        values = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
