@@ -22,6 +22,11 @@ from loader.read import Sheet
 from schemas import ROW_CHECK_COLUMNS, CallRequests
 
 PROBLEM_COLUMNS = ["source_row", "column", "value", "error"]
+#: Longest metadata value sent, in characters. Metadata goes into the voice agent's
+#: prompt on every call; the API documents no limit, and a page of text in one
+#: cell is a pasted mistake far more often than something an agent should read.
+MAX_METADATA_CHARS = 2_000
+
 #: The command-line flag that gives each field's run-level default.
 DEFAULT_FLAGS = {
     "schedule_at": "--schedule-at",
@@ -132,10 +137,12 @@ def validate_rows(
 
     requests = pd.DataFrame(parsed, index=index)
     problems.extend(_rule_problems(requests, raw, headers))
+    problems.extend(_oversized_metadata(sheet, columns))
 
     problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     # Problems read left to right, as the columns stand in the sheet; defaults come last.
     label_order = {headers.get(n, n): columns.fields.get(n, 10_000 + i) for i, n in enumerate(ROW_FIELDS)}
+    label_order.update(dict(columns.metadata))
     problem_table["_order"] = problem_table["column"].map(label_order)
     problem_table = (
         problem_table.sort_values(["source_row", "_order"], kind="stable")
@@ -166,6 +173,25 @@ def validate_rows(
         problems=problem_table,
         columns=columns,
     )
+
+
+def _oversized_metadata(sheet: Sheet, columns: ColumnMap) -> list[tuple[int, str, str, str]]:
+    """Metadata cells too long to send: they are read into the agent's prompt on every call."""
+    found: list[tuple[int, str, str, str]] = []
+    for key, position in columns.metadata:
+        cells = sheet.cells[position]
+        lengths = cells.map(lambda c: len(c) if isinstance(c, str) else 0)
+        for row in lengths.index[lengths > MAX_METADATA_CHARS]:
+            found.append(
+                (
+                    int(row),
+                    key,
+                    str(cells[row]),
+                    f"is {lengths[row]:,} characters long; metadata values are limited to "
+                    f"{MAX_METADATA_CHARS:,} (the agent reads them on every call), so shorten it",
+                )
+            )
+    return found
 
 
 def _rule_problems(

@@ -333,3 +333,30 @@ def test_bad_default_is_refused_naming_its_flag_before_any_row(
 def test_default_for_a_run_level_field_is_refused() -> None:
     with pytest.raises(UsageError, match=r"^no default can be given for agent_id$"):
         Defaults({"agent_id": "a1"})
+
+
+def test_metadata_value_too_long_for_the_agents_prompt_makes_the_row_invalid(
+    check: Callable[..., Validation],
+) -> None:
+    from loader.validate import MAX_METADATA_CHARS
+
+    long_note = "n" * (MAX_METADATA_CHARS + 1)
+    validation = check(
+        ["Name", "phone", "Notes"],
+        [["Asha", "+919876543210", long_note], ["Ravi", "+919876543211", "n" * MAX_METADATA_CHARS]],
+    )
+    assert validation.status.to_dict() == {2: "invalid", 3: "valid"}
+    assert validation.message[2].startswith("Notes: nnnn")
+    assert validation.message[2].endswith(
+        "is 2,001 characters long; metadata values are limited to 2,000 "
+        "(the agent reads them on every call), so shorten it"
+    )
+    assert validation.problems[["source_row", "column", "value"]].values.tolist() == [[2, "Notes", long_note]]
+
+
+def test_problems_read_left_to_right_in_the_sheets_column_order(check: Callable[..., Validation]) -> None:
+    validation = check(
+        ["priority", "Notes", "phone", "min_trigger_time"],
+        [["500", "n" * 2001, "12", "25:00"]],
+    )
+    assert validation.problems["column"].tolist() == ["priority", "Notes", "phone", "min_trigger_time"]
