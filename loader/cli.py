@@ -332,8 +332,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for line in summary_lines(result.counts):
             print(line)
         for problem in result.problems.head(20).itertuples(index=False):
+            row, column, error = problem.source_row, str(problem.column), str(problem.error)
+            if not column:
+                print(f"  row {row}: {error}")
+                continue
             value = f" {problem.value!r}" if problem.value else ""
-            print(f"  row {problem.source_row}: {problem.column}:{value} {problem.error}")
+            print(f"  row {row}: {column}:{value} {error}")
         if len(result.problems) > 20:
             more = len(result.problems) - 20
             print(

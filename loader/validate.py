@@ -101,7 +101,11 @@ def validate_rows(
         elif name in defaults.values:
             raw[name] = pd.Series([defaults.values[name]] * len(index), index=index, dtype=object)
 
-    problems: list[tuple[int, str, str, str]] = []
+    # Rows whose cells do not line up with the headers (a text file's ragged rows): the
+    # row as a whole is the problem, so no column is named.
+    problems: list[tuple[int, str, str, str]] = [
+        (int(row), "", "", text) for row, text in sheet.row_problems.items()
+    ]
     parsed: dict[str, pd.Series] = {}
     for name in ROW_FIELDS:
         if name not in raw:
@@ -125,6 +129,7 @@ def validate_rows(
     problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     order = {name: i for i, name in enumerate(ROW_FIELDS)}
     label_order = {headers.get(n, n): i for n, i in order.items()}
+    label_order[""] = -1
     problem_table["_order"] = problem_table["column"].map(label_order)
     problem_table = (
         problem_table.sort_values(["source_row", "_order"], kind="stable")
@@ -183,10 +188,13 @@ def _rule_problems(
     return out
 
 
+def problem_text(column: str, value: str, error: str) -> str:
+    """One problem as people read it: ``priority: 150 is outside [-100, 100]``."""
+    if not column:
+        return error
+    value = shorten(value.strip())
+    return f"{column}: {value} {error}" if value else f"{column}: {error}"
+
+
 def _problem_text(problem: pd.Series) -> str:
-    value = shorten(problem["value"].strip()) if problem["value"].strip() else ""
-    return (
-        f"{problem['column']}: {value} {problem['error']}"
-        if value
-        else f"{problem['column']}: {problem['error']}"
-    )
+    return problem_text(str(problem["column"]), str(problem["value"]), str(problem["error"]))
