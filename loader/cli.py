@@ -218,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         metavar="PATH",
         type=Path,
-        help="write the problems to PATH: .csv gives one line per problem (source_row, column, value, error)",
+        help="write the problems to PATH: .csv gives one line per problem (source_row, column, value, "
+        "error); .xlsx gives a copy of the sheet with each bad cell filled red and a comment saying how "
+        "to fix it, to correct in Excel and load again",
     )
     _input_options(validate)
     validate.add_argument("--quiet", action="store_true", help="print only errors")

@@ -179,12 +179,22 @@ def validate_file(
     clock: Clock = _utc_now,
     **input_options: Any,
 ) -> ValidateResult:
-    """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv``)."""
+    """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv`` or ``.xlsx``)."""
     path = Path(path)
     options = options or InputOptions(**input_options)
+    report_path = Path(report) if report is not None else None
+    if report_path is not None:
+        if report_path.suffix.lower() not in (".csv", ".xlsx"):
+            raise UsageError(
+                f"--report {report_path} must end in .csv (one line per problem) or .xlsx (a copy of "
+                "the sheet with the bad cells marked)"
+            )
+        if report_path.resolve() == path.resolve():
+            raise UsageError(
+                f"--report {report_path} is the input file; the loader never overwrites its input"
+            )
     sheet, columns, validation = _read_and_validate(path, options, clock())
     frame = outcomes(validation.status, validation.message, {})
-    report_path = Path(report) if report is not None else None
     if report_path is not None:
         from loader.report import write_report
 
