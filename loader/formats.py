@@ -62,7 +62,9 @@ def sniff(path: Path) -> Kind:
     with path.open("rb") as handle:
         head = handle.read(4096)
     if not head.strip():
-        raise InputFileError(path, "the file is empty")
+        if len(head) < 4096:
+            raise InputFileError(path, "the file is empty")
+        return "text"  # blank lines first; the text reader decides what follows
     if head.startswith(_ZIP):
         return _sniff_zip(path)
     if head.startswith(OLE2):
