@@ -9,6 +9,10 @@ Library use, in one call each::
 The stages, in the order data flows through them:
 
     loader.read        read_sheet: the file's cells, exactly as written
+                         loader.formats: what the file really is, by content as well as name
+                         loader.text_files: encodings, separators, quotes, ragged rows
+                         loader.workbooks: zip and XML safety checks, then calamine
+                         loader.limits: the cell, column and size limits, in one place
     loader.columns     map_columns: which column is which call field; the rest is metadata
     loader.normalise   parsers: each cell as the value the API expects
     schemas            CallRequests: the API's field rules, as a pandera DataFrameModel
@@ -19,6 +23,10 @@ The stages, in the order data flows through them:
     loader.state       RunState: SQLite beside the results; resume and never-twice
     loader.results     the results file, derived from validation and state
     loader.pipeline    load_campaign / validate_file: the whole job
+
+Beside the stages: ``loader.report`` (``validate --report``: problems as CSV
+lines or a marked-up copy of the sheet) and ``loader.template`` (an empty
+sheet to fill in).
 """
 
 from loader.client import CallKaroClient

@@ -206,10 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         metavar="PATH",
         type=Path,
-        help="write the problems to PATH: .csv gives one line per problem (source_row, column, value, error)",
+        help="write the problems to PATH: .csv gives one line per problem (source_row, column, value, "
+        "error); .xlsx gives a copy of the sheet with each bad cell filled red and a comment saying how "
+        "to fix it, to correct in Excel and load again",
     )
     _input_options(validate)
     validate.add_argument("--quiet", action="store_true", help="print only errors")
+
+    template = commands.add_parser(
+        "template",
+        help="write an empty contacts sheet (.xlsx or .csv) to fill in",
+        description="Write an empty contacts sheet with every call-field column, two example metadata "
+        "columns and one example row. The .xlsx template formats the phone column as text (so Excel "
+        "keeps every digit), explains each column in a header comment and checks the constrained "
+        "columns as they are typed. An existing file is never replaced.",
+    )
+    template.add_argument("path", metavar="PATH", type=Path, help="where to write it: .xlsx or .csv")
 
     sandbox = commands.add_parser(
         "sandbox",
@@ -321,6 +333,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _cmd_template(args: argparse.Namespace) -> int:
+    from loader.template import write_template
+
+    print(f"template: {write_template(args.path)}")
+    return 0
+
+
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from loader.sandbox import Faults, serve
 
@@ -357,7 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _refuse_key_flags(argv)
         args = build_parser().parse_args(argv)
-        handler = {"run": _cmd_run, "validate": _cmd_validate, "sandbox": _cmd_sandbox}[args.command]
+        handler = {
+            "run": _cmd_run,
+            "validate": _cmd_validate,
+            "template": _cmd_template,
+            "sandbox": _cmd_sandbox,
+        }[args.command]
         return handler(args)
     except LoaderError as exc:
         _print_error(exc)

@@ -120,12 +120,16 @@ def map_columns(sheet: Sheet, overrides: dict[str, str] | None = None) -> Column
                 "or rename the other.",
             )
     if "to_number" not in claims:
-        shown = ", ".join(repr(h) for h in headers if h)
-        raise ColumnError(
-            sheet.path,
-            f"no phone number column (headers: {shown})",
-            hint='Name it "to_number" or "phone", or point at it with --map "HEADER=to_number".',
-        )
+        named = [h for h in headers if h]
+        shown = ", ".join(repr(h) for h in named)
+        hint = 'Name it "to_number" or "phone", or point at it with --map "HEADER=to_number".'
+        if len(named) < 2:
+            # One header is usually a title above the real header row.
+            hint = (
+                f"If the column headers are below row {sheet.header_row}, say which row holds them "
+                "with --header-row N. " + hint
+            )
+        raise ColumnError(sheet.path, f"no phone number column (headers: {shown})", hint=hint)
     _check_metadata_keys(sheet, metadata)
     return ColumnMap(
         fields={name: positions[0] for name, positions in claims.items()},

@@ -50,12 +50,14 @@ _PHONE_CHARS = re.compile(r"^[\d\s()+\-./]+$")
 def parse_phone(cell: Cell, ctx: Context) -> Parsed:
     if isinstance(cell, bool):
         return None, "is not a phone number"
-    if isinstance(cell, float):
-        if not cell.is_integer() or cell <= 0:
+    if isinstance(cell, int | float):
+        if (isinstance(cell, float) and not cell.is_integer()) or cell <= 0:
             return None, "is not a phone number"
         text = str(int(cell))
-    elif isinstance(cell, int):
-        text = str(cell)
+        if ctx.default_region:
+            found = _number_cell_phone(text, ctx.default_region)
+            if found is not None:
+                return found
     elif isinstance(cell, str):
         text = cell.strip()
     else:
@@ -90,10 +92,43 @@ def parse_phone(cell: Cell, ctx: Context) -> Parsed:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 
+def _valid_e164(text: str, region: str) -> str | None:
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _number_cell_phone(digits: str, region: str) -> Parsed | None:
+    """A phone number stored as a number: its digits, or its digits after a leading 0 it lost.
+
+    A number cell cannot hold a leading zero. Where the zero is only the
+    trunk prefix (India: 098450... and 98450... are the same number) both
+    readings agree; where it is part of the number (Italy's landlines),
+    only one reading is valid, and that one is used. When both are valid
+    and differ, the cell is refused rather than guessed. ``None`` leaves
+    the cell to the usual parsing and its messages.
+    """
+    as_written = _valid_e164(digits, region)
+    with_zero = _valid_e164("0" + digits, region)
+    if as_written and with_zero and as_written != with_zero:
+        return None, (
+            f"was stored as a number, so a leading 0 may have been lost: it could be {as_written} or "
+            f"{with_zero}; format the column as text and type the number again"
+        )
+    found = as_written or with_zero
+    return (found, None) if found else None
+
+
 # --- date-times and times -------------------------------------------------------
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{1,2}:\d{2}")
+# LibreOffice and openpyxl show a date-time as "2030-05-28 9:30:00"; ISO wants two hour digits.
+_ONE_DIGIT_HOUR = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d:)")
 
 
 def parse_schedule_at(cell: Cell, ctx: Context) -> Parsed:
@@ -108,7 +143,7 @@ def parse_schedule_at(cell: Cell, ctx: Context) -> Parsed:
         if not _ISO_DATETIME.match(text):
             return None, "is not a date and time; write it as 2030-05-28 09:30"
         try:
-            moment = dt.datetime.fromisoformat(text.replace("z", "Z"))
+            moment = dt.datetime.fromisoformat(_ONE_DIGIT_HOUR.sub(r"\1T0\2", text).replace("z", "Z"))
         except ValueError:
             return None, "is not a date and time; write it as 2030-05-28 09:30"
     else:

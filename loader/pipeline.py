@@ -42,7 +42,6 @@ from loader.payload import build_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
 from loader.results import count_statuses, outcomes, results_table, write_results
-from loader.sandbox import Faults
 from loader.secrets import ApiKey, load_api_key
 from loader.send import (
     Events,
@@ -170,18 +169,28 @@ def validate_file(
     clock: Clock = _utc_now,
     **option_values: Any,
 ) -> ValidateResult:
-    """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv``).
+    """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv`` or ``.xlsx``).
 
     Options are ``InputOptions`` fields, given as ``options=`` or as keywords
     (``default_region="IN"``); keywords override ``options``.
     """
     path = Path(path)
-    options = (
-        (options or InputOptions()).replace(**option_values) if option_values else options or InputOptions()
-    )
+    options = options or InputOptions()
+    if option_values:
+        options = options.replace(**option_values)
+    report_path = Path(report) if report is not None else None
+    if report_path is not None:
+        if report_path.suffix.lower() not in (".csv", ".xlsx"):
+            raise UsageError(
+                f"--report {report_path} must end in .csv (one line per problem) or .xlsx (a copy of "
+                "the sheet with the bad cells marked)"
+            )
+        if report_path.resolve() == path.resolve():
+            raise UsageError(
+                f"--report {report_path} is the input file; the loader never overwrites its input"
+            )
     sheet, columns, validation = _read_and_validate(path, options, clock())
     frame = outcomes(validation.status, validation.message, {})
-    report_path = Path(report) if report is not None else None
     if report_path is not None:
         from loader.report import write_report
 

@@ -1,5 +1,10 @@
 """Stage 1: read a contacts file into a table of cells, exactly as written.
 
+``read_sheet`` is the entry point. What the file is comes from its content
+as well as its name (``loader.formats``); text files are decoded, split
+and parsed in ``loader.text_files``, workbooks checked and read in
+``loader.workbooks``; the limits on both are in ``loader.limits``.
+
 CSV/TSV/TXT cells stay text (a phone number is never turned into a float,
 a blank is ``""``, never NaN). Spreadsheet cells keep the type the
 spreadsheet gave them (see ``loader.cells``). Rows are indexed by the row
@@ -9,20 +14,22 @@ at it.
 
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from loader.cells import cell_text, is_blank
+from loader.cells import Cell, cell_text, is_blank
 from loader.errors import InputFileError, UsageError
+from loader.formats import SPREADSHEET_SUFFIXES, SUFFIX_KINDS, SUPPORTED, TEXT_SUFFIXES, sniff
+from loader.text_files import check_encoding_name, read_text_table
+from loader.workbooks import read_workbook
 
-TEXT_SUFFIXES = {".csv", ".tsv", ".txt"}
-SPREADSHEET_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".ods"}
-SUPPORTED = ", ".join(sorted(TEXT_SUFFIXES | SPREADSHEET_SUFFIXES))
+__all__ = ["SPREADSHEET_SUFFIXES", "SUPPORTED", "TEXT_SUFFIXES", "Sheet", "read_sheet"]
+
+#: Characters around a header that are not part of it: whitespace, byte-order marks, zero-width marks.
+_HEADER_JUNK = " \t\r\n\xa0\ufeff\u200b\u200c\u200d\u200e\u200f\u2060"
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,9 @@ class Sheet:
     ``cells`` has one column per header position (labelled 0..n-1, since
     headers may repeat or be blank) and is indexed by spreadsheet row
     number; every cell is a ``loader.cells.Cell``. ``headers`` are the
-    header cells as written.
+    header cells as written (trimmed). ``row_problems`` holds, for rows
+    whose cells do not line up with the headers (a text file's ragged
+    rows), what is wrong with them; those rows are kept, and reported.
     """
 
     path: Path
@@ -40,6 +49,14 @@ class Sheet:
     cells: pd.DataFrame
     sheet_name: str | None = None
     header_row: int = 1
+    #: What the content turned out to be: ``text``, ``xlsx``, ``xlsb``, ``xls`` or ``ods``.
+    kind: str = "text"
+    #: For text files: the encoding and the separator they were read with.
+    encoding: str | None = None
+    delimiter: str | None = None
+    row_problems: Mapping[int, str] = field(default_factory=dict)
+    #: The rows above the header (titles), column-aligned with ``cells``, for copies of the sheet.
+    above_header: list[list[Cell]] = field(default_factory=list)
 
     @property
     def source_rows(self) -> list[int]:
@@ -57,134 +74,72 @@ def read_sheet(
     path = Path(path)
     if header_row < 1:
         raise UsageError(f"--header-row must be 1 or more, not {header_row}")
+    if encoding:
+        check_encoding_name(encoding)
     if not path.exists():
         raise InputFileError(path, "no such file")
     if path.is_dir():
         raise InputFileError(path, "is a folder, not a file")
     suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
-        if sheet is not None:
-            raise UsageError(f"--sheet only applies to spreadsheets, and {path.name} is a text file")
-        rows = _read_text(path, encoding=encoding, suffix=suffix)
-        sheet_name = None
-    elif suffix in SPREADSHEET_SUFFIXES:
-        rows, sheet_name = _read_spreadsheet(path, sheet)
-    else:
+    if suffix not in SUFFIX_KINDS:
         raise InputFileError(
             path, f"cannot read {suffix or 'files without a suffix'}; use one of {SUPPORTED}"
         )
-    return _to_sheet(path, rows, header_row=header_row, sheet_name=sheet_name)
-
-
-def _read_text(path: Path, *, encoding: str | None, suffix: str) -> list[list[Any]]:
-    raw = path.read_bytes()
-    text = _decode(path, raw, encoding)
-    if not text.strip():
-        raise InputFileError(path, "the file is empty")
-    delimiter = "\t" if suffix == ".tsv" else _sniff_delimiter(text)
-    # pandas' C parser reads text much faster than csv.reader, and with
-    # dtype=str and na_filter=False it keeps every cell as the exact text.
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=delimiter,
-            header=None,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            quotechar='"',
-        )
-    except pd.errors.ParserError:
-        # The C parser refuses rows longer than the first (a title line above
-        # the headers, a stray trailing comma); csv.reader takes them as they are.
-        return _read_ragged(path, text, delimiter)
-    except pd.errors.EmptyDataError:
-        raise InputFileError(path, "the file is empty") from None
-    return frame.to_numpy(dtype=object).tolist()
+        kind = sniff(path)
+        if kind == "text":
+            if sheet is not None:
+                what = "is a text file"
+                if suffix not in TEXT_SUFFIXES:
+                    what += f" despite its {suffix} name"
+                raise UsageError(f"--sheet only applies to workbooks, and {path.name} {what}")
+            table = read_text_table(
+                path, path.read_bytes(), encoding=encoding, suffix=suffix, header_row=header_row
+            )
+            return _to_sheet(
+                path,
+                table.rows,
+                header_row=header_row,
+                kind=kind,
+                encoding=table.encoding,
+                delimiter=table.delimiter,
+                row_problems=table.ragged,
+            )
+        rows, sheet_name = read_workbook(path, kind, sheet)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    return _to_sheet(path, rows, header_row=header_row, kind=kind, sheet_name=sheet_name)
 
 
-def _read_ragged(path: Path, text: str, delimiter: str) -> list[list[Any]]:
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
-    except csv.Error as exc:
-        raise InputFileError(path, f"not a readable table ({exc})") from None
-    width = max((len(r) for r in rows), default=0)
-    return [row + [""] * (width - len(row)) for row in rows]
+def _header_text(cell: Cell) -> str:
+    return cell_text(cell).strip(_HEADER_JUNK)
 
 
-def _decode(path: Path, raw: bytes, encoding: str | None) -> str:
-    if encoding:
-        try:
-            return raw.decode(encoding)
-        except LookupError:
-            raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows") from None
-        except UnicodeDecodeError as exc:
-            raise InputFileError(path, f"is not valid {encoding} text (byte {exc.start})") from None
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    if b"\x00" in raw[:4096]:
-        raise InputFileError(path, "is binary data, not a text table")
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(raw[:1_000_000]).best()
-    if best is None:
-        raise InputFileError(path, "is not text in any encoding the loader recognises", hint="Use --encoding")
-    return raw.decode(best.encoding, errors="replace")
-
-
-def _sniff_delimiter(text: str) -> str:
-    sample = text[:65536]
-    try:
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-    except csv.Error:
-        first = sample.splitlines()[0] if sample else ""
-        counts = {d: first.count(d) for d in ",;\t|"}
-        best = max(counts, key=lambda d: counts[d])
-        return best if counts[best] else ","
-
-
-def _read_spreadsheet(path: Path, sheet: str | int | None) -> tuple[list[list[Any]], str]:
-    from python_calamine import CalamineError, CalamineWorkbook
-
-    try:
-        workbook = CalamineWorkbook.from_path(str(path))
-    except (CalamineError, OSError, ValueError) as exc:
-        raise InputFileError(path, f"is not a readable {path.suffix} workbook ({exc})") from None
-    names = list(workbook.sheet_names)
-    if not names:
-        raise InputFileError(path, "the workbook has no sheets")
-    name = _pick_sheet(path, names, sheet)
-    try:
-        rows = workbook.get_sheet_by_name(name).to_python(skip_empty_area=False)
-    except (CalamineError, ValueError) as exc:
-        raise InputFileError(path, f"sheet {name!r} cannot be read ({exc})") from None
-    return rows, name
-
-
-def _pick_sheet(path: Path, names: list[str], sheet: str | int | None) -> str:
-    if sheet is None:
-        return names[0]
-    if isinstance(sheet, str) and sheet in names:
-        return sheet
-    if isinstance(sheet, int) or (isinstance(sheet, str) and sheet.strip().isdigit()):
-        index = int(sheet)
-        if 0 <= index < len(names):
-            return names[index]
-    listed = ", ".join(repr(n) for n in names)
-    raise InputFileError(path, f"has no sheet {sheet!r}; its sheets are {listed} (or 0-{len(names) - 1})")
-
-
-def _to_sheet(path: Path, rows: list[list[Any]], *, header_row: int, sheet_name: str | None) -> Sheet:
+def _to_sheet(
+    path: Path,
+    rows: list[list[Cell]],
+    *,
+    header_row: int,
+    kind: str,
+    sheet_name: str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    row_problems: Mapping[int, str] | None = None,
+) -> Sheet:
+    where = "the file" if sheet_name is None else f"sheet {sheet_name!r}"
+    if not rows:
+        raise InputFileError(path, f"{where} is empty")
     if len(rows) < header_row:
-        where = "the file is empty" if not rows else f"there is no row {header_row} to read headers from"
-        raise InputFileError(path, where)
+        raise InputFileError(
+            path,
+            f"there is no row {header_row} to read headers from; {where} has {len(rows)} rows",
+            hint="Give --header-row the row that holds the column headers.",
+        )
     width = max((len(r) for r in rows), default=0)
-    headers = [cell_text(c).strip() for c in rows[header_row - 1]]
+    if min(map(len, rows)) != width:
+        # Text rows may be ragged (reported separately); pad them so every row has every column.
+        rows = [r if len(r) == width else [*r, *[""] * (width - len(r))] for r in rows]
+    headers = [_header_text(c) for c in rows[header_row - 1]]
     headers += [""] * (width - len(headers))
     body = rows[header_row:]
     cells = (
@@ -199,16 +154,29 @@ def _to_sheet(path: Path, rows: list[list[Any]], *, header_row: int, sheet_name:
     blank = cells.map(is_blank) if len(cells) else cells.astype(bool)
     cells = cells[~blank.all(axis=1)]
     keep = [i for i in range(width) if headers[i] or not blank[i].all()]
+    if not keep and header_row == 1:
+        raise InputFileError(path, f"{where} is empty")
     if not any(headers[i] for i in keep):
-        raise InputFileError(path, f"row {header_row} has no column headers")
+        raise InputFileError(
+            path,
+            f"row {header_row} has no column headers",
+            hint="Give --header-row the row that holds the column headers.",
+        )
     cells = cells[keep]
     cells.columns = pd.RangeIndex(len(keep))
     if cells.empty:
         raise InputFileError(path, f"has a header row but no data rows below row {header_row}")
+    above = [[row[i] if i < len(row) else "" for i in keep] for row in rows[: header_row - 1]]
+    present = set(cells.index)
     return Sheet(
         path=path,
         headers=[headers[i] for i in keep],
         cells=cells,
         sheet_name=sheet_name,
         header_row=header_row,
+        kind=kind,
+        encoding=encoding,
+        delimiter=delimiter,
+        row_problems={row: text for row, text in (row_problems or {}).items() if row in present},
+        above_header=above,
     )

@@ -143,7 +143,7 @@ def _write_xlsx(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> Non
             if not value:
                 return None
             # A string cell is never evaluated, whatever it starts with.
-            out = WriteOnlyCell(sheet, value=value)
+            out = WriteOnlyCell(sheet, value=xlsx_text(value))
             out.data_type = "s"
             return out
         if isinstance(value, float) and value != value:
@@ -154,6 +154,13 @@ def _write_xlsx(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> Non
     for row in cells.itertuples(index=False, name=None):
         sheet.append([cell(v) for v in row])
     workbook.save(handle)
+
+
+def xlsx_text(text: str) -> str:
+    """``text`` as an xlsx cell can hold it: control characters XML cannot carry become U+FFFD."""
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
 
 
 def _atomic_write(path: Path, write: Callable[[IO[Any]], None], *, binary: bool) -> None:

@@ -117,7 +117,11 @@ def validate_rows(
         elif name in defaults.values:
             raw[name] = pd.Series([defaults.values[name]] * len(index), index=index, dtype=object)
 
-    problems: list[tuple[int, str, str, str]] = []
+    # Rows whose cells do not line up with the headers (a text file's ragged rows): the
+    # row as a whole is the problem, so no column is named.
+    problems: list[tuple[int, str, str, str]] = [
+        (int(row), "", "", text) for row, text in sheet.row_problems.items()
+    ]
     parsed: dict[str, pd.Series] = {}
     for name in ROW_FIELDS:
         if name not in raw:
@@ -140,9 +144,11 @@ def validate_rows(
     problems.extend(_oversized_metadata(sheet, columns))
 
     problem_table = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
-    # Problems read left to right, as the columns stand in the sheet; defaults come last.
+    # Problems read left to right, as the columns stand in the sheet; defaults come last,
+    # and a problem with the row as a whole (a ragged row) first.
     label_order = {headers.get(n, n): columns.fields.get(n, 10_000 + i) for i, n in enumerate(ROW_FIELDS)}
     label_order.update(dict(columns.metadata))
+    label_order[""] = -1
     problem_table["_order"] = problem_table["column"].map(label_order)
     problem_table = (
         problem_table.sort_values(["source_row", "_order"], kind="stable")
@@ -221,9 +227,11 @@ def _rule_problems(
 
 
 def problem_text(column: str, value: str, error: str) -> str:
-    """One problem as users read it: ``priority: 150 is outside [-100, 100]``."""
-    shown = shorten(value.strip())
-    return f"{column}: {shown} {error}" if shown else f"{column}: {error}"
+    """One problem as people read it: ``priority: 150 is outside [-100, 100]``."""
+    if not column:
+        return error
+    value = shorten(value.strip())
+    return f"{column}: {value} {error}" if value else f"{column}: {error}"
 
 
 def _problem_text(problem: pd.Series) -> str:

@@ -352,7 +352,7 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
         pytest.param(
             ["frobnicate"],
             "callkaro-loader: error: argument COMMAND: invalid choice: 'frobnicate' "
-            "(choose from 'run', 'validate', 'sandbox')",
+            "(choose from 'run', 'validate', 'template', 'sandbox')",
             "hint: see 'callkaro-loader --help'",
             id="unknown command",
         ),

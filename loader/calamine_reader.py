@@ -1,0 +1,92 @@
+"""Run python-calamine on one workbook and hand back one sheet's cells.
+
+Importable (``read_rows``) and runnable on its own as a child process
+(``python -I calamine_reader.py PATH SHEET BY_CONTENT MAX_COLUMNS`` writes
+the result, pickled, to stdout). It imports only the standard library and
+python-calamine, so the child starts in milliseconds.
+
+``loader.workbooks`` runs it in a child for ``.xls`` files: calamine's
+parser for Excel's old binary format can abort the whole process on a
+damaged file (a corrupt record once made it ask for 700 GB of memory, and
+Rust aborts when an allocation fails), which no ``except`` can catch. A
+child that dies takes only itself down, and its panic messages stay in its
+own stderr instead of reaching the user's terminal.
+
+``read_rows`` never raises for a bad file: it answers with a dict,
+``{"name": ..., "rows": ...}`` or ``{"problem": ..., ...}``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import sys
+from typing import Any
+
+
+def read_rows(path: str, sheet: str | int | None, *, by_content: bool, max_columns: int) -> dict[str, Any]:
+    """One sheet of ``path``: the first visible worksheet, or ``sheet`` by name or 0-based index."""
+    from python_calamine import (
+        CalamineError,
+        CalamineWorkbook,
+        PasswordError,
+        SheetTypeEnum,
+        SheetVisibleEnum,
+    )
+
+    try:
+        if by_content:
+            with open(path, "rb") as handle:
+                workbook = CalamineWorkbook.from_filelike(io.BytesIO(handle.read()))
+        else:
+            workbook = CalamineWorkbook.from_path(path)
+        with workbook:
+            metadata = workbook.sheets_metadata
+            names = [m.name for m in metadata]
+            if not names:
+                return {"problem": "no sheets"}
+            if sheet is None:
+                # The first sheet a person sees: hidden sheets and chart sheets hold no contacts.
+                shown = [
+                    m.name
+                    for m in metadata
+                    if m.visible == SheetVisibleEnum.Visible and m.typ == SheetTypeEnum.WorkSheet
+                ]
+                name = shown[0] if shown else names[0]
+            else:
+                found = _named(names, sheet)
+                if found is None:
+                    return {"problem": "no such sheet", "names": names}
+                name = found
+            data = workbook.get_sheet_by_name(name)
+            end = data.end
+            width = end[1] + 1 if end is not None else 0
+            if width > max_columns:
+                return {"problem": "too wide", "name": name, "width": width}
+            return {"name": name, "rows": data.to_python(skip_empty_area=False)}
+    except PasswordError:
+        return {"problem": "password"}
+    except (CalamineError, OSError, ValueError, TypeError) as exc:
+        return {"problem": "damaged", "detail": " ".join(str(exc).split())}
+    except BaseException as exc:
+        # A Rust panic inside calamine arrives as pyo3's PanicException, a BaseException.
+        if type(exc).__name__ != "PanicException":
+            raise
+        return {"problem": "damaged", "detail": "the reader gave up on it"}
+
+
+def _named(names: list[str], sheet: str | int) -> str | None:
+    if isinstance(sheet, str) and sheet in names:
+        return sheet
+    if isinstance(sheet, int) or sheet.strip().isdigit():
+        index = int(sheet)
+        if 0 <= index < len(names):
+            return names[index]
+    return None
+
+
+if __name__ == "__main__":
+    source, chosen, content, columns = sys.argv[1:5]
+    result = read_rows(source, json.loads(chosen), by_content=content == "1", max_columns=int(columns))
+    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))

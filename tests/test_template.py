@@ -1,0 +1,137 @@
+"""``callkaro-loader template``: a sheet to fill in that loads unchanged, in Excel or as CSV."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import load_workbook
+
+from loader.cli import main
+from loader.columns import ROW_FIELDS, map_columns
+from loader.normalise import Context
+from loader.payload import build_bodies
+from loader.read import read_sheet
+from loader.template import write_template
+from loader.validate import validate_rows
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HEADERS = [*ROW_FIELDS, "name", "city"]
+CTX = Context(
+    default_region="IN",
+    timezone=zoneinfo.ZoneInfo("Asia/Kolkata"),
+    now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+)
+EXAMPLE_BODY = {
+    "to_number": "+919876543210",
+    "agent_id": "a",
+    "metadata": {"name": "Asha Rao", "city": "Pune"},
+    "schedule_at": "2030-01-08T10:00:00",
+    "min_trigger_time": "09:00",
+    "max_trigger_time": "18:00",
+    "carry_over": True,
+    "number_of_retries": 2,
+    "gap_between_retries": [30, 120],
+    "priority": 0,
+}
+
+
+def bodies(path: Path) -> dict[int, dict[str, Any]]:
+    sheet = read_sheet(path)
+    validation = validate_rows(sheet, map_columns(sheet), CTX)
+    assert set(validation.status) == {"valid"}, validation.message.to_dict()
+    return build_bodies(sheet, validation, agent_id="a", batch_id=None)
+
+
+def test_the_excel_template_guards_every_column(tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "contacts.xlsx"
+    assert main(["template", str(path)]) == 0
+    assert capsys.readouterr().out == f"template: {path}\n"
+    sheet = load_workbook(path).active
+    assert sheet is not None
+    assert [c.value for c in sheet[1]] == HEADERS
+    assert all(c.comment is not None and c.comment.text for c in sheet[1])
+    assert "country code" in sheet["A1"].comment.text
+    # Excel cannot turn a typed phone number (or "30,120") into a number: the columns are text.
+    assert sheet.column_dimensions["A"].number_format == "@"
+    assert sheet.column_dimensions["G"].number_format == "@"
+    assert sheet["A2"].number_format == "@" and sheet["A2"].value == "+91 98765 43210"
+    rules = {str(v.sqref).split(":")[0]: v for v in sheet.data_validations.dataValidation}
+    assert (rules["E2"].type, rules["E2"].formula1) == ("list", '"yes,no"')
+    assert (rules["F2"].type, rules["F2"].operator, rules["F2"].formula1) == (
+        "whole",
+        "greaterThanOrEqual",
+        "0",
+    )
+    assert (rules["H2"].type, rules["H2"].formula1, rules["H2"].formula2) == ("whole", "-100", "100")
+    assert rules["C2"].type == rules["D2"].type == "time"
+    assert sheet.freeze_panes == "A2"
+
+
+def test_the_excel_template_loads_as_it_is_and_filled_in_by_hand(tmp_path: Path) -> None:
+    path = write_template(tmp_path / "contacts.xlsx", today=dt.date(2030, 1, 1))
+    assert bodies(path) == {2: EXAMPLE_BODY}
+    workbook = load_workbook(path)
+    sheet = workbook.active
+    assert sheet is not None
+    # What a person types: Excel makes times of "10:00", keeps text in the text columns.
+    sheet.append(["98450 12345", None, dt.time(10, 0), dt.time(17, 30), "no", 1, "60", 10, "Vikram", None])
+    workbook.save(path)
+    assert bodies(path)[3] == {
+        "to_number": "+919845012345",
+        "agent_id": "a",
+        "metadata": {"name": "Vikram"},
+        "min_trigger_time": "10:00",
+        "max_trigger_time": "17:30",
+        "carry_over": False,
+        "number_of_retries": 1,
+        "gap_between_retries": 60,
+        "priority": 10,
+    }
+
+
+def test_the_template_filled_in_and_saved_by_libreoffice_loads() -> None:
+    loaded = bodies(FIXTURES / "template_filled.xlsx")
+    assert loaded[2] == EXAMPLE_BODY
+    assert loaded[3]["to_number"] == "+919845012345"
+    assert loaded[3]["schedule_at"] == "2030-02-01T11:00:00"
+    assert loaded[4] == {
+        "to_number": "+919900123456",
+        "agent_id": "a",
+        "metadata": {"name": "Meera", "city": "Mumbai"},
+    }
+
+
+def test_the_csv_template_has_the_headers_and_an_example_row_and_loads(tmp_path: Path) -> None:
+    path = write_template(tmp_path / "contacts.csv", today=dt.date(2030, 1, 1))
+    assert path.read_text(encoding="utf-8-sig").splitlines() == [
+        ",".join(HEADERS),
+        '+91 98765 43210,2030-01-08 10:00,09:00,18:00,yes,2,"30,120",0,Asha Rao,Pune',
+    ]
+    with path.open("a", encoding="utf-8", newline="") as handle:
+        handle.write("+91 98765 43211,,,,,,,,Bala,\r\n")
+    assert bodies(path) == {
+        2: EXAMPLE_BODY,
+        3: {"to_number": "+919876543211", "agent_id": "a", "metadata": {"name": "Bala"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "exists", "message"),
+    [
+        ("contacts.ods", False, "template {path} must end in .xlsx or .csv"),
+        ("contacts.xlsx", True, "{path} already exists; the template never replaces a file"),
+    ],
+)
+def test_a_template_path_that_cannot_work_is_refused(
+    tmp_path: Path, capsys: Any, name: str, exists: bool, message: str
+) -> None:
+    path = tmp_path / name
+    if exists:
+        path.write_text("keep me")
+    assert main(["template", str(path)]) == 2
+    assert message.format(path=path) in capsys.readouterr().err
+    assert not exists or path.read_text() == "keep me"
