@@ -12,6 +12,9 @@ import datetime as dt
 import math
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 Cell = Any  # str | int | float | bool | datetime | date | time | timedelta
 
 
@@ -22,6 +25,30 @@ def is_blank(value: Cell) -> bool:
     if isinstance(value, float):
         return math.isnan(value)
     return value is None
+
+
+#: Every character ``str.strip`` removes (``str.isspace``); none lies above U+3000.
+WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+#: A text cell that is blank, as a regular expression pyarrow (RE2) runs over whole columns.
+_BLANK_PATTERN = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]*$"
+
+
+def is_text_column(column: pd.Series) -> bool:
+    """Whether ``column`` is a compact text column (pandas' arrow-backed ``str``), not Python objects."""
+    return isinstance(column.dtype, pd.StringDtype)
+
+
+def blank_mask(column: pd.Series) -> np.ndarray:
+    """``is_blank`` of every cell of ``column``, as a boolean array; text columns in one vectorised pass."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = pa.chunked_array(column.array._pa_array)
+        found = pc.match_substring_regex(values, _BLANK_PATTERN)
+        return np.asarray(pc.fill_null(found, True).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.fromiter((is_blank(v) for v in column.tolist()), dtype=bool, count=len(column))
 
 
 def cell_text(value: Cell) -> str:

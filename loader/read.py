@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from loader.cells import Cell, cell_text, is_blank
+from loader.cells import Cell, blank_mask, cell_text
 from loader.errors import InputFileError, UsageError
 from loader.formats import SPREADSHEET_SUFFIXES, SUFFIX_KINDS, SUPPORTED, TEXT_SUFFIXES, sniff
 from loader.text_files import check_encoding_name, read_text_table
@@ -93,12 +95,11 @@ def read_sheet(
                 if suffix not in TEXT_SUFFIXES:
                     what += f" despite its {suffix} name"
                 raise UsageError(f"--sheet only applies to workbooks, and {path.name} {what}")
-            table = read_text_table(
-                path, path.read_bytes(), encoding=encoding, suffix=suffix, header_row=header_row
-            )
+            table = read_text_table(path, encoding=encoding, suffix=suffix, header_row=header_row)
             return _to_sheet(
                 path,
                 table.rows,
+                columns=table.columns,
                 header_row=header_row,
                 kind=kind,
                 encoding=table.encoding,
@@ -117,42 +118,54 @@ def _header_text(cell: Cell) -> str:
 
 def _to_sheet(
     path: Path,
-    rows: list[list[Cell]],
+    rows: list[list[Cell]] | None,
     *,
     header_row: int,
     kind: str,
+    columns: list[Any] | None = None,
     sheet_name: str | None = None,
     encoding: str | None = None,
     delimiter: str | None = None,
     row_problems: Mapping[int, str] | None = None,
 ) -> Sheet:
+    """The ``Sheet`` of ``rows`` (lists of cells) or ``columns`` (pyarrow text columns of one length).
+
+    Cells are held once, column by column: a column of text as pandas'
+    compact ``str`` (arrow-backed) column, any other as Python objects.
+    """
     where = "the file" if sheet_name is None else f"sheet {sheet_name!r}"
-    if not rows:
+    height = (len(columns[0]) if columns else 0) if columns is not None else len(rows or [])
+    if not height:
         raise InputFileError(path, f"{where} is empty")
-    if len(rows) < header_row:
+    if height < header_row:
         raise InputFileError(
             path,
-            f"there is no row {header_row} to read headers from; {where} has {len(rows)} rows",
+            f"there is no row {header_row} to read headers from; {where} has {height} rows",
             hint="Give --header-row the row that holds the column headers.",
         )
-    width = max((len(r) for r in rows), default=0)
-    if min(map(len, rows)) != width:
-        # Text rows may be ragged (reported separately); pad them so every row has every column.
-        rows = [r if len(r) == width else [*r, *[""] * (width - len(r))] for r in rows]
-    headers = [_header_text(c) for c in rows[header_row - 1]]
+    if columns is not None:
+        width = len(columns)
+        top = [[column[r].as_py() for column in columns] for r in range(header_row)]
+        body: list[Any] = [_text_column(column.slice(header_row)) for column in columns]
+    else:
+        assert rows is not None
+        width = max((len(r) for r in rows), default=0)
+        if min(map(len, rows)) != width:
+            # Text rows may be ragged (reported separately); pad them so every row has every column.
+            rows = [r if len(r) == width else [*r, *[""] * (width - len(r))] for r in rows]
+        top = rows[:header_row]
+        below = rows[header_row:]
+        transposed = list(zip(*below, strict=True)) if below else [() for _ in range(width)]
+        del below
+        body = [_cell_column(values) for values in transposed]
+        del transposed
+    headers = [_header_text(c) for c in top[header_row - 1]]
     headers += [""] * (width - len(headers))
-    body = rows[header_row:]
-    cells = (
-        pd.DataFrame(body, columns=range(width), dtype=object)
-        if body
-        else pd.DataFrame(columns=range(width), dtype=object)
-    )
-    cells = cells.fillna("")
-    cells.index = pd.RangeIndex(header_row + 1, header_row + 1 + len(body))
+    count = height - header_row
     # Spreadsheets often carry formatting far past the data; such rows and
     # columns hold nothing the user wrote, so they are not part of the table.
-    blank = cells.map(is_blank) if len(cells) else cells.astype(bool)
-    cells = cells[~blank.all(axis=1)]
+    blank = [blank_mask(_series(values)) for values in body]
+    blank_rows = np.logical_and.reduce(blank) if blank else np.ones(count, dtype=bool)
     keep = [i for i in range(width) if headers[i] or not blank[i].all()]
     if not keep and header_row == 1:
         raise InputFileError(path, f"{where} is empty")
@@ -162,12 +175,21 @@ def _to_sheet(
             f"row {header_row} has no column headers",
             hint="Give --header-row the row that holds the column headers.",
         )
-    cells = cells[keep]
-    cells.columns = pd.RangeIndex(len(keep))
+    index: pd.Index = pd.RangeIndex(header_row + 1, header_row + 1 + count)
+    kept_rows = None
+    if blank_rows.any():
+        kept_rows = np.flatnonzero(~blank_rows)
+        index = index[kept_rows]
+    data = {}
+    for new, i in enumerate(keep):
+        values = body[i]
+        body[i] = None  # each column is held once: the filtered copy replaces it
+        data[new] = _series(values if kept_rows is None else values.take(kept_rows), index)
+    del body
+    cells = pd.DataFrame(data, index=index, columns=pd.RangeIndex(len(keep)), copy=False)
     if cells.empty:
         raise InputFileError(path, f"has a header row but no data rows below row {header_row}")
-    above = [[row[i] if i < len(row) else "" for i in keep] for row in rows[: header_row - 1]]
-    present = set(cells.index)
+    above = [[row[i] if i < len(row) else "" for i in keep] for row in top[: header_row - 1]]
     return Sheet(
         path=path,
         headers=[headers[i] for i in keep],
@@ -177,6 +199,30 @@ def _to_sheet(
         kind=kind,
         encoding=encoding,
         delimiter=delimiter,
-        row_problems={row: text for row, text in (row_problems or {}).items() if row in present},
+        row_problems={row: text for row, text in (row_problems or {}).items() if row in index},
         above_header=above,
+    )
+
+
+def _text_column(column: Any) -> Any:
+    """A pyarrow text column as pandas' compact ``str`` array, sharing its memory."""
+    return pd.array(column, dtype="str")
+
+
+def _cell_column(values: tuple[Cell, ...]) -> Any:
+    """One column of cells: all text as a compact ``str`` array, else Python objects (blanks ``""``)."""
+    if all(type(v) is str for v in values):
+        return pd.array(list(values), dtype="str")
+    out = np.empty(len(values), dtype=object)
+    for position, value in enumerate(values):
+        if value is None or (type(value) is float and value != value):
+            value = ""
+        out[position] = value
+    return out
+
+
+def _series(values: Any, index: pd.Index | None = None) -> pd.Series:
+    """A column as a Series without copying it; Python-object columns stay objects, never inferred."""
+    return pd.Series(
+        values, index=index, dtype=object if isinstance(values, np.ndarray) else None, copy=False
     )
