@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import phonenumbers
 
-from loader.cells import Cell, cell_text, is_blank
+from loader.cells import Cell, cell_text, is_blank, is_text_column
 
 Parsed = tuple[Any, str | None]
 
@@ -282,6 +283,14 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], 
     Returns the parsed values and the problems, both in the column's order.
     """
     parser = PARSERS[name]
+    if is_text_column(cells):
+        # A compact text column: each distinct text parsed once, the answers spread back by code.
+        codes, distinct = pd.factorize(cells)
+        answers = [(None, None) if is_blank(text) else parser(text, ctx) for text in distinct.tolist()]
+        by_code = np.empty((2, len(answers) + 1), dtype=object)  # the last slot: a missing cell
+        for code, (value, problem) in enumerate(answers):
+            by_code[0, code], by_code[1, code] = value, problem
+        return by_code[0].take(codes).tolist(), by_code[1].take(codes).tolist()
     cache: dict[tuple[type, Cell], Parsed] = {}
     values: list[Any] = []
     problems: list[str | None] = []

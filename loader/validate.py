@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from loader.cells import Cell, cell_text, is_blank, shorten
+from loader.cells import Cell, blank_mask, cell_text, is_text_column, shorten
 from loader.columns import ROW_FIELDS, ColumnMap
 from loader.errors import UsageError
 from loader.normalise import Context, parse_column
@@ -112,7 +113,12 @@ def validate_rows(
         if name in columns.fields:
             cells = sheet.cells[columns.fields[name]]
             if name in defaults.values:
-                cells = cells.where(~cells.map(is_blank), defaults.values[name])
+                default = defaults.values[name]
+                blank = blank_mask(cells)
+                if blank.any():
+                    if is_text_column(cells) and not isinstance(default, str):
+                        cells = cells.astype(object)
+                    cells = cells.where(~blank, default)
             raw[name] = cells
         elif name in defaults.values:
             raw[name] = pd.Series([defaults.values[name]] * len(index), index=index, dtype=object)
@@ -129,15 +135,21 @@ def validate_rows(
             continue
         values, errors = parse_column(name, raw[name], ctx)
         parsed[name] = pd.Series(values, index=index, dtype=_DTYPES[name])
+        del values
         label = headers.get(name, name)
-        for row, cell, error in zip(index, raw[name].tolist(), errors, strict=True):
-            if error:
+        found = np.asarray(errors, dtype=object)
+        del errors
+        hits = np.flatnonzero(pd.notna(found) & (found != ""))
+        if len(hits):
+            cells = raw[name].take(hits).tolist()
+            for row, cell, error in zip(
+                index.take(hits).tolist(), cells, found.take(hits).tolist(), strict=True
+            ):
                 problems.append((int(row), label, cell_text(cell), error))
 
     phone_column = headers["to_number"]
-    for row, cell in zip(index, raw["to_number"].tolist(), strict=True):
-        if is_blank(cell):
-            problems.append((int(row), phone_column, "", "is blank; every row needs a phone number"))
+    for row in index[blank_mask(raw["to_number"])].tolist():
+        problems.append((int(row), phone_column, "", "is blank; every row needs a phone number"))
 
     requests = pd.DataFrame(parsed, index=index)
     problems.extend(_rule_problems(requests, raw, headers))
@@ -159,19 +171,33 @@ def validate_rows(
     status = pd.Series("valid", index=index, dtype=object)
     message = pd.Series("", index=index, dtype=object)
     if len(problem_table):
-        text = problem_table.apply(_problem_text, axis=1)
-        joined = text.groupby(problem_table["source_row"]).agg("; ".join)
-        status.loc[joined.index] = "invalid"
-        message.loc[joined.index] = joined
+        # The table is sorted by row: each row's problems are next to each other.
+        joined: dict[int, str] = {}
+        for row, column, value, error in zip(
+            problem_table["source_row"].tolist(),
+            problem_table["column"].tolist(),
+            problem_table["value"].tolist(),
+            problem_table["error"].tolist(),
+            strict=True,
+        ):
+            sentence = problem_text(str(column), str(value), str(error))
+            joined[row] = f"{joined[row]}; {sentence}" if row in joined else sentence
+        rows = list(joined)
+        status.loc[rows] = "invalid"
+        message.loc[rows] = list(joined.values())
     if not allow_duplicates:
         numbers = requests["to_number"]
-        repeats = numbers.notna() & numbers.duplicated(keep="first")
+        present = numbers.notna().to_numpy(dtype=bool)
+        seen_before = numbers.duplicated(keep="first").to_numpy(dtype=bool)
+        repeats = present & seen_before
         if repeats.any():
-            first_row = {n: r for r, n in numbers[numbers.notna()][::-1].items()}
-            for row in numbers.index[repeats]:
-                number = numbers[row]
-                status[row] = "duplicate"
-                message[row] = f"{phone_column}: {number} already appears on row {first_row[number]}"
+            firsts = numbers[present & ~seen_before]
+            first_row = dict(zip(firsts.tolist(), firsts.index.tolist(), strict=True))
+            status[repeats] = "duplicate"
+            message[repeats] = [
+                f"{phone_column}: {number} already appears on row {first_row[number]}"
+                for number in numbers[repeats].tolist()
+            ]
     return Validation(
         requests=requests,
         status=status,
@@ -186,7 +212,10 @@ def _oversized_metadata(sheet: Sheet, columns: ColumnMap) -> list[tuple[int, str
     found: list[tuple[int, str, str, str]] = []
     for key, position in columns.metadata:
         cells = sheet.cells[position]
-        lengths = cells.map(lambda c: len(c) if isinstance(c, str) else 0)
+        if is_text_column(cells):
+            lengths = cells.str.len()
+        else:
+            lengths = cells.map(lambda c: len(c) if isinstance(c, str) else 0)
         for row in lengths.index[lengths > MAX_METADATA_CHARS]:
             found.append(
                 (
@@ -232,7 +261,3 @@ def problem_text(column: str, value: str, error: str) -> str:
         return error
     value = shorten(value.strip())
     return f"{column}: {value} {error}" if value else f"{column}: {error}"
-
-
-def _problem_text(problem: pd.Series) -> str:
-    return problem_text(str(problem["column"]), str(problem["value"]), str(problem["error"]))
