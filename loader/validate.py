@@ -141,9 +141,9 @@ def validate_rows(
         del errors
         hits = np.flatnonzero(pd.notna(found) & (found != ""))
         if len(hits):
-            cells = raw[name].take(hits).tolist()
+            bad = raw[name].take(hits).tolist()
             for row, cell, error in zip(
-                index.take(hits).tolist(), cells, found.take(hits).tolist(), strict=True
+                index.take(hits).tolist(), bad, found.take(hits).tolist(), strict=True
             ):
                 problems.append((int(row), label, cell_text(cell), error))
 
@@ -184,7 +184,7 @@ def validate_rows(
             joined[row] = f"{joined[row]}; {sentence}" if row in joined else sentence
         rows = list(joined)
         status.loc[rows] = "invalid"
-        message.loc[rows] = list(joined.values())
+        message.loc[rows] = pd.Series(list(joined.values()), index=rows, dtype=object)
     if not allow_duplicates:
         numbers = requests["to_number"]
         present = numbers.notna().to_numpy(dtype=bool)
@@ -194,10 +194,14 @@ def validate_rows(
             firsts = numbers[present & ~seen_before]
             first_row = dict(zip(firsts.tolist(), firsts.index.tolist(), strict=True))
             status[repeats] = "duplicate"
-            message[repeats] = [
-                f"{phone_column}: {number} already appears on row {first_row[number]}"
-                for number in numbers[repeats].tolist()
-            ]
+            message[repeats] = pd.Series(
+                [
+                    f"{phone_column}: {number} already appears on row {first_row[number]}"
+                    for number in numbers[repeats].tolist()
+                ],
+                index=index[repeats],
+                dtype=object,
+            )
     return Validation(
         requests=requests,
         status=status,
