@@ -38,16 +38,32 @@ def is_text_column(column: pd.Series) -> bool:
     return isinstance(column.dtype, pd.StringDtype)
 
 
-def blank_mask(column: pd.Series) -> np.ndarray:
-    """``is_blank`` of every cell of ``column``, as a boolean array; text columns in one vectorised pass."""
+def arrow_text(column: pd.Series) -> Any:
+    """The pyarrow array behind a compact text column, or None for a column of Python objects."""
     dtype = column.dtype
     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
         import pyarrow as pa
-        import pyarrow.compute as pc
 
-        values = pa.chunked_array(column.array._pa_array)
-        found = pc.match_substring_regex(values, _BLANK_PATTERN)
-        return np.asarray(pc.fill_null(found, True).to_numpy(zero_copy_only=False), dtype=bool)
+        return pa.chunked_array(column.array._pa_array)
+    return None
+
+
+def column_matches(column: pd.Series, pattern: str) -> np.ndarray | None:
+    """Which cells of a compact text column match ``pattern`` (RE2), or None for other columns."""
+    values = arrow_text(column)
+    if values is None:
+        return None
+    import pyarrow.compute as pc
+
+    found = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def blank_mask(column: pd.Series) -> np.ndarray:
+    """``is_blank`` of every cell of ``column``, as a boolean array; text columns in one vectorised pass."""
+    found = column_matches(column, _BLANK_PATTERN)
+    if found is not None:
+        return found
     return np.fromiter((is_blank(v) for v in column.tolist()), dtype=bool, count=len(column))
 
 

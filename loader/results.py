@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
 
-from loader.cells import cell_text
+from loader.cells import cell_text, column_matches
 from loader.columns import RESULT_COLUMNS
 from loader.read import Sheet
 from loader.state import RowState
@@ -49,6 +50,8 @@ def outcomes(
         },
         index=status.index,
     )
+    rows: list[int] = []
+    found: dict[str, list[str]] = {name: [] for name in OUTCOME_COLUMNS}
     for row, record in sent.items():
         if row not in frame.index:
             continue
@@ -58,7 +61,14 @@ def outcomes(
             text = _PENDING_MESSAGE
         elif row_status == "pending":
             text = f"not sent: {text}"
-        frame.loc[row, OUTCOME_COLUMNS] = [row_status, record.call_id or "", text]
+        rows.append(row)
+        found["callkaro_status"].append(row_status)
+        found["callkaro_call_id"].append(record.call_id or "")
+        found["callkaro_message"].append(text)
+    if rows:
+        # One assignment per column: a run of a million rows must not set cells one at a time.
+        for name, values in found.items():
+            frame.loc[rows, name] = pd.Series(values, index=rows, dtype=object)
     return frame
 
 
@@ -101,17 +111,22 @@ def results_table(
 
     Columns the input carried from an earlier results file (``ignored``) are
     replaced by this run's, so loading a fixed results file again works.
+
+    The table shares the sheet's columns (nothing is copied); it is written
+    out a slice of rows at a time by ``write_results``.
     """
     skip = set(ignored)
     keep = [i for i in range(len(sheet.headers)) if i not in skip]
     headers = [sheet.headers[i] for i in keep] + list(RESULT_COLUMNS)
-    cells = sheet.cells[keep].copy()
-    cells.columns = pd.RangeIndex(len(keep))
+    index = sheet.cells.index
+    data: dict[int, Any] = {new: sheet.cells[old] for new, old in enumerate(keep)}
     base = len(keep)
-    cells[base] = list(sheet.cells.index)
+    data[base] = pd.Series(index.to_numpy(), index=index)
+    same_rows = outcome.index.equals(index)
     for offset, name in enumerate(OUTCOME_COLUMNS, start=1):
-        cells[base + offset] = outcome.loc[sheet.cells.index, name].tolist()
-    return headers, cells
+        column = outcome[name] if same_rows else outcome.loc[index, name]
+        data[base + offset] = column.astype(object)
+    return headers, pd.DataFrame(data, index=index, copy=False)
 
 
 def write_results(path: Path, headers: list[str], cells: pd.DataFrame) -> None:
@@ -123,11 +138,32 @@ def write_results(path: Path, headers: list[str], cells: pd.DataFrame) -> None:
         _atomic_write(path, lambda handle: _write_csv(handle, headers, cells), binary=False)
 
 
+#: Rows written per slice: the text of one slice is all the writer holds at a time.
+CHUNK_ROWS = 65_536
+#: Where a cell that ``inert`` may change starts, for matching whole text columns at once.
+_FORMULA_PATTERN = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _FORMULA_START) + "]"
+
+
 def _write_csv(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> None:
     writer = csv.writer(handle, lineterminator="\r\n")
     writer.writerow([inert(h) for h in headers])
-    for row in cells.itertuples(index=False, name=None):
-        writer.writerow([inert(cell_text(c)) for c in row])
+    for start in range(0, len(cells), CHUNK_ROWS):
+        part = cells.iloc[start : start + CHUNK_ROWS]
+        writer.writerows(zip(*(csv_texts(part[c]) for c in part.columns), strict=True))
+
+
+def csv_texts(column: pd.Series) -> list[str]:
+    """``inert(cell_text(cell))`` of every cell; a text column in one vectorised pass."""
+    risky = column_matches(column, _FORMULA_PATTERN)
+    if risky is not None:
+        texts: list[str] = column.tolist()
+        for position in np.flatnonzero(risky).tolist():
+            texts[position] = inert(texts[position])
+        return texts
+    return [
+        inert(text) if text.startswith(_FORMULA_START) else text
+        for text in (c if type(c) is str else cell_text(c) for c in column.tolist())
+    ]
 
 
 def _write_xlsx(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> None:
