@@ -186,22 +186,7 @@ def validate_rows(
         status.loc[rows] = "invalid"
         message.loc[rows] = pd.Series(list(joined.values()), index=rows, dtype=object)
     if not allow_duplicates:
-        numbers = requests["to_number"]
-        present = numbers.notna().to_numpy(dtype=bool)
-        seen_before = numbers.duplicated(keep="first").to_numpy(dtype=bool)
-        repeats = present & seen_before
-        if repeats.any():
-            firsts = numbers[present & ~seen_before]
-            first_row = dict(zip(firsts.tolist(), firsts.index.tolist(), strict=True))
-            status[repeats] = "duplicate"
-            message[repeats] = pd.Series(
-                [
-                    f"{phone_column}: {number} already appears on row {first_row[number]}"
-                    for number in numbers[repeats].tolist()
-                ],
-                index=index[repeats],
-                dtype=object,
-            )
+        _mark_duplicates(requests["to_number"], status, message, phone_column)
     return Validation(
         requests=requests,
         status=status,
@@ -209,6 +194,29 @@ def validate_rows(
         problems=problem_table,
         columns=columns,
     )
+
+
+def _mark_duplicates(numbers: pd.Series, status: pd.Series, message: pd.Series, phone_column: str) -> None:
+    """Mark each row whose number an earlier row already has, with that row in the message.
+
+    Works on the numbers' codes (``pd.factorize`` numbers them in order of
+    first appearance, so a row repeats a number exactly when its code is not
+    above every code before it), never on a set of a million Python strings.
+    """
+    codes, distinct = pd.factorize(numbers)
+    if len(distinct) == int((codes >= 0).sum()):
+        return  # every number appears once
+    highest_before = np.maximum.accumulate(np.concatenate(([-1], codes[:-1])))
+    repeats = (codes >= 0) & (codes <= highest_before)
+    first_rows = numbers.index.to_numpy()[np.flatnonzero((codes >= 0) & ~repeats)]
+    at = np.flatnonzero(repeats)
+    status.iloc[at] = "duplicate"
+    message.iloc[at] = [
+        f"{phone_column}: {number} already appears on row {row}"
+        for number, row in zip(
+            distinct.take(codes[at]).tolist(), first_rows.take(codes[at]).tolist(), strict=True
+        )
+    ]
 
 
 def _oversized_metadata(sheet: Sheet, columns: ColumnMap) -> list[tuple[int, str, str, str]]:
