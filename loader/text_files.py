@@ -475,7 +475,7 @@ def _all_text(text: str, delimiter: str) -> dict[str, Any]:
         width = len(next(reader, []))
     except csv.Error:
         width = 0
-    return {f"f{i}": pa.string() for i in range(max(width, 1) + 1)}
+    return {f"f{i}": pa.large_string() for i in range(max(width, 1) + 1)}
 
 
 def _same_as_csv_module(table: Any) -> bool:
@@ -486,7 +486,7 @@ def _same_as_csv_module(table: Any) -> bool:
     if table.num_rows == 0 or table.num_columns > MAX_COLUMNS:
         return False
     for column in table.columns:
-        if column.type != pa.string():
+        if column.type != pa.large_string():
             return False
         # The byte length bounds the character length the csv module limits.
         if (pc.max(pc.binary_length(column)).as_py() or 0) > MAX_CELL_CHARS:
