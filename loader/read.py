@@ -10,6 +10,13 @@ a blank is ``""``, never NaN). Spreadsheet cells keep the type the
 spreadsheet gave them (see ``loader.cells``). Rows are indexed by the row
 number a person sees in the spreadsheet, so every later message can point
 at it.
+
+The sheet is held once, column by column: a column of text (every column
+of a text file, most of a workbook's) as pandas' compact arrow-backed
+``str`` column, about the size of the file itself, and only a column with
+numbers, dates or booleans in it as Python objects. Later stages work on
+whole columns (``loader.cells.blank_mask``, ``column_matches``) rather
+than cell by cell.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ class Sheet:
 
     ``cells`` has one column per header position (labelled 0..n-1, since
     headers may repeat or be blank) and is indexed by spreadsheet row
-    number; every cell is a ``loader.cells.Cell``. ``headers`` are the
+    number; every cell is a ``loader.cells.Cell``. A column holding only
+    text has pandas' ``str`` dtype, any other ``object``. ``headers`` are the
     header cells as written (trimmed). ``row_problems`` holds, for rows
     whose cells do not line up with the headers (a text file's ragged
     rows), what is wrong with them; those rows are kept, and reported.

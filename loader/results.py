@@ -3,7 +3,9 @@
 The results file holds every input row in input order, its cells exactly
 as read, then ``source_row``, ``callkaro_status``, ``callkaro_call_id`` and
 ``callkaro_message``. It is derived from the validation and the state
-each time, never edited in place, and replaced atomically.
+each time, never edited in place, and replaced atomically. It is written
+as a stream, a slice of rows at a time, straight from the sheet's own
+columns: a million-row results file never exists in memory as a whole.
 
 Cells that a spreadsheet would run as a formula are written inert (see
 ``inert``): the results of a web-form sheet are opened in Excel by people
