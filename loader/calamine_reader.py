@@ -22,11 +22,25 @@ import io
 import json
 import pickle
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
-def read_rows(path: str, sheet: str | int | None, *, by_content: bool, max_columns: int) -> dict[str, Any]:
-    """One sheet of ``path``: the first visible worksheet, or ``sheet`` by name or 0-based index."""
+def read_rows(
+    path: str,
+    sheet: str | int | None,
+    *,
+    by_content: bool,
+    max_columns: int,
+    collect: Callable[[Iterator[list[Any]], int], Any] | None = None,
+) -> dict[str, Any]:
+    """One sheet of ``path``: the first visible worksheet, or ``sheet`` by name or 0-based index.
+
+    ``collect``, when given, receives the sheet's rows one at a time (each as
+    long as the sheet is wide, from cell A1 on) and the width, and its answer
+    is returned as ``rows``: it can keep them in a more compact form than a
+    list of lists of Python objects.
+    """
     from python_calamine import (
         CalamineError,
         CalamineWorkbook,
@@ -64,7 +78,13 @@ def read_rows(path: str, sheet: str | int | None, *, by_content: bool, max_colum
             width = end[1] + 1 if end is not None else 0
             if width > max_columns:
                 return {"problem": "too wide", "name": name, "width": width}
-            return {"name": name, "rows": data.to_python(skip_empty_area=False)}
+            if collect is None:
+                return {"name": name, "rows": data.to_python(skip_empty_area=False)}
+            collected = collect(_rows_from_a1(data, width), width)
+            if getattr(collected, "height", None) != (end[0] + 1 if end is not None else 0):
+                # Not the rows to_python gives (an older calamine?): read them the plain way.
+                return {"name": name, "rows": data.to_python(skip_empty_area=False)}
+            return {"name": name, "rows": collected}
     except PasswordError:
         return {"problem": "password"}
     except (CalamineError, OSError, ValueError, TypeError) as exc:
@@ -74,6 +94,18 @@ def read_rows(path: str, sheet: str | int | None, *, by_content: bool, max_colum
         if type(exc).__name__ != "PanicException":
             raise
         return {"problem": "damaged", "detail": "the reader gave up on it"}
+
+
+def _rows_from_a1(data: Any, width: int) -> Iterator[list[Any]]:
+    """The rows of ``data`` as ``to_python(skip_empty_area=False)`` gives them, one at a time.
+
+    ``iter_rows`` starts at row 1 but at the first column in use, so rows are
+    padded on the left; ``read_rows`` checks that the count came out right.
+    """
+    if data.start is None or data.end is None:
+        return
+    for row in data.iter_rows():
+        yield [""] * (width - len(row)) + row if len(row) < width else row
 
 
 def _named(names: list[str], sheet: str | int) -> str | None:

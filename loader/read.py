@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from loader.cells import Cell, blank_mask, cell_text
+from loader.columnar import Columns, cell_at
 from loader.errors import InputFileError, UsageError
 from loader.formats import SPREADSHEET_SUFFIXES, SUFFIX_KINDS, SUPPORTED, TEXT_SUFFIXES, sniff
 from loader.text_files import check_encoding_name, read_text_table
@@ -114,10 +115,14 @@ def read_sheet(
                 delimiter=table.delimiter,
                 row_problems=table.ragged,
             )
-        rows, sheet_name = read_workbook(path, kind, sheet)
+        found, sheet_name = read_workbook(path, kind, sheet)
     except OSError as exc:
         raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    return _to_sheet(path, rows, header_row=header_row, kind=kind, sheet_name=sheet_name)
+    if isinstance(found, Columns):
+        return _to_sheet(
+            path, None, columns=found.arrays, header_row=header_row, kind=kind, sheet_name=sheet_name
+        )
+    return _to_sheet(path, found, header_row=header_row, kind=kind, sheet_name=sheet_name)
 
 
 def _header_text(cell: Cell) -> str:
@@ -153,8 +158,8 @@ def _to_sheet(
         )
     if columns is not None:
         width = len(columns)
-        top = [[column[r].as_py() for column in columns] for r in range(header_row)]
-        body: list[Any] = [_text_column(column.slice(header_row)) for column in columns]
+        top = [[cell_at(column, r) for column in columns] for r in range(header_row)]
+        body: list[Any] = [_body(column, header_row) for column in columns]
     else:
         assert rows is not None
         width = max((len(r) for r in rows), default=0)
@@ -212,9 +217,12 @@ def _to_sheet(
     )
 
 
-def _text_column(column: Any) -> Any:
-    """A pyarrow text column as pandas' compact ``str`` array, sharing its memory."""
-    return pd.array(column, dtype="str")
+def _body(column: Any, header_row: int) -> Any:
+    """The cells below the header: a pyarrow text column as pandas' compact ``str`` array, sharing
+    its memory; a column of Python objects as it is."""
+    if isinstance(column, np.ndarray):
+        return column[header_row:]
+    return pd.array(column.slice(header_row), dtype="str")
 
 
 def _cell_column(values: tuple[Cell, ...]) -> Any:

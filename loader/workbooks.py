@@ -21,6 +21,7 @@ from typing import Any
 from loader import calamine_reader
 from loader.calamine_reader import read_rows
 from loader.cells import Cell
+from loader.columnar import Columns, collect_columns
 from loader.errors import InputFileError
 from loader.formats import OLE2, SUFFIX_KINDS, Kind
 from loader.limits import (
@@ -38,8 +39,13 @@ _PROLOG_ITEM = re.compile(r"\s+|\ufeff|<\?.*?\?>|<!--.*?-->", re.DOTALL)
 _DAMAGED_ZIP = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error)
 
 
-def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[list[list[Cell]], str]:
-    """The cells of one sheet of ``path`` (row ``i`` is spreadsheet row ``i + 1``) and its name."""
+def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[list[list[Cell]] | Columns, str]:
+    """The cells of one sheet of ``path`` (row ``i`` is spreadsheet row ``i + 1``) and its name.
+
+    ``.xls`` sheets (read in a child process) come as rows; the others as
+    ``Columns``, gathered a slice of rows at a time so that a million-row
+    sheet never exists as a million Python lists.
+    """
     if kind in ("xlsx", "xlsb", "ods"):
         check_zip(path)
     return _read(path, kind, sheet)
@@ -135,16 +141,21 @@ _PASSWORD = "is password-protected; open it, remove the password (File > Info > 
 XLS_SECONDS = 300
 
 
-def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[list[list[Cell]], str]:
+def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[list[list[Cell]] | Columns, str]:
     by_content = SUFFIX_KINDS.get(path.suffix.lower()) != kind  # the suffix lies: go by the bytes
     if kind == "xls":
         result = _read_in_child(path, sheet, by_content=by_content)
     else:
-        result = read_rows(str(path), sheet, by_content=by_content, max_columns=MAX_COLUMNS)
+        result = read_rows(
+            str(path), sheet, by_content=by_content, max_columns=MAX_COLUMNS, collect=collect_columns
+        )
     problem = result.get("problem")
     if problem is None:
-        rows: list[list[Cell]] = result["rows"]
-        _check_cell_sizes(path, rows)
+        rows: list[list[Cell]] | Columns = result["rows"]
+        if isinstance(rows, Columns):
+            rows.check_cell_sizes(path)
+        else:
+            _check_cell_sizes(path, rows)
         return rows, str(result["name"])
     if problem == "no sheets":
         raise InputFileError(path, "the workbook has no sheets")

@@ -1,0 +1,109 @@
+"""Workbooks gathered column by column give the very sheet the row-by-row reading gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import Workbook
+
+from loader import columnar, workbooks
+from loader.errors import LoaderError
+from loader.read import read_sheet
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _outcome(path: Path, **options: Any) -> Any:
+    try:
+        sheet = read_sheet(path, **options)
+    except LoaderError as exc:
+        return ("refused", str(exc))
+    return (
+        sheet.headers,
+        [[(type(c).__name__, c) for c in sheet.cells[i].tolist()] for i in sheet.cells.columns],
+        sheet.source_rows,
+        sheet.above_header,
+        sheet.sheet_name,
+    )
+
+
+def _both_ways(path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> None:
+    by_columns = _outcome(path, **options)
+    real = workbooks.read_rows
+
+    def by_rows(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("collect", None)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(workbooks, "read_rows", by_rows)
+        assert _outcome(path, **options) == by_columns
+
+
+@pytest.mark.parametrize(
+    "name", ["contacts.xlsx", "contacts.ods", "excel_damage.xlsx", "template_filled.xlsx"]
+)
+def test_fixture_workbooks_read_the_same_by_columns_and_by_rows(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _both_ways(FIXTURES / name, monkeypatch)
+    if name == "excel_damage.xlsx":
+        _both_ways(FIXTURES / name, monkeypatch, header_row=3)
+
+
+def test_a_sheet_that_starts_below_and_right_of_a1_keeps_its_row_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = Workbook()
+    sheet = book.active
+    sheet["C3"], sheet["D3"] = "Phone", "Name"
+    sheet["C4"], sheet["D4"] = "+919876543210", "Asha"
+    sheet["C6"], sheet["D6"] = 919876543211, None
+    path = tmp_path / "offset.xlsx"
+    book.save(path)
+    _both_ways(path, monkeypatch, header_row=3)
+    assert read_sheet(path, header_row=3).source_rows == [4, 6]
+
+
+def test_slices_of_rows_join_into_the_same_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Phone", "Age", "Name"])
+    for i in range(25):
+        sheet.append([f"+9198765432{i:02d}", i if i % 7 else "", "x" * (i % 3)])
+    path = tmp_path / "many.xlsx"
+    book.save(path)
+    monkeypatch.setattr(columnar, "CHUNK_ROWS", 4)
+    _both_ways(path, monkeypatch)
+
+
+def test_an_overlong_cell_is_named_by_its_row_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Phone", "Notes", "Age"])
+    sheet.append(["+919876543210", "ok", 5])
+    sheet.append(["+919876543211", "x" * 40_000, 6])
+    path = tmp_path / "long.xlsx"
+    book.save(path)
+    _both_ways(path, monkeypatch)
+
+
+def test_the_first_overlong_cell_in_reading_order_is_named() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    long = "x" * 40_000
+    found = columnar.Columns(
+        arrays=[
+            pa.chunked_array([pa.array(["a", "b", long, long], type=pa.large_string())]),
+            np.array(["a", 5, "b", long + "y"], dtype=object),
+            np.array(["a", long + "yy", 5, ""], dtype=object),
+        ],
+        height=4,
+    )
+    with pytest.raises(LoaderError, match="row 2 has a cell of 40,002 characters"):
+        found.check_cell_sizes(Path("long.xlsx"))
