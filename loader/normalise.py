@@ -286,11 +286,7 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], 
     if is_text_column(cells):
         # A compact text column: each distinct text parsed once, the answers spread back by code.
         codes, distinct = pd.factorize(cells)
-        answers = [(None, None) if is_blank(text) else parser(text, ctx) for text in distinct.tolist()]
-        by_code = np.empty((2, len(answers) + 1), dtype=object)  # the last slot: a missing cell
-        for code, (value, problem) in enumerate(answers):
-            by_code[0, code], by_code[1, code] = value, problem
-        return by_code[0].take(codes).tolist(), by_code[1].take(codes).tolist()
+        return _spread(*parse_distinct(name, distinct.tolist(), ctx), codes)
     cache: dict[tuple[type, Cell], Parsed] = {}
     values: list[Any] = []
     problems: list[str | None] = []
@@ -304,6 +300,24 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], 
         values.append(result[0])
         problems.append(result[1])
     return values, problems
+
+
+def parse_distinct(name: str, texts: list[str], ctx: Context) -> tuple[list[Any], list[str | None]]:
+    """Parse distinct texts of one call-field column (no text twice), blanks giving ``(None, None)``."""
+    parser = PARSERS[name]
+    answers = [(None, None) if is_blank(text) else parser(text, ctx) for text in texts]
+    return [value for value, _ in answers], [problem for _, problem in answers]
+
+
+def _spread(
+    values: list[Any], problems: list[str | None], codes: np.ndarray
+) -> tuple[list[Any], list[str | None]]:
+    """Each cell's answer from its distinct value's (``codes`` as ``pd.factorize`` gives them)."""
+    by_code = np.empty((2, len(values) + 1), dtype=object)  # the last slot, code -1: a missing cell
+    for code, (value, problem) in enumerate(zip(values, problems, strict=True)):
+        # One by one: a parsed value may be a list (several retry gaps).
+        by_code[0, code], by_code[1, code] = value, problem
+    return by_code[0].take(codes).tolist(), by_code[1].take(codes).tolist()
 
 
 # --- metadata -----------------------------------------------------------------
