@@ -64,7 +64,35 @@ def blank_mask(column: pd.Series) -> np.ndarray:
     found = column_matches(column, _BLANK_PATTERN)
     if found is not None:
         return found
-    return np.fromiter((is_blank(v) for v in column.tolist()), dtype=bool, count=len(column))
+    values = np.asarray(column.to_numpy(dtype=object), dtype=object)
+    kinds = cell_types(values)
+    blank = np.zeros(len(values), dtype=bool)
+    texts = of_type(kinds, str)
+    if texts.any():
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        matched = pc.match_substring_regex(pa.array(values[texts], type=pa.large_string()), _BLANK_PATTERN)
+        blank[texts] = np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
+    floats = of_type(kinds, float)
+    if floats.any():
+        blank[floats] = np.isnan(values[floats].astype(float))
+    blank[of_type(kinds, type(None))] = True
+    return blank
+
+
+#: ``type`` of every element of an object array, in one C loop.
+_TYPE_OF = np.frompyfunc(type, 1, 1)
+
+
+def of_type(kinds: np.ndarray, kind: type) -> np.ndarray:
+    """Which of ``cell_types``' answers are exactly ``kind``, as a boolean array."""
+    return np.asarray(kinds == kind, dtype=bool)  # noqa: E721 (numpy compares element-wise)
+
+
+def cell_types(values: np.ndarray) -> np.ndarray:
+    """The exact type of each cell of an object array (``bool`` is not ``int`` here, as in ``is_blank``)."""
+    return np.asarray(_TYPE_OF(values), dtype=object) if len(values) else np.empty(0, dtype=object)
 
 
 def cell_text(value: Cell) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from loader.cells import Cell
+from loader.cells import Cell, cell_types, of_type
 from loader.errors import InputFileError
 from loader.limits import MAX_CELL_CHARS
 
@@ -99,13 +99,16 @@ def collect_columns(rows: Iterator[list[Cell]], width: int) -> Columns:
 def _compact(values: tuple[Cell, ...]) -> Any:
     import pyarrow as pa
 
-    if all(type(v) is str for v in values):
-        return pa.array(values, type=pa.large_string())
     out = np.empty(len(values), dtype=object)
-    for position, value in enumerate(values):
-        if value is None or (type(value) is float and value != value):
-            value = ""
-        out[position] = value
+    out[:] = values
+    kinds = cell_types(out)
+    if of_type(kinds, str).all():
+        return pa.array(values, type=pa.large_string())
+    floats = np.flatnonzero(of_type(kinds, float))
+    if len(floats):
+        floats = floats[np.isnan(out[floats].astype(float))]
+    out[floats] = ""
+    out[of_type(kinds, type(None))] = ""
     return out
 
 
