@@ -305,8 +305,14 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], 
 def parse_distinct(name: str, texts: list[str], ctx: Context) -> tuple[list[Any], list[str | None]]:
     """Parse distinct texts of one call-field column (no text twice), blanks giving ``(None, None)``."""
     parser = PARSERS[name]
-    answers = [(None, None) if is_blank(text) else parser(text, ctx) for text in texts]
-    return [value for value, _ in answers], [problem for _, problem in answers]
+    values: list[Any] = []
+    problems: list[str | None] = []
+    for text in texts:
+        # Two lists, not a list of pairs: a million distinct phone numbers would hold a million pairs.
+        value, problem = (None, None) if is_blank(text) else parser(text, ctx)
+        values.append(value)
+        problems.append(problem)
+    return values, problems
 
 
 def _spread(
