@@ -224,3 +224,28 @@ def test_path_like_sheet_and_header_names_are_only_text(tmp_path: Path) -> None:
     created = set(tmp_path.rglob("*")) - before
     assert {p.parent for p in created} == {inner}, created
     assert result.outcomes.index.tolist() == [2]
+
+
+def test_a_403_that_echoes_the_key_back_leaks_it_nowhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        key = request.headers["X-API-KEY"]
+        return httpx.Response(403, json={"status": "error", "message": f"Key {key} is not allowed here"})
+
+    (tmp_path / "leads.csv").write_text(LEADS, encoding="utf-8")
+    result = load_campaign(
+        tmp_path / "leads.csv",
+        agent_id="demo-agent",
+        default_region="IN",
+        api_key=MARKER,
+        transport=httpx.MockTransport(api),
+        log_file=tmp_path / "run.log.jsonl",
+        summary_json=tmp_path / "summary.json",
+    )
+    assert result.exit_code == 3
+    assert result.refused is not None and "********" in str(result.refused)
+    assert MARKER not in repr(result) and MARKER not in str(result.refused)
+    out, err = capsys.readouterr()
+    assert MARKER not in out + err
+    assert [p.name for p in tmp_path.iterdir() if MARKER.encode() in p.read_bytes()] == []
