@@ -5,6 +5,8 @@ Library use, in one call each::
     import loader
     result = loader.load_campaign("leads.xlsx", agent_id="...", default_region="IN")
     report = loader.validate_file("leads.xlsx", default_region="IN")
+    nightly = loader.load_campaign("export.csv", config="nightly.toml", suppress=["dnc.csv"])
+    where = loader.read_status("export.results.csv")
 
 The stages, in the order data flows through them:
 
@@ -17,12 +19,16 @@ The stages, in the order data flows through them:
     loader.normalise   parsers: each cell as the value the API expects
     schemas            CallRequests: the API's field rules, as a pandera DataFrameModel
     loader.validate    validate_rows: every problem of every row, and each row's status
+    loader.suppress    do-not-call lists (--suppress): listed numbers are 'suppressed'
+    loader.history     History: numbers scheduled by earlier runs (--history, --skip-recent)
     loader.payload     build_bodies: one JSON body per sendable row, built column-wise
     loader.client      CallKaroClient: the two endpoints, answers mapped to errors
     loader.send        send_calls: bounded concurrency, retries, outcomes into the state
     loader.state       RunState: SQLite beside the results; resume and never-twice
     loader.results     the results file, derived from validation and state
     loader.pipeline    load_campaign / validate_file: the whole job
+    loader.config      load_config: options from a --config TOML file
+    loader.monitoring  --log-file (JSON lines) and --summary-json
 
 Beside the stages: ``loader.report`` (``validate --report``: problems as CSV
 lines or a marked-up copy of the sheet) and ``loader.template`` (an empty
@@ -31,6 +37,7 @@ sheet to fill in).
 
 from loader.client import CallKaroClient
 from loader.columns import ColumnMap, map_columns
+from loader.config import load_config
 from loader.errors import (
     ApiRefusedError,
     AuthError,
@@ -41,8 +48,11 @@ from loader.errors import (
     StateError,
     UsageError,
 )
+from loader.history import History
 from loader.pipeline import InputOptions, RunResult, ValidateResult, load_campaign, validate_file
 from loader.read import Sheet, read_sheet
+from loader.state import RunStatus, read_status
+from loader.suppress import SuppressionList, read_suppression_list
 from loader.validate import Validation, validate_rows
 
 __version__ = "0.1.0"
@@ -53,20 +63,26 @@ __all__ = [
     "CallKaroClient",
     "ColumnError",
     "ColumnMap",
+    "History",
     "InputFileError",
     "InputOptions",
     "LoaderError",
     "NotFoundError",
     "RunResult",
+    "RunStatus",
     "Sheet",
     "StateError",
+    "SuppressionList",
     "UsageError",
     "ValidateResult",
     "Validation",
     "__version__",
     "load_campaign",
+    "load_config",
     "map_columns",
     "read_sheet",
+    "read_status",
+    "read_suppression_list",
     "validate_file",
     "validate_rows",
 ]

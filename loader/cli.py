@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from loader import __version__
+from loader.config import layer, load_config
 from loader.errors import LoaderError, UsageError
 from loader.options import InputOptions, RunOptions
-from loader.pipeline import RunResult, load_campaign, summary_lines, validate_file
+from loader.pipeline import SETTLED, RunResult, load_campaign, summary_lines, validate_file
 
 PROG = "callkaro-loader"
 #: Rows with problems that ``validate`` prints before pointing at --report.
@@ -50,7 +51,6 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
         "--header-row",
         metavar="N",
         type=int,
-        default=1,
         help="the row (1-based) that holds the column headers, for sheets with title rows above (default: 1)",
     )
     group.add_argument(
@@ -62,7 +62,6 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
         "--map",
         metavar='"HEADER=FIELD"',
         action="append",
-        default=[],
         help='take column HEADER as call field FIELD, e.g. --map "Mobile No=to_number" (repeatable)',
     )
 
@@ -84,6 +83,14 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="schedule a number again when it appears on several rows (default: later rows are 'duplicate')",
     )
+    group.add_argument(
+        "--suppress",
+        metavar="PATH",
+        type=Path,
+        action="append",
+        help="a do-not-call list: CSV or Excel with a phone column, or one number per line; rows with "
+        "a listed number are 'suppressed' (repeatable)",
+    )
 
     group = parser.add_argument_group("defaults for blank cells")
     group.add_argument("--schedule-at", metavar="DATETIME", help="when to call, e.g. '2030-05-28 09:30'")
@@ -92,7 +99,6 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--carry-over",
         action=argparse.BooleanOptionalAction,
-        default=None,
         help="move a call not made by the window's end to the next day",
     )
     group.add_argument("--retries", metavar="N", help="retries when the customer does not pick up")
@@ -102,10 +108,30 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--priority", metavar="N", help="call priority, -100 to 100")
 
 
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        type=Path,
+        help="read options from a TOML file, each key named as its option with _ for - "
+        '(e.g. default_region = "IN"); options given here win over the file',
+    )
+
+
 def _option_values(args: argparse.Namespace, options: type[InputOptions]) -> dict[str, Any]:
-    """The parsed flags that are fields of ``options``; flags left out keep the option's default."""
+    """The options given: the ``--config`` file's, with the flags given on the command line over them.
+
+    The run and validate parsers leave flags that were not given out of
+    ``args`` altogether (``argument_default=SUPPRESS``), so a default can
+    never hide a value from the file.
+    """
     names = {f.name for f in dataclasses.fields(options)}
-    return {name: value for name, value in vars(args).items() if name in names and value is not None}
+    given = {name: value for name, value in vars(args).items() if name in names}
+    config = getattr(args, "config", None)
+    if config is None:
+        return given
+    from_file = {name: value for name, value in load_config(config).items() if name in names}
+    return layer(from_file, given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
+        argument_default=argparse.SUPPRESS,
         help="check a sheet, create a campaign and schedule one call per valid row",
         description="Check every row of INPUT, create a campaign (or use --batch-id), schedule one call per "
         "valid row, and write every row's outcome to a results file. Running the same command "
@@ -137,13 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="contacts file: .csv, .tsv, .txt, .xlsx, .xlsm, .xls or .ods",
     )
     group = run.add_argument_group("campaign")
-    group.add_argument(
-        "--agent-id", metavar="ID", required=True, help="the CallKaro agent that makes the calls (required)"
-    )
+    group.add_argument("--agent-id", metavar="ID", help="the CallKaro agent that makes the calls (required)")
     group.add_argument(
         "--campaign-name",
         metavar="NAME",
-        default="{input} {date}",
         help="name of the campaign to create; {date} and {input} are filled in (default: '{input} {date}')",
     )
     group.add_argument(
@@ -157,9 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _input_options(run)
     group = run.add_argument_group("sending")
-    group.add_argument(
-        "--concurrency", metavar="N", type=int, default=8, help="requests in flight at once (default: 8)"
-    )
+    group.add_argument("--concurrency", metavar="N", type=int, help="requests in flight at once (default: 8)")
     group.add_argument(
         "--rate-limit",
         metavar="R",
@@ -189,12 +211,40 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resend rows whose earlier request got no answer (they may be called twice)",
     )
+    group = run.add_argument_group("across runs")
+    group.add_argument(
+        "--history",
+        metavar="PATH",
+        type=Path,
+        help="a SQLite ledger, shared by runs (e.g. nightly ones), of every number scheduled and when; "
+        "created if missing",
+    )
+    group.add_argument(
+        "--skip-recent",
+        metavar="DAYS",
+        type=int,
+        help="with --history: rows whose number was scheduled in the last DAYS days are 'suppressed'",
+    )
     group = run.add_argument_group("output")
+    group.add_argument(
+        "--summary-json",
+        metavar="PATH",
+        type=Path,
+        help="also write the summary (counts per status, campaign id, durations, results path) as JSON",
+    )
+    group.add_argument(
+        "--log-file",
+        metavar="PATH",
+        type=Path,
+        help="append one JSON line per row outcome and per retry (never the API key)",
+    )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     group.add_argument("--quiet", action="store_true", help="print only errors (for cron)")
+    _config_option(run)
 
     validate = commands.add_parser(
         "validate",
+        argument_default=argparse.SUPPRESS,
         help="check a sheet and report every problem; sends nothing",
         description="Read and check INPUT exactly as 'run' would, send nothing, and print a summary. "
         "Needs no API key.",
@@ -212,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _input_options(validate)
     validate.add_argument("--quiet", action="store_true", help="print only errors")
+    _config_option(validate)
+
+    status = commands.add_parser(
+        "status",
+        help="show where the run for a results file stands, from its state; sends nothing",
+        description="Read OUTPUT's state (OUTPUT.state, beside the results file) without changing it or "
+        "contacting the API, and print the campaign, the count of rows per status, the input and the "
+        "last activity. Exits 0 when nothing needs a person, 1 when some rows do, 2 when there is no state.",
+    )
+    status.add_argument(
+        "output", metavar="OUTPUT", type=Path, help="the results file of a run (its --output)"
+    )
 
     template = commands.add_parser(
         "template",
@@ -295,9 +357,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
     values = _option_values(args, RunOptions)
-    values["base_url"] = args.base_url or os.environ.get("CALLKARO_BASE_URL") or None
-    result: RunResult = load_campaign(args.input, RunOptions.make(**values), handle_signals=True)
-    if not args.quiet:
+    if not values.get("base_url"):
+        values["base_url"] = os.environ.get("CALLKARO_BASE_URL") or None
+    options = RunOptions.make(**values)
+    result: RunResult = load_campaign(args.input, options, handle_signals=True)
+    if not options.quiet:
         for line in summary_lines(result.counts):
             print(line)
         if result.batch_id and not result.dry_run:
@@ -315,8 +379,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     options = InputOptions.make(**_option_values(args, InputOptions))
-    result = validate_file(args.input, report=args.report, options=options)
-    if not args.quiet:
+    result = validate_file(args.input, report=getattr(args, "report", None), options=options)
+    if not getattr(args, "quiet", False):
         for line in summary_lines(result.counts):
             print(line)
         flagged = result.outcomes[result.outcomes["callkaro_status"] != "valid"]
@@ -338,6 +402,29 @@ def _cmd_template(args: argparse.Namespace) -> int:
 
     print(f"template: {write_template(args.path)}")
     return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from loader.state import read_status
+
+    found = read_status(args.output)
+    campaign = found.batch_id or "not created yet"
+    if found.batch_id and found.campaign_name:
+        campaign += f" ({found.campaign_name})"
+    if found.finished:
+        where = f"finished at {found.finished_at}"
+    elif found.counts.get("sending"):
+        where = "running, or stopped while requests were in flight ('sending' rows)"
+    else:
+        where = "running, or stopped before writing its results"
+    print(f"campaign: {campaign}")
+    print(f"input: {found.input or '?'}")
+    print(f"last activity: {found.last_activity or '?'}")
+    print(f"run: {where}")
+    for line in summary_lines(found.counts):
+        print(line)
+    print(f"results: {found.results_path or args.output}")
+    return 0 if found.finished and set(found.counts) <= SETTLED else 1
 
 
 def _cmd_sandbox(args: argparse.Namespace) -> int:
@@ -380,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run": _cmd_run,
             "validate": _cmd_validate,
             "template": _cmd_template,
+            "status": _cmd_status,
             "sandbox": _cmd_sandbox,
         }[args.command]
         return handler(args)

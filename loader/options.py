@@ -44,6 +44,8 @@ class InputOptions:
     timezone: str | None = None
     allow_past: bool = False
     allow_duplicates: bool = False
+    #: Do-not-call lists (CSV, Excel, or one number per line); matching rows are ``suppressed``.
+    suppress: Sequence[str | Path] = ()
     # Defaults for blank cells, as the user wrote them.
     schedule_at: Cell | None = None
     min_trigger_time: Cell | None = None
@@ -76,6 +78,12 @@ class InputOptions:
             return parse_map_options([self.map])
         return parse_map_options(self.map)
 
+    def suppress_paths(self) -> list[Path]:
+        """``suppress`` as a list of paths, whether given as one path or several."""
+        if isinstance(self.suppress, str | Path):
+            return [Path(self.suppress)]
+        return [Path(p) for p in self.suppress]
+
     def defaults(self) -> dict[str, Cell]:
         """Call field -> the value for its blank cells, for the defaults that were given."""
         return {
@@ -100,6 +108,12 @@ class RunOptions(InputOptions):
     base_url: str | None = None
     fresh: bool = False
     retry_uncertain: bool = False
+    #: SQLite ledger of every number scheduled, shared by runs (see ``loader.history``).
+    history: str | Path | None = None
+    #: With ``history``: rows whose number was scheduled in the last this many days are ``suppressed``.
+    skip_recent: int | None = None
+    summary_json: str | Path | None = None
+    log_file: str | Path | None = None
     no_progress: bool = False
     quiet: bool = False
 
@@ -113,6 +127,16 @@ class RunOptions(InputOptions):
             raise UsageError(f"--rate-limit must be above 0 requests per second, not {self.rate_limit}")
         if self.header_row < 1:
             raise UsageError(f"--header-row must be 1 or more, not {self.header_row}")
+        if self.skip_recent is not None:
+            if self.history is None:
+                raise UsageError(
+                    "--skip-recent needs --history: the ledger that says when each number was last called",
+                    hint="Add --history PATH: a SQLite file the nightly runs share, created if missing.",
+                )
+            if isinstance(self.skip_recent, bool) or self.skip_recent < 1:
+                raise UsageError(
+                    f"--skip-recent must be a whole number of days, 1 or more, not {self.skip_recent}"
+                )
 
     def settings(self) -> dict[str, Any]:
         """What a state file records of the run's options (paths as text)."""

@@ -1,15 +1,18 @@
 """The whole job as two library calls: ``load_campaign`` and ``validate_file``.
 
 The CLI is a thin layer over these; a notebook or a scheduler gets exactly
-what ``callkaro-loader run`` and ``callkaro-loader validate`` do.
+what ``callkaro-loader run`` and ``callkaro-loader validate`` do, including
+``config=``, do-not-call lists, the shared history, ``--summary-json`` and
+``--log-file``.
 
-    read -> columns -> normalise/validate -> payload -> send -> state -> results
+    read -> columns -> normalise/validate -> suppress/history -> payload -> send -> state -> results
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import signal
@@ -19,7 +22,7 @@ import zoneinfo
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pandas as pd
@@ -27,8 +30,10 @@ import phonenumbers
 
 from loader.client import DEFAULT_BASE_URL, CallKaroClient, check_base_url
 from loader.columns import ColumnMap, map_columns
+from loader.config import layer, load_config
 from loader.errors import (
     ApiRefusedError,
+    LoaderError,
     NoAnswerError,
     NotFoundError,
     RejectedError,
@@ -36,6 +41,8 @@ from loader.errors import (
     TransientError,
     UsageError,
 )
+from loader.history import Claims, History
+from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
 from loader.options import InputOptions, RunOptions
 from loader.payload import build_bodies
@@ -54,6 +61,7 @@ from loader.send import (
     with_retries,
 )
 from loader.state import RunState, fingerprint, state_path
+from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
 if TYPE_CHECKING:
@@ -68,6 +76,7 @@ STATUS_ORDER = ("scheduled", "valid", "invalid", "duplicate", "suppressed", "fai
 Clock = Callable[[], dt.datetime]
 #: Bodies a dry run builds at a time (and then drops).
 DRY_RUN_CHUNK_ROWS = 50_000
+O = TypeVar("O", bound=InputOptions)  # noqa: E741 - as in loader.options
 
 
 def _utc_now() -> dt.datetime:
@@ -76,7 +85,16 @@ def _utc_now() -> dt.datetime:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run did: counts per status, where the results are, each row's outcome."""
+    """What a run did: counts per status, where the results are, each row's outcome.
+
+    ``counts``: rows per ``callkaro_status``, exactly as in the results file.
+    ``outcomes``: a DataFrame indexed by ``source_row`` with ``callkaro_status``,
+    ``callkaro_call_id`` and ``callkaro_message``. ``batch_id`` (also
+    ``campaign_id``): the campaign the calls went into. ``durations``:
+    ``validate_seconds``, ``send_seconds`` and ``total_seconds``. ``exit_code``:
+    what ``callkaro-loader run`` exits with (0 nothing needs a person, 1 some
+    rows do, 3 the API refused the run).
+    """
 
     results_path: Path
     counts: dict[str, int]
@@ -86,6 +104,10 @@ class RunResult:
     stopped: bool = False
     refused: ApiRefusedError | None = None
     durations: dict[str, float] = field(default_factory=dict)
+    input_path: Path | None = None
+    campaign_name: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
 
     @property
     def exit_code(self) -> int:
@@ -93,6 +115,29 @@ class RunResult:
             return self.refused.exit_code
         settled = SETTLED_DRY if self.dry_run else SETTLED
         return 0 if set(self.counts) <= settled else 1
+
+    @property
+    def campaign_id(self) -> str | None:
+        """The campaign's id (the API's ``batch_id``)."""
+        return self.batch_id
+
+    def summary(self) -> dict[str, Any]:
+        """What ``--summary-json`` writes: plain JSON types only."""
+        return {
+            "input": str(self.input_path) if self.input_path is not None else None,
+            "results_path": str(self.results_path),
+            "campaign_id": self.batch_id,
+            "campaign_name": self.campaign_name,
+            "dry_run": self.dry_run,
+            "counts": _in_order(self.counts),
+            "total_rows": sum(self.counts.values()),
+            "exit_code": self.exit_code,
+            "stopped": self.stopped,
+            "refused": str(self.refused) if self.refused is not None else None,
+            "started_at": iso(self.started_at) if self.started_at else None,
+            "finished_at": iso(self.finished_at) if self.finished_at else None,
+            "durations": {k: round(v, 3) for k, v in self.durations.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -140,7 +185,7 @@ def resolve_timezone(name: str | None) -> dt.tzinfo:
 
 def _read_and_validate(
     path: Path, options: InputOptions, now: dt.datetime
-) -> tuple[Sheet, ColumnMap, Validation]:
+) -> tuple[Sheet, ColumnMap, Validation, Context]:
     ctx = _context(options, now)
     sheet = read_sheet(path, sheet=options.sheet, header_row=options.header_row, encoding=options.encoding)
     columns = map_columns(sheet, options.column_map())
@@ -151,7 +196,20 @@ def _read_and_validate(
         defaults=Defaults(options.defaults()),
         allow_duplicates=options.allow_duplicates,
     )
-    return sheet, columns, validation
+    lists = read_suppression_lists(options.suppress_paths(), ctx)
+    if lists:
+        validation = suppress_rows(validation, lists)
+    return sheet, columns, validation, ctx
+
+
+def _options(kind: type[O], options: O | None, config: str | Path | None, values: Mapping[str, Any]) -> O:
+    """``options`` (or the defaults), then the ``config`` file over them, then ``values`` over both."""
+    base = options or kind()
+    if config is not None:
+        known = {f.name for f in dataclasses.fields(kind)}
+        from_file = {k: v for k, v in load_config(config).items() if k in known}
+        values = layer(from_file, values)
+    return base.replace(**values) if values else base
 
 
 def default_output(path: Path) -> Path:
@@ -168,18 +226,19 @@ def validate_file(
     *,
     report: str | Path | None = None,
     options: InputOptions | None = None,
+    config: str | Path | None = None,
     clock: Clock = _utc_now,
     **option_values: Any,
 ) -> ValidateResult:
     """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv`` or ``.xlsx``).
 
-    Options are ``InputOptions`` fields, given as ``options=`` or as keywords
-    (``default_region="IN"``); keywords override ``options``.
+    Options are ``InputOptions`` fields (``default_region="IN"``,
+    ``suppress=["dnc.csv"]``...), given as ``options=``, in a ``config``
+    TOML file (its run-only keys, such as ``agent_id``, are ignored here), or
+    as keywords; keywords win over the file, the file over ``options``.
     """
     path = Path(path)
-    options = options or InputOptions()
-    if option_values:
-        options = options.replace(**option_values)
+    options = _options(InputOptions, options, config, option_values)
     report_path = Path(report) if report is not None else None
     if report_path is not None:
         if report_path.suffix.lower() not in (".csv", ".xlsx"):
@@ -191,7 +250,7 @@ def validate_file(
             raise UsageError(
                 f"--report {report_path} is the input file; the loader never overwrites its input"
             )
-    sheet, columns, validation = _read_and_validate(path, options, clock())
+    sheet, columns, validation, _ = _read_and_validate(path, options, clock())
     frame = outcomes(validation.status, validation.message, {})
     if report_path is not None:
         from loader.report import write_report
@@ -199,7 +258,7 @@ def validate_file(
         write_report(report_path, sheet, columns, validation)
     return ValidateResult(
         path=path,
-        counts=count_statuses(frame),
+        counts=_in_order(count_statuses(frame)),
         problems=validation.problems,
         outcomes=frame,
         report_path=report_path,
@@ -210,6 +269,7 @@ def load_campaign(
     path: str | Path,
     options: RunOptions | None = None,
     *,
+    config: str | Path | None = None,
     api_key: ApiKey | str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     sandbox_faults: Faults | None = None,
@@ -223,23 +283,75 @@ def load_campaign(
     """Validate ``path``, create or reuse a campaign, schedule every valid row, write the results.
 
     Options are ``RunOptions`` fields, named as the command-line flags
-    (``agent_id=``, ``default_region=``, ``rate_limit=``...), given as
-    ``options=`` or as keywords; keywords override ``options``. The rest
-    replace the world at the edges: ``api_key`` (default: ``CALLKARO_API_KEY``
-    or ``.env``), ``transport`` (an httpx transport instead of the network),
-    ``sandbox_faults`` (faults for the in-process sandbox), ``clock``, and a
-    ``stop`` event that ends sending as Ctrl-C does.
+    (``agent_id=``, ``default_region=``, ``suppress=[...]``, ``history=``,
+    ``skip_recent=``, ``summary_json=``, ``log_file=``, ``sandbox=True``...),
+    given as ``options=``, in a ``config`` TOML file, or as keywords;
+    keywords win over the file, the file over ``options`` (do-not-call lists
+    from the file and the keywords all apply). The rest replace the world at
+    the edges: ``api_key`` (default: ``CALLKARO_API_KEY`` or ``.env``),
+    ``transport`` (an httpx transport instead of the network),
+    ``sandbox_faults`` (faults for the in-process sandbox), ``events`` (told
+    of each row outcome and retry, see ``loader.send.Events``), ``clock``,
+    and a ``stop`` event that ends sending as Ctrl-C does.
 
     Returns a ``RunResult``; a refusal by the API (bad key, unknown agent) is
     reported in ``RunResult.refused`` after the results file is written, so the
     record of what happened is never lost. Bad options, unreadable files and
-    state belonging to another input raise ``loader.errors`` exceptions.
+    state belonging to another input raise ``loader.errors`` exceptions
+    (``--summary-json`` then records the error).
     """
     started = clock()
     path = Path(path)
-    options = options or RunOptions()
-    if option_values:
-        options = options.replace(**option_values)
+    options = _options(RunOptions, options, config, option_values)
+    try:
+        result = _load_campaign(
+            path,
+            options,
+            started=started,
+            api_key=api_key,
+            transport=transport,
+            sandbox_faults=sandbox_faults,
+            retry=retry,
+            events=events,
+            clock=clock,
+            stop=stop,
+            handle_signals=handle_signals,
+        )
+    except LoaderError as exc:
+        if options.summary_json is not None:
+            # Monitoring must see tonight's failure, not last night's success.
+            with contextlib.suppress(LoaderError, OSError):
+                write_json(
+                    options.summary_json,
+                    {
+                        "input": str(path),
+                        "error": exc.message,
+                        "exit_code": exc.exit_code,
+                        "counts": {},
+                        "started_at": iso(started),
+                        "finished_at": iso(clock()),
+                    },
+                )
+        raise
+    if options.summary_json is not None:
+        write_json(options.summary_json, result.summary())
+    return result
+
+
+def _load_campaign(
+    path: Path,
+    options: RunOptions,
+    *,
+    started: dt.datetime,
+    api_key: ApiKey | str | None,
+    transport: httpx.AsyncBaseTransport | None,
+    sandbox_faults: Faults | None,
+    retry: RetryPolicy | None,
+    events: Events | None,
+    clock: Clock,
+    stop: asyncio.Event | None,
+    handle_signals: bool,
+) -> RunResult:
     options.check()
     agent_id = str(options.agent_id).strip()
     batch_id = options.batch_id
@@ -249,14 +361,20 @@ def load_campaign(
         raise UsageError(f"--output {out} must end in .csv or .xlsx")
     if out.resolve() == path.resolve():
         raise UsageError(f"--output {out} is the input file; the loader never overwrites its input")
+    if options.summary_json is not None and not Path(options.summary_json).parent.is_dir():
+        raise UsageError(f"--summary-json {options.summary_json}: its folder does not exist")
     if isinstance(api_key, str):
         api_key = ApiKey(api_key)
 
-    sheet, columns, validation = _read_and_validate(path, options, started)
+    sheet, columns, validation, ctx = _read_and_validate(path, options, started)
     validated = clock()
     durations = {"validate_seconds": (validated - started).total_seconds()}
 
     if options.dry_run:
+        if options.history is not None and options.skip_recent is not None:
+            # What the run would skip, read without writing (and without creating the ledger).
+            with History(options.history, clock=clock, readonly=True) as ledger:
+                validation = _skip_recent(validation, ledger, options.skip_recent, ctx, run=None)
         # Build every body so a dry run proves the requests can be made; a slice of rows at a
         # time, since nothing keeps them and a million bodies at once would take gigabytes.
         valid_rows = validation.status.index[validation.status == "valid"]
@@ -271,13 +389,18 @@ def load_campaign(
         frame = outcomes(validation.status, validation.message, {})
         headers, cells = results_table(sheet, frame, columns.ignored)
         write_results(out, headers, cells)
+        finished = clock()
+        durations["total_seconds"] = (finished - started).total_seconds()
         return RunResult(
             results_path=out,
-            counts=count_statuses(frame),
+            counts=_in_order(count_statuses(frame)),
             outcomes=frame,
             batch_id=batch_id,
             dry_run=True,
             durations=durations,
+            input_path=path,
+            started_at=started,
+            finished_at=finished,
         )
 
     simulated = None
@@ -299,18 +422,55 @@ def load_campaign(
     # Refuse an unsafe --base-url before the state is touched: a usage error leaves nothing behind.
     base_url = check_base_url(base_url or DEFAULT_BASE_URL)
 
-    with RunState(out, clock=clock) as state:
+    with contextlib.ExitStack() as stack:
+        history = stack.enter_context(History(options.history, clock=clock)) if options.history else None
+        log = JsonLinesLog(options.log_file, api_key=api_key, clock=clock) if options.log_file else None
+        if log is not None:
+            stack.callback(log.close)
+        state = stack.enter_context(RunState(out, clock=clock))
+        resumed = not (options.fresh or state.is_new())
         _claim_state(state, path, options, fresh=options.fresh)
+        run_token = state.run_token()
+        if history is not None and options.skip_recent is not None:
+            validation = _skip_recent(validation, history, options.skip_recent, ctx, run=run_token)
         known_batch = state.get("batch_id")
         if simulated is not None and known_batch:
             # Each --sandbox run starts a new simulated API; let it know the campaign being resumed.
             simulated.add_campaign(known_batch, name=state.get("campaign_name") or "", agent_id=agent_id)
         valid_rows = validation.status.index[validation.status == "valid"]
+        unsent = outcomes(validation.status, validation.message, {})
+        unsent = unsent[unsent["callkaro_status"] != "valid"]
+        state.set(
+            summary=None, started_at=state.timestamp(), unsent_counts=json.dumps(count_statuses(unsent))
+        )
+        state.requeue_suppressed()
         state.add_pending(int(r) for r in valid_rows)
         recorded = state.rows()
         skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
         to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
-        today = started.astimezone(_context(options, started).timezone).date()
+        today = started.astimezone(ctx.timezone).date()
+        if log is not None:
+            log.write(
+                "run_started",
+                input=str(path),
+                results_path=str(out),
+                batch_id=state.get("batch_id"),
+                rows=len(validation.status),
+                to_send=len(to_send),
+            )
+            log.unsent(unsent)
+        claims = None
+        if history is not None:
+            numbers = validation.requests["to_number"]
+            claims = Claims(
+                history,
+                run=run_token,
+                input_name=str(path),
+                numbers={int(r): str(numbers[r]) for r in valid_rows},
+                days=options.skip_recent,
+                timezone=ctx.timezone,
+                clock=clock,
+            )
         job = _SendJob(
             state=state,
             sheet=sheet,
@@ -328,31 +488,80 @@ def load_campaign(
             concurrency=concurrency,
             rate_limit=options.rate_limit,
             retry=retry or RetryPolicy(),
-            events=events,
+            events=FanOut(claims, log, events) if (claims or log) else events,
             stop=stop,
             handle_signals=handle_signals,
+            claims=claims,
         )
         bar = make_progress(len(to_send), enabled=not (options.no_progress or options.quiet))
+        failure: LoaderError | None = None
         try:
             report = _run_coroutine(job.run(bar))
+        except LoaderError as exc:
+            # The history failed mid-run: what was sent is recorded; write the results, then say so.
+            failure, report = exc, SendReport(stopped=True)
         finally:
             bar.close()
+        if claims is not None:
+            if failure is None:
+                claims.finish(state.rows(), resumed=resumed)
+            else:
+                with contextlib.suppress(LoaderError):
+                    claims.finish(state.rows(), resumed=resumed)
         frame = _final_outcomes(validation, state)
         headers, cells = results_table(sheet, frame, columns.ignored)
         write_results(out, headers, cells)
-    finished = clock()
+        counts = _in_order(count_statuses(frame))
+        finished = clock()
+        state.set(
+            summary=json.dumps(
+                {"counts": counts, "finished_at": state.timestamp(), "results_path": str(out)}, sort_keys=True
+            )
+        )
+        if log is not None:
+            log.write("run_finished", batch_id=job.batch_id, counts=counts, results_path=str(out))
+        if failure is not None:
+            raise failure
+        created_name = state.get("campaign_name")
     durations["send_seconds"] = (finished - validated).total_seconds()
     durations["total_seconds"] = (finished - started).total_seconds()
     return RunResult(
         results_path=out,
-        counts=count_statuses(frame),
+        counts=counts,
         outcomes=frame,
         batch_id=job.batch_id,
         dry_run=False,
         stopped=report.stopped,
         refused=report.refused,
         durations=durations,
+        input_path=path,
+        campaign_name=created_name,
+        started_at=started,
+        finished_at=finished,
     )
+
+
+def _skip_recent(
+    validation: Validation, history: History, days: int, ctx: Context, *, run: str | None
+) -> Validation:
+    """``valid`` rows whose number another run scheduled or claimed in ``days`` days: ``suppressed``."""
+    numbers = validation.requests["to_number"][validation.status == "valid"]
+    recent = history.recent(numbers.dropna().astype(str), days=days, exclude_run=run)
+    if not recent:
+        return validation
+    reasons = pd.Series(
+        {number: entry.reason(ctx.timezone) for number, entry in recent.items()}, dtype=object
+    )
+    return suppress_rows(validation, [], reasons=reasons)
+
+
+def _ordered(counts: Mapping[str, int]) -> list[str]:
+    return [s for s in STATUS_ORDER if s in counts] + sorted(set(counts) - set(STATUS_ORDER))
+
+
+def _in_order(counts: Mapping[str, int]) -> dict[str, int]:
+    """``counts`` in the order the summary prints them: scheduled first, pending last."""
+    return {status: counts[status] for status in _ordered(counts)}
 
 
 def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -385,6 +594,7 @@ class _SendJob:
     events: Events | None
     stop: asyncio.Event | None
     handle_signals: bool = False
+    claims: Claims | None = None
 
     async def run(self, progress: Progress) -> SendReport:
         stop = self.stop or asyncio.Event()
@@ -407,6 +617,8 @@ class _SendJob:
             bodies = build_bodies(
                 self.sheet, self.validation, agent_id=self.agent_id, batch_id=self.batch_id, rows=self.rows
             )
+            if self.claims is not None:
+                self.claims.batch_id = self.batch_id
             return await send_calls(
                 self.client,
                 bodies,
@@ -417,6 +629,7 @@ class _SendJob:
                 progress=progress,
                 events=self.events,
                 stop=stop,
+                admit=self.claims.admit if self.claims is not None else None,
             )
 
     async def _create_campaign(self, stop: asyncio.Event) -> str:
@@ -528,12 +741,20 @@ def _stop_on_signals(stop: asyncio.Event, *, enabled: bool) -> Iterator[None]:
 def _final_outcomes(validation: Validation, state: RunState) -> pd.DataFrame:
     recorded = state.rows()
     valid = set(int(r) for r in validation.status.index[validation.status == "valid"])
-    # A row recorded as pending that no longer validates (say, its time has passed) is reported as invalid.
-    relevant = {row: rec for row, rec in recorded.items() if rec.status != "pending" or row in valid}
+    suppressed = set(int(r) for r in validation.status.index[validation.status == "suppressed"])
+    # A row recorded as pending that no longer validates (say, its time has passed) is reported as invalid;
+    # one now on a do-not-call list (or called recently) is suppressed, unless the API already has its call.
+    relevant = {
+        row: rec
+        for row, rec in recorded.items()
+        if row in valid
+        or (rec.status != "pending" and row not in suppressed)
+        or (row in suppressed and rec.status in ("scheduled", "sending", "uncertain"))
+    }
     return outcomes(validation.status, validation.message, relevant)
 
 
 def summary_lines(counts: Mapping[str, int]) -> list[str]:
-    ordered = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts) - set(STATUS_ORDER))
+    ordered = _ordered(counts)
     width = max((len(s) for s in ordered), default=0)
     return [f"{status:<{width}}  {counts[status]}" for status in ordered]

@@ -19,15 +19,25 @@ class NoProgress:
         pass
 
 
+#: ``42%|####      | 420/1000 [00:05, ETA 00:07, 84.0call/s, scheduled=418, failed=2]``
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}, {rate_fmt}{postfix}]"
+
+
 class BarProgress:
-    """A tqdm bar on stderr showing scheduled/failed counts as it goes."""
+    """A tqdm bar on stderr showing scheduled/failed counts (and any other outcome) and an ETA."""
 
     def __init__(self, total: int, *, stream: IO[str] | None = None) -> None:
         from tqdm import tqdm
 
-        self._counts: dict[str, int] = {}
+        self._counts: dict[str, int] = {"scheduled": 0, "failed": 0}
         self._bar: Any = tqdm(
-            total=total, unit="call", file=stream or sys.stderr, dynamic_ncols=True, leave=False
+            total=total,
+            unit="call",
+            file=stream or sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+            bar_format=BAR_FORMAT,
+            postfix="scheduled=0, failed=0",
         )
 
     def advance(self, status: str) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -41,6 +42,9 @@ from loader.pacing import Pacer
 from loader.state import RunState
 
 Sleep = Callable[[float], Awaitable[None]]
+#: Asked, a few rows at a time and right before they are sent, which rows may go: returns the
+#: refused ones, each with why (they become ``suppressed``). ``--history`` claims numbers this way.
+Admit = Callable[[list[int]], Mapping[int, str]]
 T = TypeVar("T")
 #: A 404 naming the run's agent or campaign is about the run, not the row.
 _RUN_NOT_FOUND = re.compile(r"\b(agent|campaign|batch)\b", re.IGNORECASE)
@@ -193,11 +197,16 @@ async def send_calls(
     grace: float = 5.0,
     rate_limit: float | None = None,
     pacer: Pacer | None = None,
+    admit: Admit | None = None,
 ) -> SendReport:
     """Send ``bodies`` (row -> body); every outcome is committed to ``state`` as it arrives.
 
     At most ``concurrency`` requests are in flight, fewer after 429s (see
-    ``loader.pacing``), and at most ``rate_limit`` start per second.
+    ``loader.pacing``), and at most ``rate_limit`` start per second. ``admit``,
+    when given, is asked about the next rows just before they are sent, in
+    chunks of twice ``concurrency`` (at least 16); rows it refuses become ``suppressed``.
+    If it raises, sending stops as on a stop request and the error is raised
+    once the requests in flight are done.
     """
     retry = retry or RetryPolicy()
     pacer = pacer or Pacer(concurrency, rate_limit=rate_limit)
@@ -205,6 +214,7 @@ async def send_calls(
     events = events or _NoEvents()
     report = SendReport()
     queue: Iterator[tuple[int, dict[str, Any]]] = iter(bodies.items())
+    admit_failed: list[BaseException] = []
 
     pause = sleep or stoppable_sleep(stop)
 
@@ -286,6 +296,29 @@ async def send_calls(
         else:
             record(row, "scheduled", call_id=call_id, message=None, attempts=attempts)
 
+    def admitted(
+        items: Iterator[tuple[int, dict[str, Any]]], size: int
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        assert admit is not None
+        while not stop.is_set():
+            chunk = list(itertools.islice(items, size))
+            if not chunk:
+                return
+            try:
+                refused = admit([row for row, _ in chunk])
+            except Exception as exc:
+                admit_failed.append(exc)
+                stop.set()
+                return
+            for row, body in chunk:
+                if row in refused:
+                    record(row, "suppressed", message=refused[row], attempts=0)
+                else:
+                    yield row, body
+
+    if admit is not None:
+        queue = admitted(queue, max(2 * concurrency, 16))
+
     def refuse(exc: ApiRefusedError) -> None:
         if report.refused is None:
             report.refused = exc
@@ -314,4 +347,6 @@ async def send_calls(
     report.slowdowns = pacer.slowdowns
     report.peak_in_flight = pacer.peak_in_flight
     report.stopped = stop.is_set() and report.refused is None
+    if admit_failed:
+        raise admit_failed[0]
     return report

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ from loader.errors import StateError
 
 SCHEMA_VERSION = "1"
 #: Statuses the state keeps; validation outcomes are recomputed from the input each run.
-SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain")
+#: ``suppressed`` here is a row refused right before sending (``--history``: another run claimed it).
+SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain", "suppressed")
 
 Clock = Callable[[], dt.datetime]
 
@@ -157,6 +159,10 @@ class RunState:
     def _now(self) -> str:
         return self._clock().astimezone(dt.UTC).isoformat(timespec="seconds")
 
+    def timestamp(self) -> str:
+        """Now, as the state writes times (UTC, ISO 8601, to the second)."""
+        return self._now()
+
     # --- the run as a whole ------------------------------------------------------
 
     def get(self, key: str) -> str | None:
@@ -221,6 +227,23 @@ class RunState:
                 (status, call_id, message, self._now(), source_row),
             )
 
+    def requeue_suppressed(self) -> None:
+        """Rows refused at sending time by an earlier attempt are looked at afresh."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE rows SET status = 'pending', message = NULL, updated_at = ?"
+                " WHERE status = 'suppressed'",
+                (self._now(),),
+            )
+
+    def run_token(self) -> str:
+        """This output's identity in a shared ``--history`` (new after ``--fresh``)."""
+        token = self.get("run_token")
+        if token is None:
+            token = uuid.uuid4().hex
+            self.set(run_token=token)
+        return token
+
     def recover_interrupted(self) -> int:
         """Rows left ``sending`` by a run that died: their requests may have arrived."""
         with self._transaction() as db:
@@ -233,3 +256,77 @@ class RunState:
                 ),
             )
             return cursor.rowcount
+
+
+# --- reading another run's state (``callkaro-loader status``) -----------------------------
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where the run for one output stands, read from its state without taking its lock."""
+
+    state_file: Path
+    input: str | None
+    batch_id: str | None
+    campaign_name: str | None
+    counts: dict[str, int]
+    #: The last run finished and wrote its results; otherwise it is running, or was stopped or killed.
+    finished: bool
+    started_at: str | None
+    finished_at: str | None
+    last_activity: str | None
+    results_path: str | None
+
+
+def read_status(output: str | Path) -> RunStatus:
+    """Read ``<output>.state`` read-only (``output`` may also name the ``.state`` file itself).
+
+    Counts are those of the last finished run (exactly its results file's),
+    or, while a run is going or after one died, the rows it has recorded so
+    far (``sending``: in flight, or cut off). A missing state file is a
+    ``StateError``; nothing is ever created.
+    """
+    output = Path(output)
+    path = output if output.suffix == ".state" and output.is_file() else state_path(output)
+    if not path.is_file():
+        guess = output.with_name(f"{output.stem}.results.csv")
+        hint = (
+            f"Did you mean {guess}? Give the results file (the run's --output), not the input."
+            if state_path(guess).is_file()
+            else "Give the results file of a run (its --output); its state sits beside it as <output>.state."
+        )
+        raise StateError(f"no run state for {output}: {path} does not exist", hint=hint)
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StateError(f"{path} cannot be opened ({exc})") from None
+    try:
+        db.execute("PRAGMA busy_timeout=5000")
+        run = dict(db.execute("SELECT key, value FROM run").fetchall())
+        live = dict(db.execute("SELECT status, count(*) FROM rows GROUP BY status").fetchall())
+        (last_row,) = db.execute("SELECT max(updated_at) FROM rows").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{path} is not a state file the loader can read ({exc})") from None
+    finally:
+        db.close()
+    last_activity = max(filter(None, [run.get("updated_at"), last_row]), default=None)
+    summary = json.loads(run["summary"]) if run.get("summary") else None
+    finished = summary is not None and (last_row is None or last_row <= summary["finished_at"])
+    if summary is not None and finished:
+        counts = {str(k): int(v) for k, v in summary["counts"].items()}
+    else:
+        counts = {str(k): int(v) for k, v in json.loads(run.get("unsent_counts") or "{}").items()}
+        for status, count in live.items():
+            counts[status] = counts.get(status, 0) + int(count)
+    return RunStatus(
+        state_file=path,
+        input=run.get("input"),
+        batch_id=run.get("batch_id"),
+        campaign_name=run.get("campaign_name"),
+        counts={k: v for k, v in counts.items() if v},
+        finished=finished,
+        started_at=run.get("started_at"),
+        finished_at=summary["finished_at"] if summary else None,
+        last_activity=last_activity,
+        results_path=summary.get("results_path") if summary else None,
+    )

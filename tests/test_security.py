@@ -3,9 +3,18 @@ them; the key is never sent in clear text across a network."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from loader.cli import main
@@ -93,3 +102,150 @@ def test_a_key_is_never_sent_over_plain_http_to_another_machine(
     )
     assert "a-real-looking-key" not in err
     assert not list(tmp_path.glob("*.state")), "a refused run must leave nothing behind"
+
+
+# --- the key appears in nothing the loader produces ----------------------------------------------
+
+MARKER = "ck-live-7f3a9c2e-MARKER-d41d8cd98f00b204"
+CLI = str(Path(sys.executable).parent / "callkaro-loader")
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+LEADS = "phone,Name,City\n+91 98765 43210,Asha,Pune\n+91 98765 43211,Ravi,Delhi\n12345,Bad,Goa\n"
+
+
+@contextlib.contextmanager
+def sandbox(*options: str) -> Iterator[str]:
+    with subprocess.Popen(
+        [CLI, "sandbox", "--port", "0", "--agent", "demo-agent", "--agent", "other-agent", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            yield line.split(" on ", 1)[1].split(" ", 1)[0]
+        finally:
+            server.terminate()
+            server.communicate(timeout=10)
+
+
+def campaign_for(url: str, agent: str, key: str) -> str:
+    # Under --drop-rate the answer never comes, but the campaign is recorded all the same.
+    with contextlib.suppress(httpx.TransportError):
+        httpx.post(f"{url}/call/campaign", json={"name": "x", "agent_id": agent}, headers={"X-API-KEY": key})
+    return str(httpx.get(f"{url}/_sandbox/campaigns").json()[-1]["batch_id"])
+
+
+def load(folder: Path, url: str, *options: str, name: str, wait: float | None = None) -> tuple[str, str]:
+    """Run the installed command with every output switched on; return stdout and stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env["CALLKARO_API_KEY"] = MARKER
+    argv = [
+        CLI, "run", "leads.csv", "--agent-id", "demo-agent", "--default-region", "IN", "--base-url", url,
+        "--output", f"{name}.results.csv", "--log-file", f"{name}.log.jsonl",
+        "--summary-json", f"{name}.summary.json", "--no-progress", *options,
+    ]  # fmt: skip
+    with subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        if wait is not None:
+            time.sleep(wait)
+            run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=120)
+    return out.decode(), err.decode()
+
+
+def test_the_api_key_appears_in_no_output_log_results_state_summary_or_report(tmp_path: Path) -> None:
+    folder = tmp_path
+    (folder / "leads.csv").write_text(LEADS, encoding="utf-8")
+    (folder / "sample.xlsx").write_bytes((SAMPLES / "contacts.xlsx").read_bytes())
+    printed: list[str] = []
+
+    with sandbox("--api-key", MARKER) as url:
+        printed += load(folder, url, name="ok")
+        other = campaign_for(url, "other-agent", MARKER)
+        printed += load(folder, url, "--batch-id", other, name="refused-400")
+    with sandbox("--api-key", "a-different-key") as url:
+        printed += load(folder, url, name="refused-401")
+    with sandbox("--api-key", MARKER, "--error-rate", "1.0", "--seed", "1") as url:
+        printed += load(folder, url, name="server-error-500")
+    with sandbox("--api-key", MARKER, "--drop-rate", "1.0", "--seed", "1") as url:
+        batch = campaign_for(url, "demo-agent", MARKER)
+        printed += load(folder, url, "--batch-id", batch, name="no-answer")
+    with sandbox("--api-key", MARKER, "--latency-ms", "1500") as url:
+        printed += load(folder, url, name="interrupted", wait=1.0)
+    for report in ("report.csv", "report.xlsx"):
+        done = subprocess.run(
+            [CLI, "validate", "leads.csv", "--default-region", "IN", "--report", report],
+            cwd=folder,
+            env={**os.environ, "CALLKARO_API_KEY": MARKER},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        printed += [done.stdout, done.stderr]
+
+    produced = sorted(p.name for p in folder.iterdir() if p.is_file())
+    # Every kind of output was really produced, so the search below means something.
+    for name in ("ok", "refused-400", "refused-401", "server-error-500", "no-answer", "interrupted"):
+        assert f"{name}.results.csv" in produced and f"{name}.results.csv.state" in produced, name
+        assert f"{name}.log.jsonl" in produced and f"{name}.summary.json" in produced, name
+    assert {"report.csv", "report.xlsx"} <= set(produced)
+    statuses = {
+        name: json.loads((folder / f"{name}.summary.json").read_text())["counts"]
+        for name in ("ok", "refused-400", "server-error-500", "no-answer", "interrupted")
+    }
+    assert statuses["ok"].get("scheduled") == 2
+    assert statuses["refused-400"].get("failed") == 2
+    assert statuses["no-answer"].get("uncertain") == 2
+    assert statuses["interrupted"].get("scheduled", 0) < 2
+
+    leaks = [p.name for p in folder.iterdir() if p.is_file() and MARKER.encode() in p.read_bytes()]
+    assert leaks == []
+    assert not [text for text in printed if MARKER in text]
+
+
+def test_path_like_sheet_and_header_names_are_only_text(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = "..%2F..%2Fetc"
+    sheet.append(["phone", "../../outside.txt", "/etc/passwd", "C:\\Windows\\x"])
+    sheet.append(["+919876543210", "a", "b", "c"])
+    inner = tmp_path / "in"
+    inner.mkdir()
+    workbook.save(inner / "leads.xlsx")
+    before = set(tmp_path.rglob("*"))
+
+    result = load_campaign(
+        inner / "leads.xlsx", agent_id="demo-agent", sandbox=True, default_region="IN", sheet="..%2F..%2Fetc"
+    )
+
+    assert result.counts == {"scheduled": 1}
+    created = set(tmp_path.rglob("*")) - before
+    assert {p.parent for p in created} == {inner}, created
+    assert result.outcomes.index.tolist() == [2]
+
+
+def test_a_403_that_echoes_the_key_back_leaks_it_nowhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        key = request.headers["X-API-KEY"]
+        return httpx.Response(403, json={"status": "error", "message": f"Key {key} is not allowed here"})
+
+    (tmp_path / "leads.csv").write_text(LEADS, encoding="utf-8")
+    result = load_campaign(
+        tmp_path / "leads.csv",
+        agent_id="demo-agent",
+        default_region="IN",
+        api_key=MARKER,
+        transport=httpx.MockTransport(api),
+        log_file=tmp_path / "run.log.jsonl",
+        summary_json=tmp_path / "summary.json",
+    )
+    assert result.exit_code == 3
+    assert result.refused is not None and "********" in str(result.refused)
+    assert MARKER not in repr(result) and MARKER not in str(result.refused)
+    out, err = capsys.readouterr()
+    assert MARKER not in out + err
+    assert [p.name for p in tmp_path.iterdir() if MARKER.encode() in p.read_bytes()] == []

@@ -1,0 +1,137 @@
+"""What a run tells the people and programs watching it: ``--log-file`` and ``--summary-json``.
+
+``--log-file PATH`` appends one JSON object per line: one per row outcome
+(``"event": "outcome"``) and one per retry (``"event": "retry"``), framed by
+``run_started`` and ``run_finished``. Every line has ``time`` (UTC, ISO
+8601); row lines have ``source_row``, ``status``, ``call_id``, ``attempt``
+and ``message``. Rows that are never sent (invalid, duplicate, suppressed)
+get their outcome line when the run starts, with ``attempt`` 0.
+
+``--summary-json PATH`` is written once, atomically, when the run ends: the
+counts per status (the same as the results file's), the campaign, the
+results path, the input, start and finish times, durations and the exit code.
+
+Neither ever holds the API key: messages come from ``loader.client``, which
+already redacts it, and ``JsonLinesLog`` redacts it once more before writing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from loader.errors import UsageError
+from loader.secrets import ApiKey
+
+Clock = Callable[[], dt.datetime]
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds")
+
+
+class JsonLinesLog:
+    """``--log-file``: implements ``loader.send.Events``; each line is flushed as it is written."""
+
+    def __init__(self, path: str | Path, *, api_key: ApiKey | None = None, clock: Clock = _utc_now) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._secret = api_key.reveal() if api_key is not None else None
+        try:
+            self._handle: IO[str] | None = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--log-file {self.path} cannot be opened ({exc.strerror or exc})") from None
+
+    def write(self, event: str, **fields: Any) -> None:
+        if self._handle is None:
+            return
+        line = json.dumps({"time": iso(self._clock()), "event": event, **fields}, ensure_ascii=False)
+        if self._secret:
+            line = line.replace(self._secret, "********")
+        self._handle.write(line + "\n")
+        self._handle.flush()
+
+    def outcome(
+        self, source_row: int, status: str, *, call_id: str | None, message: str | None, attempts: int
+    ) -> None:
+        self.write(
+            "outcome",
+            source_row=int(source_row),
+            status=status,
+            call_id=call_id or None,
+            attempt=attempts,
+            message=message or None,
+        )
+
+    def retry(self, source_row: int, *, attempt: int, delay: float, reason: str) -> None:
+        self.write(
+            "retry",
+            source_row=int(source_row),
+            status="retrying",
+            call_id=None,
+            attempt=attempt,
+            message=reason,
+            delay_seconds=round(delay, 3),
+        )
+
+    def unsent(self, outcomes: pd.DataFrame) -> None:
+        """One outcome line for each row that will not be sent (invalid, duplicate, suppressed)."""
+        for row, status, message in zip(
+            outcomes.index, outcomes["callkaro_status"], outcomes["callkaro_message"], strict=True
+        ):
+            self.outcome(int(row), str(status), call_id=None, message=str(message), attempts=0)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class FanOut:
+    """Several ``Events`` receivers as one."""
+
+    def __init__(self, *receivers: Any) -> None:
+        self.receivers = [r for r in receivers if r is not None]
+
+    def outcome(
+        self, source_row: int, status: str, *, call_id: str | None, message: str | None, attempts: int
+    ) -> None:
+        for receiver in self.receivers:
+            receiver.outcome(source_row, status, call_id=call_id, message=message, attempts=attempts)
+
+    def retry(self, source_row: int, *, attempt: int, delay: float, reason: str) -> None:
+        for receiver in self.receivers:
+            receiver.retry(source_row, attempt=attempt, delay=delay, reason=reason)
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path``, replacing it atomically: a reader never sees half of it."""
+    path = Path(path)
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"--summary-json {path} cannot be written ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_name, 0o666 & ~umask)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise

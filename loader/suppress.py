@@ -1,0 +1,167 @@
+"""Stage 3b: do-not-call lists (``--suppress``): rows whose number is on one are ``suppressed``.
+
+A list is a CSV or Excel sheet with a phone column, found the way the input's
+is (``loader.columns``: ``phone``, ``mobile``, ``to_number``...), or a plain
+text file with one number per line (blank lines and ``#`` comments are
+skipped). Its numbers are normalised exactly as the sheet's are
+(``loader.normalise.parse_phone`` with the run's ``--default-region``), so
+``098765 43210`` on the list matches ``+91 98765 43210`` in the sheet.
+
+A list entry that cannot be read as a number at all (no country code and no
+``--default-region``, letters, a number Excel turned into ``9.19877E+11``)
+refuses the run: a do-not-call entry must never be skipped silently. An entry
+that reads as a number but is not a valid one for its country is ignored,
+since no row with that number could pass validation anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import phonenumbers
+
+from loader.cells import Cell, cell_text, is_blank, shorten
+from loader.columns import map_columns
+from loader.errors import ColumnError, InputFileError, UsageError
+from loader.normalise import Context, parse_phone
+from loader.read import TEXT_SUFFIXES, read_sheet
+from loader.validate import Validation
+
+#: Entries shown when a list has entries that are not numbers.
+_SHOWN_PROBLEMS = 3
+_COMMENT = re.compile(r"\s*#.*$")
+_PHONE_SHAPED = re.compile(r"[\d\s()+\-./]+")
+
+
+@dataclass(frozen=True)
+class SuppressionList:
+    """One do-not-call list: its file and the E.164 numbers on it."""
+
+    path: Path
+    numbers: frozenset[str]
+
+    @property
+    def reason(self) -> str:
+        return f"on the do-not-call list {self.path.name}"
+
+
+def read_suppression_list(path: str | Path, ctx: Context) -> SuppressionList:
+    """Read one list; ``InputFileError`` naming it when it cannot be read or holds a non-number."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "no such file (given as a do-not-call list with --suppress)")
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, not a do-not-call list")
+    entries = _plain_list(path)
+    if entries is None:
+        entries = _sheet_column(path)
+    numbers: set[str] = set()
+    problems: list[str] = []
+    for where, cell in entries:
+        number, problem = parse_phone(cell, ctx)
+        if number is not None:
+            numbers.add(number)
+        elif problem is not None and not _well_formed(cell, ctx):
+            problems.append(f"{where}: {shorten(cell_text(cell))} {problem}")
+    if problems:
+        more = len(problems) - _SHOWN_PROBLEMS
+        listed = "; ".join(problems[:_SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+        raise InputFileError(
+            path,
+            f"do-not-call list entries that are not phone numbers: {listed}",
+            hint="Fix or remove them (give --default-region for numbers without a country code); "
+            "the run is refused so that no listed number is called by mistake.",
+        )
+    return SuppressionList(path=path, numbers=frozenset(numbers))
+
+
+def _plain_list(path: Path) -> list[tuple[str, Cell]] | None:
+    """The entries of a text file holding one number per line; None when it is a table with headers."""
+    if path.suffix.lower() not in TEXT_SUFFIXES | {""}:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        return None  # a table in another encoding: let read_sheet detect it
+    except OSError as exc:
+        raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    lines = [(f"line {n}", _COMMENT.sub("", line).strip()) for n, line in enumerate(text.splitlines(), 1)]
+    lines = [(where, line) for where, line in lines if line]
+    if not lines:
+        return []
+    # A table's first line is its headers; a plain list's first line is already a number.
+    return lines if _PHONE_SHAPED.fullmatch(lines[0][1]) else None
+
+
+def _sheet_column(path: Path) -> list[tuple[str, Cell]]:
+    try:
+        sheet = read_sheet(path)
+    except InputFileError as exc:
+        raise InputFileError(path, f"{exc.problem} (a do-not-call list given with --suppress)") from None
+    except UsageError as exc:
+        raise InputFileError(path, f"cannot be read as a do-not-call list ({exc})") from None
+    try:
+        columns = map_columns(sheet)
+    except ColumnError as exc:
+        if len(sheet.headers) == 1 and _PHONE_SHAPED.fullmatch(sheet.headers[0]):
+            # A single column of numbers with no header: the first number is in the header row.
+            cells = [sheet.headers[0], *sheet.cells[0].tolist()]
+            rows = [sheet.header_row, *sheet.source_rows]
+            return [(f"row {r}", c) for r, c in zip(rows, cells, strict=True) if not is_blank(c)]
+        raise ColumnError(
+            path,
+            f"cannot be used as a do-not-call list: {exc.problem}",
+            hint='Give it one column headed "phone" (or "mobile", "to_number"...), '
+            "or use a plain text file with one number per line.",
+        ) from None
+    column = sheet.cells[columns.fields["to_number"]]
+    return [(f"row {row}", cell) for row, cell in column.items() if not is_blank(cell)]
+
+
+def _well_formed(cell: Cell, ctx: Context) -> bool:
+    """True when ``cell`` reads as a number that is merely not valid for its country."""
+    if not isinstance(cell, str | int) or isinstance(cell, bool):
+        return False
+    text = str(cell).strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not _PHONE_SHAPED.fullmatch(text):
+        return False
+    try:
+        phonenumbers.parse(text, ctx.default_region)
+    except phonenumbers.NumberParseException:
+        return False
+    return True
+
+
+def read_suppression_lists(paths: Iterable[str | Path], ctx: Context) -> list[SuppressionList]:
+    return [read_suppression_list(p, ctx) for p in paths]
+
+
+def suppress_rows(
+    validation: Validation, lists: Sequence[SuppressionList], *, reasons: pd.Series | None = None
+) -> Validation:
+    """``validation`` with each ``valid`` row whose number is on a list (or in ``reasons``) ``suppressed``.
+
+    ``reasons`` maps E.164 numbers to why they are skipped (``loader.history``'s
+    "called on ..."). Rows that are invalid or duplicates keep that status: it
+    says more about the row.
+    """
+    numbers = validation.requests["to_number"]
+    valid = validation.status == "valid"
+    status = validation.status.copy()
+    message = validation.message.copy()
+    for listed in lists:
+        hit = valid & numbers.isin(listed.numbers) & (status == "valid")
+        status[hit] = "suppressed"
+        message[hit] = listed.reason
+    if reasons is not None and len(reasons):
+        hit = valid & (status == "valid") & numbers.isin(reasons.index)
+        status[hit] = "suppressed"
+        message[hit] = numbers[hit].map(reasons)
+    return dataclasses.replace(validation, status=status, message=message)

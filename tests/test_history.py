@@ -1,0 +1,263 @@
+"""The shared history (``--history``): claims, what counts as recent, and runs racing for one number."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import random
+import sqlite3
+import threading
+import zoneinfo
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import loader
+from loader.errors import StateError, UsageError
+from loader.history import Claims, History
+from loader.state import RowState
+
+KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
+NOW = dt.datetime(2026, 11, 21, 20, 0, tzinfo=dt.UTC)  # 01:30 on 22 November in Kolkata
+NUMBERS = [f"+9198{i:08d}" for i in range(400)]
+
+
+def ledger(path: Path, moment: dt.datetime = NOW) -> History:
+    return History(path, clock=lambda: moment)
+
+
+def test_a_claimed_number_is_refused_to_another_run_but_not_to_its_own(tmp_path: Path) -> None:
+    with ledger(tmp_path / "h.sqlite") as history:
+        first = history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+        again = history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+        other = history.claim([(5, NUMBERS[0])], run="b", batch_id="b2", input_name="y.csv", days=7)
+    assert (first, again) == ({}, {})
+    assert list(other) == [5]
+    assert (
+        other[5].reason(KOLKATA)
+        == "claimed on 2026-11-22 in campaign b1 by another run, which may have called it"
+    )
+
+
+def test_scheduled_entries_say_when_and_in_which_campaign_in_the_runs_time_zone(tmp_path: Path) -> None:
+    with ledger(tmp_path / "h.sqlite") as history:
+        history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+        history.settle("a", scheduled=[(2, "call1", NOW)])
+        found = history.recent([NUMBERS[0], NUMBERS[1]], days=7)
+    assert list(found) == [NUMBERS[0]]
+    assert found[NUMBERS[0]].reason(KOLKATA) == "called on 2026-11-22 in campaign b1"
+    assert found[NUMBERS[0]].reason(dt.UTC) == "called on 2026-11-21 in campaign b1"
+
+
+def test_entries_older_than_the_window_do_not_count(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    with ledger(path, NOW - dt.timedelta(days=8)) as history:
+        history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+    with ledger(path, NOW - dt.timedelta(days=6)) as history:
+        history.claim([(2, NUMBERS[1])], run="a2", batch_id="b1", input_name="x.csv", days=7)
+    with ledger(path) as history:
+        assert set(history.recent(NUMBERS[:2], days=7)) == {NUMBERS[1]}
+        assert set(history.recent(NUMBERS[:2], days=9)) == set(NUMBERS[:2])
+
+
+def test_released_claims_free_the_number_and_uncertain_ones_keep_it(tmp_path: Path) -> None:
+    with ledger(tmp_path / "h.sqlite") as history:
+        claims = Claims(
+            history,
+            run="a",
+            input_name="x.csv",
+            numbers=dict(zip(range(2, 6), NUMBERS, strict=False)),
+            days=7,
+            timezone=KOLKATA,
+            clock=lambda: NOW,
+        )
+        claims.batch_id = "b1"
+        assert claims.admit([2, 3, 4, 5]) == {}
+        claims.outcome(2, "scheduled", call_id="c2", message=None, attempts=1)
+        claims.outcome(3, "failed", call_id=None, message="400", attempts=1)
+        claims.outcome(4, "uncertain", call_id=None, message="no answer", attempts=1)
+        # Row 5 was claimed, then the run stopped before sending it: the state still says pending.
+        claims.finish(
+            {
+                2: RowState(2, "scheduled", 1, "c2", None, NOW.isoformat()),
+                3: RowState(3, "failed", 1, None, "400", NOW.isoformat()),
+                4: RowState(4, "uncertain", 1, None, "no answer", NOW.isoformat()),
+                5: RowState(5, "pending", 0, None, None, NOW.isoformat()),
+            }
+        )
+        entries = {(e["source_row"], e["number"], e["status"], e["call_id"]) for e in history.entries()}
+    assert entries == {(2, NUMBERS[0], "scheduled", "c2"), (4, NUMBERS[2], "claimed", None)}
+
+
+def test_outcomes_are_written_with_the_next_claims_in_one_transaction(tmp_path: Path) -> None:
+    with ledger(tmp_path / "h.sqlite") as history:
+        claims = Claims(
+            history,
+            run="a",
+            input_name="x.csv",
+            numbers=dict(enumerate(NUMBERS[:4])),
+            days=None,
+            timezone=KOLKATA,
+            clock=lambda: NOW,
+        )
+        claims.admit([0, 1])
+        claims.outcome(0, "scheduled", call_id="c0", message=None, attempts=1)
+        claims.outcome(1, "pending", call_id=None, message="stopped", attempts=1)
+        assert {e["status"] for e in history.entries()} == {"claimed"}
+        claims.admit([2])
+        assert sorted((e["source_row"], e["status"]) for e in history.entries()) == [
+            (0, "scheduled"),
+            (2, "claimed"),
+        ]
+
+
+def test_runs_racing_from_threads_with_their_own_connections_never_both_get_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    with ledger(path):  # create the file once, as the first night's run would
+        pass
+    granted: dict[str, set[str]] = {}
+    start = threading.Barrier(3)
+
+    def race(run: str, seed: int) -> None:
+        order = NUMBERS[:]
+        random.Random(seed).shuffle(order)
+        mine: set[str] = set()
+        with History(path) as history:
+            start.wait()
+            for i in range(0, len(order), 16):
+                chunk = list(enumerate(order[i : i + 16], start=i))
+                refused = history.claim(chunk, run=run, batch_id=run, input_name=f"{run}.csv", days=7)
+                mine.update(number for row, number in chunk if row not in refused)
+        granted[run] = mine
+
+    threads = [threading.Thread(target=race, args=(f"run{i}", i)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    a, b, c = granted.values()
+    assert not (a & b) and not (a & c) and not (b & c)
+    assert a | b | c == set(NUMBERS)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*), count(DISTINCT number) FROM calls").fetchone() == (400, 400)
+
+
+def test_a_dry_run_reads_a_missing_history_as_empty_and_does_not_create_it(tmp_path: Path) -> None:
+    with History(tmp_path / "nope.sqlite", readonly=True) as history:
+        assert history.recent(NUMBERS[:3], days=7) == {}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_history_in_a_folder_that_does_not_exist_is_refused_rather_than_started_empty(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(UsageError, match=r"folder .*typo does not exist"):
+        History(tmp_path / "typo" / "h.sqlite").open()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_a_history_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_text("shopping list\n", encoding="utf-8")
+    with pytest.raises(StateError, match=r"notes\.sqlite is not a history file the loader can read"):
+        History(path).open()
+
+
+# --- through load_campaign ------------------------------------------------------------------------
+
+SHEET = "Name,Phone\n" + "".join(f"Lead {i},+91 98{100 + i:03d} 4{i:04d}\n" for i in range(40))
+OPTIONS = {"agent_id": "demo-agent", "sandbox": True, "no_progress": True, "timezone": "Asia/Kolkata"}
+
+
+@pytest.fixture
+def sheet(tmp_path: Path) -> Path:
+    path = tmp_path / "leads.csv"
+    path.write_text(SHEET, encoding="utf-8")
+    return path
+
+
+def test_a_dry_run_shows_what_the_history_would_skip_without_writing_to_it(
+    sheet: Path, tmp_path: Path
+) -> None:
+    ledger_path = tmp_path / "h.sqlite"
+    first = loader.load_campaign(sheet, history=ledger_path, output=tmp_path / "a.csv", **OPTIONS)
+    assert first.counts == {"scheduled": 40}
+    before = ledger_path.read_bytes()
+    dry = loader.load_campaign(
+        sheet, history=ledger_path, skip_recent=7, dry_run=True, output=tmp_path / "b.csv", **OPTIONS
+    )
+    assert dry.counts == {"suppressed": 40}
+    assert set(dry.outcomes["callkaro_message"]) == {
+        f"called on {first.started_at.astimezone(KOLKATA):%Y-%m-%d} in campaign {first.batch_id}"
+    }
+    assert ledger_path.read_bytes() == before
+
+    missing = tmp_path / "never.sqlite"
+    dry = loader.load_campaign(
+        sheet, history=missing, skip_recent=7, dry_run=True, output=tmp_path / "c.csv", **OPTIONS
+    )
+    assert dry.counts == {"valid": 40} and not missing.exists()
+
+
+def test_a_history_failing_mid_run_stops_sending_and_still_writes_the_results(
+    sheet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admitted = 0
+    real_admit = Claims.admit
+
+    def failing_admit(self: Claims, rows: list[int]) -> dict[int, str]:
+        nonlocal admitted
+        admitted += 1
+        if admitted == 2:
+            raise StateError("h.sqlite cannot be written (database is locked)")
+        return real_admit(self, rows)
+
+    monkeypatch.setattr(Claims, "admit", failing_admit)
+    with pytest.raises(StateError, match="database is locked"):
+        loader.load_campaign(
+            sheet,
+            history=tmp_path / "h.sqlite",
+            skip_recent=7,
+            concurrency=1,
+            output=tmp_path / "out.csv",
+            **OPTIONS,
+        )
+    with (tmp_path / "out.csv").open(encoding="utf-8-sig") as handle:
+        statuses = Counter(row["callkaro_status"] for row in csv.DictReader(handle))
+    assert statuses == {"scheduled": 16, "pending": 24}  # the first chunk went out; the rest waits
+
+    monkeypatch.setattr(Claims, "admit", real_admit)
+    resumed = loader.load_campaign(
+        sheet,
+        history=tmp_path / "h.sqlite",
+        skip_recent=7,
+        concurrency=1,
+        output=tmp_path / "out.csv",
+        **OPTIONS,
+    )
+    assert resumed.counts == {"scheduled": 40}
+    with History(tmp_path / "h.sqlite") as history:
+        assert Counter(e["status"] for e in history.entries()) == {"scheduled": 40}
+
+
+def test_a_resumed_run_does_not_mistake_its_own_claims_for_another_runs(sheet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    loader.load_campaign(sheet, history=tmp_path / "h.sqlite", skip_recent=7, output=out, **OPTIONS)
+    # As if two answers had been lost: the rows are uncertain, and their claims stay in the history.
+    with sqlite3.connect(out.with_name("out.csv.state")) as db:
+        db.execute("UPDATE rows SET status = 'uncertain', call_id = NULL WHERE source_row IN (2, 3)")
+    with sqlite3.connect(tmp_path / "h.sqlite") as db:
+        db.execute("UPDATE calls SET status = 'claimed', call_id = NULL WHERE source_row IN (2, 3)")
+
+    other = loader.load_campaign(
+        sheet, history=tmp_path / "h.sqlite", skip_recent=7, output=tmp_path / "o.csv", **OPTIONS
+    )
+    assert other.counts == {"suppressed": 40}  # another run keeps off them, claims included
+    assert other.outcomes.loc[2, "callkaro_message"].startswith("claimed on ")
+
+    resumed = loader.load_campaign(
+        sheet, history=tmp_path / "h.sqlite", skip_recent=7, retry_uncertain=True, output=out, **OPTIONS
+    )
+    assert resumed.counts == {"scheduled": 40}  # its own two claims did not stop it resending them

@@ -1,0 +1,141 @@
+"""``loader.load_campaign`` and ``loader.validate_file``: the README example, and parity with the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_e2e import Sandbox, run_loader, sandbox_process
+
+import loader
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_data"
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def python_blocks(section: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def expected_output(code: str) -> list[str]:
+    """The ``# ...`` comment lines right after each ``print(...)``: what the README says it prints."""
+    lines = code.splitlines()
+    expected = []
+    for i, line in enumerate(lines):
+        if line.startswith("print(") and i + 1 < len(lines) and lines[i + 1].startswith("# "):
+            expected.append(lines[i + 1][2:])
+    return expected
+
+
+def test_the_readme_notebook_example_runs_and_prints_what_it_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(
+        SAMPLES, tmp_path / "sample_data", ignore=shutil.ignore_patterns("*.results.*", "nightly-*")
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CALLKARO_API_KEY", raising=False)
+    blocks = python_blocks(readme_section("Run a one-off campaign from Python"))
+    assert len(blocks) == 2 and "sandbox=True" in blocks[0]
+    namespace: dict[str, Any] = {}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), namespace)
+    expected = [line for block in blocks for line in expected_output(block)]
+    assert len(expected) == 4
+    assert printed.getvalue().splitlines() == expected
+    result = namespace["result"]
+    assert result.campaign_name.startswith("Webinar follow-up 20")
+    assert (tmp_path / "webinar.results.csv").exists()
+
+
+def test_a_run_result_carries_everything_the_summary_needs(tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+    result = loader.load_campaign(
+        tmp_path / "contacts.csv", agent_id="demo-agent", sandbox=True, default_region="IN", no_progress=True
+    )
+    assert result.counts == {"scheduled": 22, "invalid": 2, "duplicate": 1}
+    assert list(result.counts) == ["scheduled", "invalid", "duplicate"]
+    assert result.results_path == tmp_path / "contacts.results.csv"
+    assert result.campaign_id == result.batch_id and re.fullmatch(r"[0-9a-f]{24}", result.batch_id or "")
+    assert result.campaign_name is not None and result.campaign_name.startswith("contacts ")
+    assert set(result.durations) == {"validate_seconds", "send_seconds", "total_seconds"}
+    assert result.started_at is not None and result.finished_at is not None
+    assert result.started_at <= result.finished_at
+    assert list(result.outcomes.columns) == ["callkaro_status", "callkaro_call_id", "callkaro_message"]
+    assert result.outcomes.loc[16, "callkaro_status"] == "invalid"
+    assert result.exit_code == 1
+    summary = result.summary()
+    assert summary["counts"] == result.counts and summary["campaign_id"] == result.batch_id
+
+
+def test_an_unknown_keyword_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(loader.UsageError, match="unknown option 'defualt_region'"):
+        loader.load_campaign(tmp_path / "x.csv", agent_id="a", defualt_region="IN")
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with sandbox_process() as running:
+        yield running
+
+
+def test_the_same_load_from_python_and_from_the_cli_sends_identical_calls(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    shutil.copy(SAMPLES / "contacts.xlsx", tmp_path / "contacts.xlsx")
+    (tmp_path / "dnc.txt").write_text("98201 77889\n", encoding="utf-8")
+    flags = [
+        "--suppress",
+        "dnc.txt",
+        "--min-trigger-time",
+        "10:00",
+        "--max-trigger-time",
+        "19:00",
+        "--priority",
+        "3",
+    ]
+    cli = run_loader(tmp_path, "contacts.xlsx", *flags, sandbox=sandbox, output="cli.csv")
+    assert cli.code == 1
+
+    calls_before = len(sandbox.calls())
+    result = loader.load_campaign(
+        tmp_path / "contacts.xlsx",
+        agent_id="demo-agent",
+        default_region="IN",
+        timezone="Asia/Kolkata",
+        suppress=[tmp_path / "dnc.txt"],
+        min_trigger_time="10:00",
+        max_trigger_time="19:00",
+        priority=3,
+        output=tmp_path / "library.csv",
+        base_url=sandbox.url,
+        api_key="sandbox-key",
+        no_progress=True,
+    )
+    from_python = sandbox.calls()[calls_before:]
+
+    def bodies(calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {
+            c["body"]["to_number"]: {k: v for k, v in c["body"].items() if k != "batch_id"} for c in calls
+        }
+
+    assert len(from_python) == len(cli.new_calls) == 21
+    assert bodies(from_python) == bodies(cli.new_calls)
+    assert result.counts == cli.counts()
+    names = {c["batch_id"]: c["name"] for c in sandbox.campaigns()}
+    assert names[result.batch_id] == names[cli.batch_id]
