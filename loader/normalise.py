@@ -7,7 +7,8 @@ problem)``, where ``problem`` completes the sentence ``"<column>: <value>
 ``schemas.calls`` so they read like the API's field table.
 
 Columns are parsed one distinct value at a time: lead sheets repeat the same
-windows, priorities and retry settings on thousands of rows.
+windows, priorities and retry settings on thousands of rows. Phone numbers,
+distinct on nearly every row, go through ``loader.phones``' column-wise path.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import phonenumbers
 
+from loader import phones
 from loader.cells import Cell, cell_text, is_blank
 
 Parsed = tuple[Any, str | None]
@@ -42,52 +43,11 @@ class Context:
 
 
 # --- phone numbers -----------------------------------------------------------
-
-_SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
-_PHONE_CHARS = re.compile(r"^[\d\s()+\-./]+$")
+# The rules live in loader.phones, which also reads whole columns at once.
 
 
 def parse_phone(cell: Cell, ctx: Context) -> Parsed:
-    if isinstance(cell, bool):
-        return None, "is not a phone number"
-    if isinstance(cell, float):
-        if not cell.is_integer() or cell <= 0:
-            return None, "is not a phone number"
-        text = str(int(cell))
-    elif isinstance(cell, int):
-        text = str(cell)
-    elif isinstance(cell, str):
-        text = cell.strip()
-    else:
-        return None, "is not a phone number"
-    if _SCIENTIFIC.match(text):
-        return None, (
-            "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
-            "format the column as text and type the number again"
-        )
-    if not _PHONE_CHARS.match(text):
-        return None, "is not a phone number (only digits, spaces, +, -, brackets and dots are allowed)"
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    try:
-        number = phonenumbers.parse(text, ctx.default_region)
-    except phonenumbers.NumberParseException as exc:
-        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-            if ctx.default_region is None and not text.startswith("+"):
-                return (
-                    None,
-                    "has no country code; write it as +<country code><number> or use --default-region",
-                )
-            return None, "has a country code that does not exist"
-        return None, "is not a phone number"
-    if not phonenumbers.is_valid_number(number):
-        # A number that is not valid may match no region; its country code still names one.
-        region = phonenumbers.region_code_for_number(number) or phonenumbers.region_code_for_country_code(
-            number.country_code or 0
-        )
-        where = f" for {region}" if region and region != "ZZ" else ""
-        return None, f"is not a valid phone number{where}"
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+    return phones.parse_phone(cell, ctx.default_region)
 
 
 # --- date-times and times -------------------------------------------------------
@@ -245,7 +205,10 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], 
     """Parse every cell of one call-field column; blanks give ``(None, None)``.
 
     Returns the parsed values and the problems, both in the column's order.
+    Phone numbers take the vectorised path of ``loader.phones``.
     """
+    if name == "to_number":
+        return phones.parse_phone_column(cells, ctx.default_region)
     parser = PARSERS[name]
     cache: dict[tuple[type, Cell], Parsed] = {}
     values: list[Any] = []

@@ -328,6 +328,10 @@ def load_campaign(
     finished = clock()
     durations["send_seconds"] = (finished - validated).total_seconds()
     durations["total_seconds"] = (finished - started).total_seconds()
+    # The client's own cost of sending (all threads of this process), for tuning --concurrency.
+    durations["send_cpu_seconds"] = report.cpu_seconds
+    if report.cpu_ms_per_request is not None:
+        durations["cpu_ms_per_request"] = report.cpu_ms_per_request
     return RunResult(
         results_path=out,
         counts=count_statuses(frame),
