@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from loader import phones
@@ -210,19 +211,13 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], 
     if name == "to_number":
         return phones.parse_phone_column(cells, ctx.default_region)
     parser = PARSERS[name]
-    cache: dict[tuple[type, Cell], Parsed] = {}
-    values: list[Any] = []
-    problems: list[str | None] = []
-    for cell in cells.tolist():
-        # 1, 1.0 and True are equal as dict keys, but not as cells.
-        key = (type(cell), cell)
-        result = cache.get(key)
-        if result is None:
-            result = (None, None) if is_blank(cell) else parser(cell, ctx)
-            cache[key] = result
-        values.append(result[0])
-        problems.append(result[1])
-    return values, problems
+    codes, distinct = phones.distinct_cells(cells.tolist())
+    values = np.empty(len(distinct), dtype=object)
+    problems = np.empty(len(distinct), dtype=object)
+    for position, cell in enumerate(distinct):
+        # Assigned one by one: a parsed value may be a list (several retry gaps).
+        values[position], problems[position] = (None, None) if is_blank(cell) else parser(cell, ctx)
+    return values[codes].tolist(), problems[codes].tolist()
 
 
 # --- metadata -----------------------------------------------------------------

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from loader.cells import Cell, is_blank
@@ -155,6 +157,10 @@ class _Rules:
     local_lengths: frozenset[int]
     any_type: re.Pattern[str] | None
     leading_digits: re.Pattern[str] | None
+    #: For whole columns: the general pattern, and each number type's (pattern, lengths or None),
+    #: the most common types first (validity is "any type matches", so order does not matter).
+    general_pattern: str | None = None
+    type_patterns: tuple[tuple[str, frozenset[int] | None], ...] = ()
     #: False when the metadata has a shape this module does not follow (no general lengths).
     usable: bool = True
 
@@ -230,6 +236,15 @@ def _compile(metadata: Any) -> _Rules:
         if not (t == "mobile" and metadata.same_mobile_and_fixed_line_pattern)  # never consulted then
     ]
     branches = [b for b in (_type_branch(getattr(metadata, t, None)) for t in types) if b is not None]
+    type_patterns = []
+    for kind in sorted(types, key=lambda t: t not in ("mobile", "fixed_line")):
+        desc = getattr(metadata, kind, None)
+        pattern = _pattern(desc)
+        if desc is None or pattern is None:
+            continue
+        lengths = tuple(desc.possible_length or ())
+        if -1 not in lengths:
+            type_patterns.append((pattern, frozenset(lengths) if lengths else None))
     national_prefix = metadata.national_prefix_for_parsing or None
     prefix_re = re.compile(national_prefix) if national_prefix else None
     general_pattern = _pattern(general)
@@ -250,6 +265,8 @@ def _compile(metadata: Any) -> _Rules:
         any_type=re.compile("|".join(branches)) if branches else None,
         leading_digits=re.compile(metadata.leading_digits) if metadata.leading_digits else None,
         usable=general is not None and bool(general.possible_length),
+        general_pattern=general_pattern,
+        type_patterns=tuple(type_patterns),
     )
 
 
@@ -369,7 +386,7 @@ def decide(international: bool, digits: str, default_region: str | None) -> Pars
 _TAME = r"^[ ().\-/]*\+?[0-9 ().\-/]*$"
 
 
-def _clean(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+def _clean(texts: Sequence[str]) -> tuple[np.ndarray, pd.Series]:
     """Which texts are tame, and each one's digits after a ``+`` if it had one (vectorised)."""
     column = pd.Series(texts, dtype="string[pyarrow]")
     double_zero = column.str.startswith("00")
@@ -377,65 +394,186 @@ def _clean(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     tame = text.str.fullmatch(_TAME) & (text.str.len() <= _MAX_INPUT)
     digits = text.str.replace(r"[^0-9+]", "", regex=True)
     tame &= digits.str.replace("+", "", regex=False).str.len() >= 3
-    tame_array = tame.fillna(False).to_numpy(dtype=bool)
-    return tame_array, digits.fillna("").tolist()
+    return tame.fillna(False).to_numpy(dtype=bool), digits.fillna("")
+
+
+def _regex(values: pa.Array, pattern: str, *, whole: bool) -> np.ndarray:
+    """Which values match ``pattern`` (all of it, or a prefix), in C++ (RE2) where it can.
+
+    For these patterns (digit classes, groups, alternations, counted repeats) the
+    set of matching strings is the same in RE2 and Python's ``re``; a pattern RE2
+    refuses is matched with ``re`` instead.
+    """
+    anchored = f"^(?:{pattern})$" if whole else f"^(?:{pattern})"
+    try:
+        found = pc.match_substring_regex(values, anchored)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        compiled = re.compile(pattern)
+        test = compiled.fullmatch if whole else compiled.match
+        return np.fromiter((test(v) is not None for v in values.to_pylist()), dtype=bool, count=len(values))
+    return found.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _valid_many(rules: _Rules, nsns: pa.Array) -> np.ndarray:
+    """``rules.is_valid`` of each national significant number, a whole array at a time."""
+    count = len(nsns)
+    if rules.general_pattern is None or count == 0:
+        return np.zeros(count, dtype=bool)
+    lengths = pc.utf8_length(nsns).to_numpy(zero_copy_only=False)
+    candidates = np.ones(count, dtype=bool)
+    if rules.general_lengths:
+        candidates &= np.isin(lengths, list(rules.general_lengths))
+    where = np.flatnonzero(candidates)
+    if len(where):
+        candidates[where] = _regex(nsns.take(where), rules.general_pattern, whole=True)
+    valid = np.zeros(count, dtype=bool)
+    for pattern, type_lengths in rules.type_patterns:
+        open_ = candidates & ~valid
+        if type_lengths is not None:
+            open_ &= np.isin(lengths, list(type_lengths))
+        where = np.flatnonzero(open_)
+        if not len(where):
+            continue
+        valid[where] = _regex(nsns.take(where), pattern, whole=True)
+    return valid
+
+
+def _decide_many(keys: list[str], default_region: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``decide`` for many written numbers (``+`` then digits, or digits), whole groups at a time.
+
+    The common cases are vectorised: an international number whose calling code
+    belongs to one region, or a national number of the default region, in
+    either case without a national prefix to strip. The rest go through
+    ``decide`` one by one. Returns the values, the problems, and which keys
+    were decided (the others need ``parse_phone``).
+    """
+    count = len(keys)
+    values = np.full(count, None, dtype=object)
+    problems = np.full(count, None, dtype=object)
+    decided = np.zeros(count, dtype=bool)
+    if not count:
+        return values, problems, decided
+    written = pa.array(keys, type=pa.string())
+    international = pc.starts_with(written, "+").to_numpy(zero_copy_only=False).astype(bool)
+    digits = pc.utf8_ltrim(written, "+")
+    sizes = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
+    one_by_one = np.ones(count, dtype=bool)
+    # (rows, country code, digits of the calling code to drop, rules), one entry per group.
+    groups: list[tuple[np.ndarray, int, int, _Rules | None]] = []
+
+    international_rows = international & (sizes > _MIN_NSN)
+    if international_rows.any():
+        code_of = np.zeros(count, dtype=np.int64)
+        for size in (3, 2, 1):  # calling codes are prefix-free: at most one size fits
+            prefix = pc.utf8_slice_codeunits(digits, 0, size)
+            hit = pc.is_in(prefix, value_set=_CODE_TEXTS[size]).to_numpy(zero_copy_only=False).astype(bool)
+            hit &= international_rows & (code_of == 0)
+            if hit.any():
+                where = np.flatnonzero(hit)
+                code_of[where] = pc.cast(prefix.take(where), pa.int64()).to_numpy(zero_copy_only=False)
+        for code in np.unique(code_of[code_of > 0]).tolist():
+            rows = np.flatnonzero(code_of == code)
+            region = str(COUNTRY_CODE_TO_REGION_CODE[code][0])
+            groups.append((rows, code, len(str(code)), _calling_code_rules(code, region)))
+
+    default = _region_rules(default_region) if default_region else None
+    national_rows = ~international
+    if default is not None and default.usable and national_rows.any():
+        rows = np.flatnonzero(national_rows)
+        subset = digits.take(rows)
+        ordinary = ~_regex(subset, str(default.country_code), whole=False)
+        if default.international_prefix is not None:
+            ordinary &= ~_regex(subset, default.international_prefix.pattern, whole=False)
+        groups.append((rows[ordinary], default.country_code, 0, default))
+
+    for rows, code, drop, rules in groups:
+        regions = COUNTRY_CODE_TO_REGION_CODE[code]
+        if rules is None or not rules.usable or len(regions) != 1 or not len(rows):
+            continue  # several regions share the code, or metadata this path does not follow
+        nsns = pc.utf8_slice_codeunits(digits.take(rows), drop)
+        lengths = pc.utf8_length(nsns).to_numpy(zero_copy_only=False)
+        simple = (lengths >= _MIN_NSN) & (lengths <= _MAX_NSN)
+        if rules.national_prefix is not None:
+            # A number that may start with a national prefix goes the long way.
+            simple &= ~_regex(nsns, rules.national_prefix.pattern, whole=False)
+        region = str(regions[0])
+        valid_rules = _calling_code_rules(code, region)
+        if valid_rules is None or (region != _NON_GEO and valid_rules.country_code != code):
+            continue
+        keep = np.flatnonzero(simple)
+        kept = nsns.take(keep)
+        valid = _valid_many(valid_rules, kept)
+        e164 = pc.binary_join_element_wise(f"+{code}", kept, "").to_numpy(zero_copy_only=False)
+        positions = rows[keep]
+        values[positions[valid]] = e164[valid]
+        problems[positions[~valid]] = _not_valid(region)
+        decided[positions] = True
+        one_by_one[positions] = False
+
+    for position in np.flatnonzero(one_by_one).tolist():
+        key = keys[position]
+        answer = decide(key.startswith("+"), key.lstrip("+"), default_region)
+        if answer is not None:
+            values[position], problems[position] = answer
+            decided[position] = True
+    return values, problems, decided
+
+
+#: Every calling code as text, by its number of digits.
+_CODE_TEXTS = {
+    size: pa.array(
+        sorted({str(c) for c in COUNTRY_CODE_TO_REGION_CODE if len(str(c)) == size}), type=pa.string()
+    )
+    for size in (1, 2, 3)
+}
 
 
 def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[list[Any], list[str | None]]:
     """``parse_phone`` of every cell (blanks give ``(None, None)``), in the column's order."""
-    values = cells.tolist()
-    # Distinct cells, once each; 1, 1.0 and True are equal as dict keys, but not as cells.
-    if all(type(v) is str for v in values):
-        codes, uniques = pd.factorize(np.asarray(values, dtype=object))
-        distinct: list[Cell] = list(uniques)
-    else:
-        index: dict[tuple[type, Cell], int] = {}
-        distinct = []
-        code_list = []
-        for value in values:
-            key = (type(value), value)
-            code = index.get(key)
-            if code is None:
-                code = index[key] = len(distinct)
-                distinct.append(value)
-            code_list.append(code)
-        codes = np.asarray(code_list, dtype=np.int64)
-
-    answers: list[Parsed | None] = [None] * len(distinct)
-    texts: list[str] = []
-    text_of: list[int] = []
-    for position, cell in enumerate(distinct):
-        text = cell.strip() if type(cell) is str else _cell_as_text(cell)  # as parse_phone strips it
-        if not text:
-            # A blank cell, or a cell that is no number at all (a date, a boolean).
-            answers[position] = (None, None) if is_blank(cell) else parse_phone(cell, default_region)
-            continue
-        texts.append(text)
-        text_of.append(position)
-
-    if texts:
-        tame, digits = _clean(texts)
-        decided: dict[str, Parsed | None] = {}
-        for position, is_tame, written in zip(text_of, tame.tolist(), digits, strict=True):
-            answer = None
-            if is_tame:
-                answer = decided.get(written, _UNSEEN)
-                if answer is _UNSEEN:
-                    international = written.startswith("+")
-                    answer = decide(international, written.lstrip("+"), default_region)
-                    decided[written] = answer
-            if answer is None:
-                answer = parse_phone(distinct[position], default_region)
-            answers[position] = answer
-
-    parsed: list[Any] = []
-    problems: list[str | None] = []
-    table = [a if a is not None else (None, None) for a in answers]
-    for code in codes.tolist():
-        value, problem = table[code]
-        parsed.append(value)
-        problems.append(problem)
-    return parsed, problems
+    codes, distinct = distinct_cells(cells.tolist())
+    count = len(distinct)
+    values = np.full(count, None, dtype=object)
+    problems = np.full(count, None, dtype=object)
+    done = np.zeros(count, dtype=bool)
+    # The text parse_phone would read (stripped as it strips), or None for a cell that is no number.
+    texts: list[Any] = [c.strip() if type(c) is str else _cell_as_text(c) for c in distinct]
+    with_text = np.fromiter((bool(t) for t in texts), dtype=bool, count=count)
+    if with_text.any():
+        positions = np.flatnonzero(with_text)
+        tame, written = _clean([texts[i] for i in positions.tolist()])
+        positions = positions[tame]
+        # Cells that differ only in punctuation are one number: decided once.
+        key_codes, keys = pd.factorize(written[tame].to_numpy(dtype=object))
+        key_values, key_problems, key_done = _decide_many(list(keys), default_region)
+        values[positions] = key_values[key_codes]
+        problems[positions] = key_problems[key_codes]
+        done[positions] = key_done[key_codes]
+    for position in np.flatnonzero(~done).tolist():
+        cell = distinct[position]
+        if not is_blank(cell):
+            values[position], problems[position] = parse_phone(cell, default_region)
+    return values[codes].tolist(), problems[codes].tolist()
 
 
-_UNSEEN: Any = object()
+def distinct_cells(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Codes into the distinct values, in order of first appearance.
+
+    1, 1.0 and True are equal as dict keys, but not as cells; a column of
+    text (every CSV column) is factorised in C, anything else by ``(type, value)``.
+    """
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    if pd.api.types.infer_dtype(array, skipna=False) == "string":
+        codes, uniques = pd.factorize(array)
+        return codes, list(uniques)
+    index: dict[tuple[type, Any], int] = {}
+    distinct: list[Any] = []
+    code_list = []
+    for value in values:
+        key = (type(value), value)
+        code = index.get(key)
+        if code is None:
+            code = index[key] = len(distinct)
+            distinct.append(value)
+        code_list.append(code)
+    return np.asarray(code_list, dtype=np.int64), distinct

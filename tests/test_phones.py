@@ -216,15 +216,43 @@ def test_a_column_of_ordinary_numbers_never_falls_back_to_parse(monkeypatch: pyt
 
 
 def test_each_distinct_number_is_decided_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[str] = []
-    real = phones.decide
+    seen: list[list[str]] = []
+    real = phones._decide_many
 
-    def counting(international: bool, digits: str, region: str | None) -> Any:
-        seen.append(digits)
-        return real(international, digits, region)
+    def counting(keys: list[str], region: str | None) -> Any:
+        seen.append(list(keys))
+        return real(keys, region)
 
-    monkeypatch.setattr(phones, "decide", counting)
+    monkeypatch.setattr(phones, "_decide_many", counting)
     # Written three ways, one number; and one cell repeated on many rows.
     cells = ["+91 98765 43210", "+91-98765-43210", "0091 98765 43210"] + ["+91 91234 56789"] * 50
-    phones.parse_phone_column(pd.Series(cells, dtype=object), "IN")
-    assert sorted(seen) == ["919123456789", "919876543210"]
+    values, _ = phones.parse_phone_column(pd.Series(cells, dtype=object), "IN")
+    assert seen == [["+919876543210", "+919123456789"]]
+    assert values == ["+919876543210"] * 3 + ["+919123456789"] * 50
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cell=written_numbers(), region=st.sampled_from([None, *REGIONS]))
+def test_the_one_by_one_decision_agrees_with_the_reference_whenever_it_decides(
+    cell: str, region: str | None
+) -> None:
+    # What the vectorised path leaves over (shared calling codes, national prefixes) is decided here.
+    text = cell.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not re.fullmatch(r"[ ().\-/]*\+?[0-9 ().\-/]*", text) or len(re.sub(r"\D", "", text)) < 3:
+        return
+    digits = re.sub(r"\D", "", text)
+    answer = phones.decide("+" in text, digits, region)
+    if answer is not None:
+        assert answer == phones.parse_phone(cell, region)
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_pattern_re2_cannot_run_is_matched_with_python_re_instead(whole: bool) -> None:
+    import pyarrow as pa
+
+    values = pa.array(["123", "456", "1"])
+    # A look-ahead: RE2 refuses it, Python's re matches it.
+    assert phones._regex(values, r"(?=1)\d{3}", whole=whole).tolist() == [True, False, False]
+    assert phones._regex(values, r"1|45", whole=whole).tolist() == [not whole, not whole, True]
