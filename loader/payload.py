@@ -9,6 +9,7 @@ value of their column.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -58,6 +59,36 @@ def metadata_values(cells: pd.Series) -> list[Any]:
         except TypeError:  # an unhashable cell: typed on its own
             append(metadata_value(cell))
     return out
+
+
+#: Rows per chunk when bodies are made only to be checked (a dry run): memory stays flat.
+CHUNK_ROWS = 50_000
+
+
+def check_bodies(
+    sheet: Sheet,
+    validation: Validation,
+    *,
+    agent_id: str,
+    batch_id: str | None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> int:
+    """Build and JSON-encode every sendable row's body, as a send would, keeping none of them.
+
+    A chunk of rows at a time, so a dry run of a million rows never holds a
+    million bodies. Returns how many bodies were made; raises as sending would
+    for a body that cannot be encoded (NaN or Infinity).
+    """
+    rows = validation.status.index[validation.status == "valid"]
+    made = 0
+    for start in range(0, len(rows), chunk_rows):
+        chunk = build_bodies(
+            sheet, validation, agent_id=agent_id, batch_id=batch_id, rows=rows[start : start + chunk_rows]
+        )
+        for body in chunk.values():
+            json.dumps(body, ensure_ascii=False, allow_nan=False)
+        made += len(chunk)
+    return made
 
 
 def build_bodies(

@@ -556,24 +556,39 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[li
 
 
 def distinct_cells(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Codes into the distinct values, in order of first appearance.
+    """Codes into the distinct values, and those values.
 
-    1, 1.0 and True are equal as dict keys, but not as cells; a column of
-    text (every CSV column) is factorised in C, anything else by ``(type, value)``.
+    1, 1.0 and True are equal as dict keys, but not as cells: cells are
+    grouped by type first, and each group of text, whole numbers or decimals
+    (every CSV column, most spreadsheet columns) is factorised in C; other
+    cells by ``(type, value)``.
     """
     array = np.empty(len(values), dtype=object)
     array[:] = values
     if pd.api.types.infer_dtype(array, skipna=False) == "string":
         codes, uniques = pd.factorize(array)
         return codes, list(uniques)
-    index: dict[tuple[type, Any], int] = {}
+    kinds = np.fromiter((_KIND.get(type(v), 0) for v in values), dtype=np.int8, count=len(values))
+    codes = np.empty(len(values), dtype=np.int64)
     distinct: list[Any] = []
-    code_list = []
-    for value in values:
-        key = (type(value), value)
-        code = index.get(key)
-        if code is None:
-            code = index[key] = len(distinct)
-            distinct.append(value)
-        code_list.append(code)
-    return np.asarray(code_list, dtype=np.int64), distinct
+    for kind in np.unique(kinds).tolist():
+        where = np.flatnonzero(kinds == kind)
+        if kind:
+            group_codes, uniques = pd.factorize(array[where], use_na_sentinel=False)
+            codes[where] = group_codes + len(distinct)
+            distinct.extend(uniques.tolist())
+            continue
+        index: dict[tuple[type, Any], int] = {}
+        for position in where.tolist():
+            value = values[position]
+            key = (type(value), value)
+            code = index.get(key)
+            if code is None:
+                code = index[key] = len(distinct)
+                distinct.append(value)
+            codes[position] = code
+    return codes, distinct
+
+
+#: Cell types factorised in C, one group each (bool is not int here).
+_KIND: dict[type, int] = {str: 1, int: 2, float: 3}

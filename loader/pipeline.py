@@ -38,7 +38,7 @@ from loader.errors import (
 )
 from loader.normalise import Context
 from loader.options import InputOptions, RunOptions
-from loader.payload import build_bodies
+from loader.payload import build_bodies, check_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
 from loader.results import count_statuses, outcomes, results_table, write_results
@@ -247,7 +247,7 @@ def load_campaign(
 
     if options.dry_run:
         # Build every body so a dry run proves the requests can be made.
-        build_bodies(sheet, validation, agent_id=agent_id, batch_id=batch_id)
+        check_bodies(sheet, validation, agent_id=agent_id, batch_id=batch_id)
         if state_path(out).exists():
             raise StateError(
                 f"{out} belongs to a real run, and a dry run would overwrite its results",

@@ -340,3 +340,15 @@ def test_column_wise_bodies_equal_the_row_by_row_reference(
     assert built == expected
     # Same values, same types, same key order: the JSON sent is byte for byte the same.
     assert [json.dumps(b) for b in built.values()] == [json.dumps(b) for b in expected.values()]
+
+
+def test_dry_run_check_builds_and_encodes_every_body_a_chunk_at_a_time(
+    make_sheet: MakeSheet, ctx: Context
+) -> None:
+    from loader.payload import check_bodies
+
+    sheet = make_sheet(HEADERS, REFERENCE_ROWS)
+    validation = validate_rows(sheet, map_columns(sheet), ctx)
+    valid = int((validation.status == "valid").sum())
+    for chunk_rows in (1, 3, 1000):
+        assert check_bodies(sheet, validation, agent_id="a", batch_id=None, chunk_rows=chunk_rows) == valid

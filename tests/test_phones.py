@@ -256,3 +256,24 @@ def test_a_pattern_re2_cannot_run_is_matched_with_python_re_instead(whole: bool)
     # A look-ahead: RE2 refuses it, Python's re matches it.
     assert phones._regex(values, r"(?=1)\d{3}", whole=whole).tolist() == [True, False, False]
     assert phones._regex(values, r"1|45", whole=whole).tolist() == [not whole, not whole, True]
+
+
+def test_distinct_cells_keep_one_two_and_true_apart_and_map_every_cell_back() -> None:
+    cells: list[Any] = [
+        "1",
+        1,
+        1.0,
+        True,
+        "1",
+        1,
+        2.5,
+        float("nan"),
+        None,
+        dt.date(2030, 1, 2),
+        dt.date(2030, 1, 2),
+    ]
+    codes, distinct = phones.distinct_cells(cells)
+    back = [distinct[c] for c in codes.tolist()]
+    assert [type(v) for v in back] == [type(v) for v in cells]
+    assert [v for v in back if v == v] == [v for v in cells if v == v]  # NaN aside
+    assert len(distinct) == 8
