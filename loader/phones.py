@@ -442,8 +442,9 @@ def _decide_many(keys: list[str], default_region: str | None) -> tuple[np.ndarra
     """``decide`` for many written numbers (``+`` then digits, or digits), whole groups at a time.
 
     The common cases are vectorised: an international number whose calling code
-    belongs to one region, or a national number of the default region, in
-    either case without a national prefix to strip. The rest go through
+    belongs to one region, or a national number of the default region (also
+    written with its calling code but no plus), without a national prefix to
+    strip. The rest go through
     ``decide`` one by one. Returns the values, the problems, and which keys
     were decided (the others need ``parse_phone``).
     """
@@ -458,8 +459,8 @@ def _decide_many(keys: list[str], default_region: str | None) -> tuple[np.ndarra
     digits = pc.utf8_ltrim(written, "+")
     sizes = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
     one_by_one = np.ones(count, dtype=bool)
-    # (rows, country code, digits of the calling code to drop, rules), one entry per group.
-    groups: list[tuple[np.ndarray, int, int, _Rules | None]] = []
+    # (rows, country code, their national numbers, rules to strip a national prefix with).
+    groups: list[tuple[np.ndarray, int, pa.Array, _Rules | None]] = []
 
     international_rows = international & (sizes > _MIN_NSN)
     if international_rows.any():
@@ -474,23 +475,54 @@ def _decide_many(keys: list[str], default_region: str | None) -> tuple[np.ndarra
         for code in np.unique(code_of[code_of > 0]).tolist():
             rows = np.flatnonzero(code_of == code)
             region = str(COUNTRY_CODE_TO_REGION_CODE[code][0])
-            groups.append((rows, code, len(str(code)), _calling_code_rules(code, region)))
+            nsns = pc.utf8_slice_codeunits(digits.take(rows), len(str(code)))
+            groups.append((rows, code, nsns, _calling_code_rules(code, region)))
 
     default = _region_rules(default_region) if default_region else None
     national_rows = ~international
     if default is not None and default.usable and national_rows.any():
         rows = np.flatnonzero(national_rows)
         subset = digits.take(rows)
-        ordinary = ~_regex(subset, str(default.country_code), whole=False)
         if default.international_prefix is not None:
-            ordinary &= ~_regex(subset, default.international_prefix.pattern, whole=False)
-        groups.append((rows[ordinary], default.country_code, 0, default))
+            # Written with this region's international prefix (011 from the US): one by one.
+            keep = ~_regex(subset, default.international_prefix.pattern, whole=False)
+            rows, subset = rows[keep], subset.filter(pa.array(keep))
+        code = default.country_code
+        own_code = _regex(subset, str(code), whole=False)
+        ordinary = np.flatnonzero(~own_code)
+        groups.append((rows[ordinary], code, subset.take(ordinary), default))
+        if own_code.any():
+            # The region's own calling code written without a plus (919876543210 from India):
+            # _maybe_extract_country_code keeps it as the calling code when the digits after it
+            # look like a national number and the whole does not, or the whole is too long.
+            where = np.flatnonzero(own_code)
+            whole = subset.take(where)
+            rest = pc.utf8_slice_codeunits(whole, len(str(code)))
+            plain = np.ones(len(where), dtype=bool)
+            if default.national_prefix is not None:
+                plain = ~_regex(rest, default.national_prefix.pattern, whole=False)  # one by one
+            if default.general_pattern is not None:
+                general_whole = _regex(whole, default.general_pattern, whole=True)
+                general_rest = _regex(rest, default.general_pattern, whole=True)
+            else:
+                general_whole = general_rest = np.zeros(len(where), dtype=bool)
+            sizes_whole = pc.utf8_length(whole).to_numpy(zero_copy_only=False)
+            too_long = np.fromiter(
+                (default.length("0" * n) is _Length.TOO_LONG for n in sizes_whole.tolist()),
+                dtype=bool,
+                count=len(where),
+            )
+            takes_code = (~general_whole & general_rest) | too_long
+            kept = np.flatnonzero(plain & takes_code)
+            region = str(COUNTRY_CODE_TO_REGION_CODE[code][0])
+            groups.append((rows[where[kept]], code, rest.take(kept), _calling_code_rules(code, region)))
+            kept = np.flatnonzero(plain & ~takes_code)
+            groups.append((rows[where[kept]], code, whole.take(kept), default))
 
-    for rows, code, drop, rules in groups:
+    for rows, code, nsns, rules in groups:
         regions = COUNTRY_CODE_TO_REGION_CODE[code]
         if rules is None or not rules.usable or len(regions) != 1 or not len(rows):
             continue  # several regions share the code, or metadata this path does not follow
-        nsns = pc.utf8_slice_codeunits(digits.take(rows), drop)
         lengths = pc.utf8_length(nsns).to_numpy(zero_copy_only=False)
         simple = (lengths >= _MIN_NSN) & (lengths <= _MAX_NSN)
         if rules.national_prefix is not None:

@@ -206,13 +206,22 @@ def test_a_column_of_ordinary_numbers_never_falls_back_to_parse(monkeypatch: pyt
         calls.append(cell)
         return real(cell, region)
 
+    def one_by_one(international: bool, digits: str, region: str | None) -> Any:
+        calls.append(digits)
+        return None
+
     monkeypatch.setattr(phones, "parse_phone", counting)
-    cells = [f"+91 98{i:08d}" for i in range(200)] + [f"098{i:08d}" for i in range(200)] + ["", "12345"]
+    monkeypatch.setattr(phones, "decide", one_by_one)
+    # International, national, and national with the calling code but no plus (an Excel number).
+    cells = [f"+91 98{i:08d}" for i in range(200)] + [f"98{i:08d}" for i in range(200)] + ["", "12345"]
+    cells += [919800000000 + i for i in range(50)] + [f"+33 1 23 45 67 {i:02d}" for i in range(20)]
     values, problems = phones.parse_phone_column(pd.Series(cells, dtype=object), "IN")
     assert calls == []
+    assert values[-70:-20] == [f"+9198000000{i:02d}" for i in range(50)]
     assert values[0] == "+919800000000" and values[200] == "+919800000000"
-    assert problems[-1] == "is not a valid phone number for IN"
-    assert values[-2] is None and problems[-2] is None
+    assert problems[401] == "is not a valid phone number for IN"
+    assert values[400] is None and problems[400] is None
+    assert values[-1] == "+33123456719"
 
 
 def test_each_distinct_number_is_decided_once(monkeypatch: pytest.MonkeyPatch) -> None:
