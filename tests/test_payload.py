@@ -342,9 +342,7 @@ def test_column_wise_bodies_equal_the_row_by_row_reference(
     assert [json.dumps(b) for b in built.values()] == [json.dumps(b) for b in expected.values()]
 
 
-def test_dry_run_check_builds_and_encodes_every_body_a_chunk_at_a_time(
-    make_sheet: MakeSheet, ctx: Context
-) -> None:
+def test_dry_run_check_builds_every_body_a_chunk_at_a_time(make_sheet: MakeSheet, ctx: Context) -> None:
     from loader.payload import check_bodies
 
     sheet = make_sheet(HEADERS, REFERENCE_ROWS)
