@@ -33,5 +33,13 @@ lint: install
 	$(BIN)/ruff format --check loader schemas tests bench
 	$(BIN)/mypy loader schemas
 
+# Benchmarks (bench/README.md): each scenario in its own process; writes bench/RESULTS.md.
+# Inputs are generated once and cached in ~/.cache/callkaro-loader-bench.
+bench: install
+	$(BIN)/python bench/run.py
+
+bench-quick: install
+	$(BIN)/python bench/run.py --quick
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

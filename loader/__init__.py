@@ -17,14 +17,16 @@ The stages, in the order data flows through them:
                          loader.limits: the cell, column and size limits, in one place
     loader.columns     map_columns: which column is which call field; the rest is metadata
     loader.normalise   parsers: each cell as the value the API expects
+    loader.phones      phone numbers a whole column at a time, as phonenumbers decides them
     schemas            CallRequests: the API's field rules, as a pandera DataFrameModel
     loader.validate    validate_rows: every problem of every row, and each row's status
     loader.suppress    do-not-call lists (--suppress): listed numbers are 'suppressed'
     loader.history     History: numbers scheduled by earlier runs (--history, --skip-recent)
     loader.payload     build_bodies: one JSON body per sendable row, built column-wise
     loader.client      CallKaroClient: the two endpoints, answers mapped to errors
+    loader.transport   aiohttp's connection pool under httpx, honest about what was sent
     loader.send        send_calls: bounded concurrency, retries, outcomes into the state
-    loader.state       RunState: SQLite beside the results; resume and never-twice
+    loader.state       RunState: SQLite beside the results; resume and never-twice; GroupCommit
     loader.results     the results file, derived from validation and state
     loader.pipeline    load_campaign / validate_file: the whole job
     loader.config      load_config: options from a --config TOML file

@@ -15,7 +15,8 @@ sent, then timeout / reset / disconnect     ``NoAnswerError``        ``uncertain
 ==========================================  =======================  ==========================
 
 The API has no idempotency key, so a request that may have reached the
-server is never classed as safe to retry.
+server is never classed as safe to retry (``loader.transport`` keeps the
+network's errors honest about that).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from loader.errors import (
     UsageError,
 )
 from loader.secrets import ApiKey
+from loader.transport import network_transport
 
 DEFAULT_BASE_URL = "https://api.callkaro.ai"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -99,7 +101,9 @@ class CallKaroClient:
     """An async client for the two endpoints the loader uses.
 
     ``transport`` replaces the network: tests pass respx or the sandbox's
-    in-process transport. The key is sent as ``X-API-KEY`` and never shown.
+    in-process transport. Without one, requests go through aiohttp's pool
+    (``loader.transport``), whose errors say truthfully whether a request was
+    sent. The key is sent as ``X-API-KEY`` and never shown.
     """
 
     def __init__(
@@ -117,6 +121,8 @@ class CallKaroClient:
         if api_key is not None:
             headers["X-API-KEY"] = api_key.reveal()
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        if transport is None:
+            transport = network_transport(max_connections=max_connections)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,

@@ -7,7 +7,8 @@ problem)``, where ``problem`` completes the sentence ``"<column>: <value>
 ``schemas.calls`` so they read like the API's field table.
 
 Columns are parsed one distinct value at a time: lead sheets repeat the same
-windows, priorities and retry settings on thousands of rows.
+windows, priorities and retry settings on thousands of rows. Phone numbers,
+distinct on nearly every row, go through ``loader.phones``' column-wise path.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 import phonenumbers
 
+from loader import phones
 from loader.cells import Cell, cell_text, is_blank, is_text_column
 
 Parsed = tuple[Any, str | None]
@@ -43,6 +45,8 @@ class Context:
 
 
 # --- phone numbers -----------------------------------------------------------
+# The rules live in loader.phones, which also reads whole columns at once.
+
 
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
 _PHONE_CHARS = re.compile(r"^[\d\s()+\-./]+$")
@@ -281,7 +285,12 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], 
     """Parse every cell of one call-field column; blanks give ``(None, None)``.
 
     Returns the parsed values and the problems, both in the column's order.
+    Phone numbers take the vectorised path of ``loader.phones``.
     """
+    if name == "to_number" and is_text_column(cells):
+        # Text phone columns (every CSV) are decided column-wise; typed workbook cells
+        # (numbers stored as numbers) keep the one-cell path, which repairs them.
+        return phones.parse_phone_column(cells, ctx.default_region)
     parser = PARSERS[name]
     if is_text_column(cells):
         # A compact text column: each distinct text parsed once, the answers spread back by code.

@@ -525,6 +525,10 @@ def _load_campaign(
         created_name = state.get("campaign_name")
     durations["send_seconds"] = (finished - validated).total_seconds()
     durations["total_seconds"] = (finished - started).total_seconds()
+    # The client's own cost of sending (all threads of this process), for tuning --concurrency.
+    durations["send_cpu_seconds"] = report.cpu_seconds
+    if report.cpu_ms_per_request is not None:
+        durations["cpu_ms_per_request"] = report.cpu_ms_per_request
     return RunResult(
         results_path=out,
         counts=counts,

@@ -54,8 +54,9 @@ def outcomes(
     )
     rows: list[int] = []
     found: dict[str, list[str]] = {name: [] for name in OUTCOME_COLUMNS}
+    index = set(status.index.tolist())
     for row, record in sent.items():
-        if row not in frame.index:
+        if row not in index:
             continue
         row_status = "uncertain" if record.status == "sending" else record.status
         text = record.message or ""

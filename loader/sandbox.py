@@ -492,6 +492,16 @@ class _AbortableH11Protocol(H11Protocol):
 
         self.app = with_abort
 
+    def connection_made(self, transport: Any) -> None:
+        # asyncio sets TCP_NODELAY only on sockets created with proto=IPPROTO_TCP, and the socket
+        # serve() binds has proto 0. Without it each answer's body waits for the client's delayed
+        # ACK of its headers: 40 ms per request for any client that sends one request at a time.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
 
 class _Server(uvicorn.Server):
     """A uvicorn server that reports once it is really accepting connections."""

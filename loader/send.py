@@ -1,13 +1,17 @@
 """Stage 5b: send every body, a bounded number at a time, and record each outcome.
 
 For each row: mark it ``sending`` (committed), post it, record the answer
-(committed). Requests that never reached the server and answers that mean
-"try later" (429, 500, 502, 503, 504) are retried with exponential back-off
-and full jitter, honouring ``Retry-After``; anything that may have reached
-the server without an answer becomes ``uncertain`` and is never resent
-here. A refusal of the run itself (401/403, unknown agent or campaign)
-stops new requests, lets those in flight finish, and is raised once the
-workers are done.
+(committed). Those commits are grouped (``loader.state.GroupCommit``): the
+rows leaving, and the answers arriving, in one turn of the event loop share
+one transaction, so bookkeeping costs little however many are in flight.
+
+Requests that never reached the server and answers that mean "try later"
+(429, 500, 502, 503, 504) are retried with exponential back-off and full
+jitter, honouring ``Retry-After``; anything that may have reached the
+server without an answer becomes ``uncertain`` and is never resent here.
+A refusal of the run itself (401/403, unknown agent or campaign) stops new
+requests, lets those in flight finish, and is raised once the workers are
+done.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -39,7 +44,7 @@ from loader.errors import (
     TransientError,
 )
 from loader.pacing import Pacer
-from loader.state import RunState
+from loader.state import GroupCommit, RowWrite, RunState
 
 Sleep = Callable[[float], Awaitable[None]]
 #: Asked, a few rows at a time and right before they are sent, which rows may go: returns the
@@ -94,6 +99,13 @@ class SendReport:
     refused: ApiRefusedError | None = None
     stopped: bool = False
     statuses: dict[str, int] = field(default_factory=dict)
+    #: CPU time this process spent in the send loop (all threads), and state transactions committed.
+    cpu_seconds: float = 0.0
+    transactions: int = 0
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        return 1000 * self.cpu_seconds / self.sent if self.sent else None
 
 
 class _WaitWithRetryAfter:
@@ -208,20 +220,24 @@ async def send_calls(
     If it raises, sending stops as on a stop request and the error is raised
     once the requests in flight are done.
     """
+    cpu_started = time.process_time()
     retry = retry or RetryPolicy()
     pacer = pacer or Pacer(concurrency, rate_limit=rate_limit)
+    writer = GroupCommit(state)
     stop = stop or asyncio.Event()
     events = events or _NoEvents()
     report = SendReport()
-    queue: Iterator[tuple[int, dict[str, Any]]] = iter(bodies.items())
+    queue: Iterator[tuple[int, dict[str, Any], str | None]] = (
+        (row, body, None) for row, body in bodies.items()
+    )
     admit_failed: list[BaseException] = []
 
     pause = sleep or stoppable_sleep(stop)
 
-    def record(
+    async def record(
         row: int, status: str, *, call_id: str | None = None, message: str | None = None, attempts: int
     ) -> None:
-        state.mark(row, status, call_id=call_id, message=message)
+        await writer.write(RowWrite(row, status, call_id, message))
         report.statuses[status] = report.statuses.get(status, 0) + 1
         events.outcome(row, status, call_id=call_id, message=message, attempts=attempts)
         if progress is not None:
@@ -236,7 +252,8 @@ async def send_calls(
                 if stop.is_set():
                     raise Stopped()
                 attempts += 1
-                state.mark_sending(row)
+                # Committed (with the other requests leaving now) before this one leaves.
+                await writer.write(RowWrite(row, "sending"))
                 report.sent += 1
                 try:
                     call_id = await client.schedule_call(body)
@@ -252,7 +269,8 @@ async def send_calls(
             exc = outcome.exception() if outcome is not None else None
             reason = str(exc) if exc else "retry"
             delay = retry_state.upcoming_sleep
-            # Known not scheduled (the server said so, or never saw it): back to pending.
+            # Known not scheduled (the server said so, or never saw it): back to pending, at once
+            # (this runs before the back-off sleep; the row's own writes are all committed by now).
             state.mark(row, "pending", message=f"retrying after: {reason}")
             report.retries += 1
             events.retry(row, attempt=retry_state.attempt_number, delay=delay, reason=reason)
@@ -264,23 +282,23 @@ async def send_calls(
         except TransientError as exc:
             tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
             if stop.is_set() and attempts < retry.attempts:
-                record(
+                await record(
                     row,
                     "pending",
                     message=f"not retried because the run was stopped: {exc}",
                     attempts=attempts,
                 )
             else:
-                record(row, "failed", message=f"{exc} (gave up after {tries})", attempts=attempts)
+                await record(row, "failed", message=f"{exc} (gave up after {tries})", attempts=attempts)
         except NoAnswerError as exc:
-            record(
+            await record(
                 row,
                 "uncertain",
                 message=f"{exc}; not resent, as the call may have been scheduled",
                 attempts=attempts,
             )
         except RejectedError as exc:
-            record(row, "failed", message=str(exc), attempts=attempts)
+            await record(row, "failed", message=str(exc), attempts=attempts)
             if exc.status_code == 404 and _RUN_NOT_FOUND.search(str(exc)):
                 refuse(
                     NotFoundError(
@@ -291,30 +309,28 @@ async def send_calls(
                 )
         except ApiRefusedError as exc:
             # The key was refused: this request scheduled nothing.
-            record(row, "pending", message=str(exc), attempts=attempts)
+            await record(row, "pending", message=str(exc), attempts=attempts)
             refuse(exc)
         else:
-            record(row, "scheduled", call_id=call_id, message=None, attempts=attempts)
+            await record(row, "scheduled", call_id=call_id, message=None, attempts=attempts)
 
     def admitted(
-        items: Iterator[tuple[int, dict[str, Any]]], size: int
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        items: Iterator[tuple[int, dict[str, Any], str | None]], size: int
+    ) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+        """Rows in chunks past ``admit``; a refused row comes with its reason and is not sent."""
         assert admit is not None
         while not stop.is_set():
             chunk = list(itertools.islice(items, size))
             if not chunk:
                 return
             try:
-                refused = admit([row for row, _ in chunk])
+                refused = admit([row for row, _, _ in chunk])
             except Exception as exc:
                 admit_failed.append(exc)
                 stop.set()
                 return
-            for row, body in chunk:
-                if row in refused:
-                    record(row, "suppressed", message=refused[row], attempts=0)
-                else:
-                    yield row, body
+            for row, body, _ in chunk:
+                yield row, body, refused.get(row)
 
     if admit is not None:
         queue = admitted(queue, max(2 * concurrency, 16))
@@ -325,7 +341,10 @@ async def send_calls(
         stop.set()
 
     async def worker() -> None:
-        for row, body in queue:
+        for row, body, refused in queue:
+            if refused is not None:
+                await record(row, "suppressed", message=refused, attempts=0)
+                continue
             if stop.is_set():
                 return
             await send_one(row, body)
@@ -344,6 +363,8 @@ async def send_calls(
             task.cancel()
         await asyncio.gather(all_done, stopping, return_exceptions=True)
     # Rows still marked ``sending`` were cut off in flight; results report them ``uncertain``.
+    report.cpu_seconds = time.process_time() - cpu_started
+    report.transactions = writer.transactions
     report.slowdowns = pacer.slowdowns
     report.peak_in_flight = pacer.peak_in_flight
     report.stopped = stop.is_set() and report.refused is None

@@ -90,7 +90,7 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def api() -> Iterator[respx.MockRouter]:
     """The network, replaced: any request to a route not defined here fails the test."""
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+    with respx.mock(base_url=BASE, assert_all_called=False, using="httpx") as router:
         yield router
 
 
@@ -611,7 +611,7 @@ def test_base_url_comes_from_the_environment_when_not_given(
 ) -> None:
     monkeypatch.setenv("CALLKARO_API_KEY", KEY)
     monkeypatch.setenv("CALLKARO_BASE_URL", "https://staging.callkaro.test")
-    with respx.mock(base_url="https://staging.callkaro.test") as staging:
+    with respx.mock(base_url="https://staging.callkaro.test", using="httpx") as staging:
         callkaro_answers(staging)
         assert run(capsys, "run", "clean.csv", "--agent-id", "a1", "--default-region", "IN", *TZ)[0] == 0
         assert staging.calls.call_count == 4

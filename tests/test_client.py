@@ -39,7 +39,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+    with respx.mock(base_url=BASE, assert_all_called=False, using="httpx") as router:
         yield router
 
 

@@ -73,7 +73,7 @@ def test_a_run_result_carries_everything_the_summary_needs(tmp_path: Path) -> No
     assert result.results_path == tmp_path / "contacts.results.csv"
     assert result.campaign_id == result.batch_id and re.fullmatch(r"[0-9a-f]{24}", result.batch_id or "")
     assert result.campaign_name is not None and result.campaign_name.startswith("contacts ")
-    assert set(result.durations) == {"validate_seconds", "send_seconds", "total_seconds"}
+    assert set(result.durations) >= {"validate_seconds", "send_seconds", "total_seconds"}
     assert result.started_at is not None and result.finished_at is not None
     assert result.started_at <= result.finished_at
     assert list(result.outcomes.columns) == ["callkaro_status", "callkaro_call_id", "callkaro_message"]

@@ -91,7 +91,7 @@ async def test_after_repeated_429s_fewer_requests_are_in_flight(state: RunState)
             in_flight -= 1
 
     state.add_pending(range(2, 42))
-    with respx.mock(base_url=BASE) as api:
+    with respx.mock(base_url=BASE, using="httpx") as api:
         api.post("/call/outbound").mock(side_effect=server)
         async with CallKaroClient(api_key=ApiKey("k"), base_url=BASE, max_connections=8) as client:
             report = await send_calls(

@@ -319,3 +319,30 @@ def test_failed_write_keeps_the_old_results_whole_and_leaves_no_temporary_file(
         write_results(out, headers, cells)
     assert out.read_text(encoding="utf-8") == "old results"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_csv_written_in_chunks_is_the_same_file_as_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import loader.results as results
+
+    headers = ["Name", "Phone", "Notes", "Age"]
+    cells = pd.DataFrame(
+        [
+            ["Asha", "+91 98765 43210", "=HYPERLINK(1)", 34],
+            ["Ravi", "-5", "@SUM(A1)", 2.5],
+            ["", "+919876543211", "plain", dt.date(2030, 1, 2)],
+            ["Meera", "098450 12345", "+cmd", True],
+            ["Kabir", "", "", ""],
+        ],
+        dtype=object,
+    )
+    write_results(tmp_path / "once.csv", headers, cells)
+    monkeypatch.setattr(results, "CHUNK_ROWS", 2)
+    write_results(tmp_path / "chunks.csv", headers, cells)
+    once = (tmp_path / "once.csv").read_bytes()
+    assert (tmp_path / "chunks.csv").read_bytes() == once
+    rows = list(csv.reader(io.StringIO(once.decode("utf-8-sig"))))
+    assert rows[1] == ["Asha", "+91 98765 43210", "'=HYPERLINK(1)", "34"]
+    assert rows[2] == ["Ravi", "-5", "'@SUM(A1)", "2.5"]
+    assert rows[4][2:] == ["'+cmd", "TRUE"]

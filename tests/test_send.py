@@ -84,7 +84,7 @@ class Events:
 
 @pytest.fixture
 def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+    with respx.mock(base_url=BASE, assert_all_called=False, using="httpx") as router:
         yield router
 
 
@@ -454,3 +454,15 @@ async def test_request_still_unanswered_after_the_grace_period_is_left_sending(
     # Sent and never answered: whoever reads the state next treats it as uncertain.
     assert (rows[2].status, rows[3].status) == ("sending", "pending")
     assert report.stopped is True
+
+
+async def test_bookkeeping_for_many_requests_in_flight_is_grouped_into_few_transactions(
+    api: respx.MockRouter, client: CallKaroClient, state: RunState
+) -> None:
+    api.post("/call/outbound").mock(side_effect=ok)
+    report, rows = await send(client, state, range(2, 66), concurrency=16)
+    assert {r.status for r in rows.values()} == {"scheduled"}
+    assert report.sent == 64
+    # One transaction per write would be 128; requests leaving and answers arriving together share one.
+    assert report.transactions < 64
+    assert report.cpu_seconds > 0 and report.cpu_ms_per_request is not None

@@ -212,3 +212,74 @@ def test_file_that_is_not_a_state_is_refused_with_a_way_out_and_the_lock_is_rele
 def test_state_used_before_it_is_opened_says_so(output: Path) -> None:
     with pytest.raises(RuntimeError, match="^RunState used before open\\(\\)$"):
         RunState(output).rows()
+
+
+# --- group commit: many requests, few transactions, the same promises ------------------------------
+
+
+def _on_disk(output: Path) -> dict[int, tuple[str, int, str | None]]:
+    """What another process reading the state file sees right now."""
+    with sqlite3.connect(state_path(output)) as db:
+        return {
+            r[0]: (r[1], r[2], r[3])
+            for r in db.execute("SELECT source_row, status, attempts, call_id FROM rows")
+        }
+
+
+def test_writes_made_in_one_turn_of_the_event_loop_share_one_transaction(
+    state: RunState, output: Path
+) -> None:
+    import asyncio
+
+    from loader.state import GroupCommit, RowWrite
+
+    state.add_pending(range(2, 12))
+    writer = GroupCommit(state)
+    seen: list[dict[int, tuple[str, int, str | None]]] = []
+
+    async def one(row: int) -> None:
+        await writer.write(RowWrite(row, "sending"))
+        seen.append(_on_disk(output))  # committed before the "request" leaves
+        await writer.write(RowWrite(row, "scheduled", call_id=f"c{row}"))
+
+    async def main() -> None:
+        await asyncio.gather(*(one(row) for row in range(2, 12)))
+
+    asyncio.run(main())
+    assert all(view[row][0] == "sending" for view, row in zip(seen, range(2, 12), strict=True))
+    assert _on_disk(output) == {row: ("scheduled", 1, f"c{row}") for row in range(2, 12)}
+    assert (writer.transactions, writer.writes) == (2, 20)
+
+
+def test_a_row_written_twice_in_one_transaction_ends_with_the_later_write(state: RunState) -> None:
+    from loader.state import RowWrite
+
+    state.add_pending([2])
+    state.apply([RowWrite(2, "sending"), RowWrite(2, "pending", message="retrying"), RowWrite(2, "sending")])
+    row = state.rows()[2]
+    assert (row.status, row.attempts) == ("sending", 2)
+    with pytest.raises(ValueError, match="not a send status: valid"):
+        state.apply([RowWrite(2, "valid")])
+
+
+def test_a_cancelled_request_does_not_cancel_the_commit_the_others_wait_for(
+    state: RunState, output: Path
+) -> None:
+    import asyncio
+
+    from loader.state import GroupCommit, RowWrite
+
+    state.add_pending([2, 3])
+    writer = GroupCommit(state)
+
+    async def main() -> None:
+        first = asyncio.create_task(writer.write(RowWrite(2, "scheduled", call_id="c2")))
+        second = asyncio.create_task(writer.write(RowWrite(3, "scheduled", call_id="c3")))
+        await asyncio.sleep(0)  # both queued
+        first.cancel()
+        await second
+        await asyncio.gather(first, return_exceptions=True)
+
+    asyncio.run(main())
+    # Even the cancelled worker's outcome was committed: an acknowledged call is never lost.
+    assert _on_disk(output) == {2: ("scheduled", 0, "c2"), 3: ("scheduled", 0, "c3")}

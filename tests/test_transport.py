@@ -1,0 +1,185 @@
+"""The network transport tells "never reached the server" from "sent, no answer", against a real server.
+
+httpx-aiohttp maps every aiohttp connection error, including a server that
+hangs up after reading the request, to ``httpx.ConnectTimeout`` ("not sent").
+These tests hold ``loader.transport`` to the truth with the sandbox on a real
+loopback port: a dropped call is ``uncertain`` and recorded exactly once, a
+closed port is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from loader.client import CallKaroClient
+from loader.errors import NoAnswerError, TransientError
+from loader.secrets import ApiKey
+from loader.send import RetryPolicy, send_calls
+from loader.state import RunState
+from loader.transport import SafeAiohttpTransport, map_error
+
+FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002)
+KEY = ApiKey("sandbox-key")
+
+
+@contextlib.contextmanager
+def sandbox_on_a_port(*flags: str) -> Iterator[str]:
+    """``python -m loader sandbox --port 0 *flags``; yields its URL."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "loader", "sandbox", "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert "http://" in line, f"sandbox did not start: {line!r}"
+            yield line.split(" on ", 1)[1].split(" ", 1)[0]
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def recorded_numbers(url: str) -> Counter[str]:
+    calls = httpx.get(f"{url}/_sandbox/calls", timeout=10).json()
+    return Counter(call["body"]["to_number"] for call in calls)
+
+
+def bodies(count: int) -> dict[int, dict[str, Any]]:
+    return {row: {"to_number": f"+9198{row:08d}", "agent_id": "demo-agent"} for row in range(2, 2 + count)}
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def send_all(url: str, tmp_path: Path, rows: dict[int, dict[str, Any]]) -> RunState:
+    state = RunState(tmp_path / "leads.results.csv")
+    state.open()
+    state.add_pending(rows)
+
+    async def main() -> None:
+        async with CallKaroClient(api_key=KEY, base_url=url, max_connections=8) as client:
+            await send_calls(client, rows, state, concurrency=8, retry=FAST)
+
+    asyncio.run(main())
+    return state
+
+
+def test_client_without_a_transport_sends_through_aiohttp() -> None:
+    client = CallKaroClient(api_key=KEY, base_url="http://127.0.0.1:9")
+    assert isinstance(client._http._transport, SafeAiohttpTransport)
+
+
+def test_calls_through_the_network_transport_are_scheduled_exactly_once(tmp_path: Path) -> None:
+    rows = bodies(40)
+    with sandbox_on_a_port() as url:
+        state = send_all(url, tmp_path, rows)
+        recorded = recorded_numbers(url)
+    outcome = state.rows()
+    state.close()
+    assert {r.status for r in outcome.values()} == {"scheduled"}
+    assert recorded == Counter({body["to_number"]: 1 for body in rows.values()})
+
+
+def test_server_hanging_up_after_the_request_makes_the_row_uncertain_and_it_is_never_resent(
+    tmp_path: Path,
+) -> None:
+    rows = bodies(12)
+    with sandbox_on_a_port("--drop-rate", "1.0") as url:
+        state = send_all(url, tmp_path, rows)
+        recorded = recorded_numbers(url)
+    outcome = state.rows()
+    state.close()
+    assert {r.status for r in outcome.values()} == {"uncertain"}
+    assert all(r.attempts == 1 for r in outcome.values())
+    assert all("not resent" in (r.message or "") for r in outcome.values())
+    # The sandbox recorded every call once: retrying would have called these people twice.
+    assert recorded == Counter({body["to_number"]: 1 for body in rows.values()})
+
+
+def test_one_dropped_request_raises_no_answer_not_a_retryable_error() -> None:
+    async def main() -> None:
+        async with CallKaroClient(api_key=KEY, base_url=url) as client:
+            with pytest.raises(NoAnswerError, match="the connection broke before the API answered"):
+                await client.schedule_call(bodies(1)[2])
+
+    with sandbox_on_a_port("--drop-rate", "1.0") as url:
+        asyncio.run(main())
+
+
+def test_closed_port_is_retried_as_never_sent_and_then_failed(tmp_path: Path) -> None:
+    rows = bodies(3)
+    state = send_all(f"http://127.0.0.1:{closed_port()}", tmp_path, rows)
+    outcome = state.rows()
+    state.close()
+    assert {r.status for r in outcome.values()} == {"failed"}
+    assert all(r.attempts == FAST.attempts for r in outcome.values())
+    assert all("could not reach the API" in (r.message or "") for r in outcome.values())
+
+
+def test_closed_port_raises_a_transient_error() -> None:
+    async def main() -> None:
+        async with CallKaroClient(api_key=KEY, base_url=f"http://127.0.0.1:{closed_port()}") as client:
+            with pytest.raises(TransientError, match=r"could not reach the API \(ConnectError"):
+                await client.schedule_call(bodies(1)[2])
+
+    asyncio.run(main())
+
+
+REQUEST = httpx.Request("POST", "http://127.0.0.1/call/outbound")
+
+
+def _connector_error() -> aiohttp.ClientConnectorError:
+    key: Any = type("Key", (), {"host": "127.0.0.1", "port": 1, "ssl": None})()
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        pytest.param(_connector_error(), httpx.ConnectError, id="refused"),
+        pytest.param(aiohttp.ConnectionTimeoutError("slow"), httpx.ConnectTimeout, id="connect timeout"),
+        pytest.param(aiohttp.InvalidURL("x"), httpx.UnsupportedProtocol, id="bad url"),
+        pytest.param(aiohttp.SocketTimeoutError("slow"), httpx.ReadTimeout, id="read timeout"),
+        pytest.param(aiohttp.ServerTimeoutError("slow"), httpx.ReadTimeout, id="server timeout"),
+        pytest.param(aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError, id="disconnected"),
+        pytest.param(aiohttp.ClientOSError(104, "reset"), httpx.ReadError, id="reset"),
+        pytest.param(aiohttp.ClientPayloadError("cut"), httpx.ReadError, id="payload"),
+        pytest.param(ConnectionResetError(104, "reset"), httpx.ReadError, id="os error"),
+    ],
+)
+def test_each_aiohttp_error_says_whether_the_request_was_sent(
+    raised: BaseException, expected: type[httpx.TransportError]
+) -> None:
+    # As raised by aiohttp, and as httpx-aiohttp re-raises it (always "ConnectTimeout", cause kept).
+    wrapped = httpx.ConnectTimeout("mapped")
+    wrapped.__cause__ = raised
+    for exc in (raised, wrapped):
+        mapped = map_error(exc, REQUEST)
+        assert type(mapped) is expected
+        assert mapped.request is REQUEST
+
+
+def test_an_error_whose_cause_is_unknown_counts_as_sent() -> None:
+    assert type(map_error(httpx.ConnectTimeout("no cause"), REQUEST)) is httpx.ReadError
