@@ -344,15 +344,6 @@ def _refuse_key_flags(argv: Sequence[str]) -> None:
             )
 
 
-def _print_summary(counts: dict[str, int], path: Path, *, quiet: bool, extra: str | None = None) -> None:
-    if quiet:
-        return
-    for line in summary_lines(counts):
-        print(line)
-    if extra:
-        print(extra)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     import os
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.errors import StateError, UsageError
-from loader.state import RowState
+from loader.state import RowState, write_transaction
 
 SCHEMA_VERSION = "1"
 #: Numbers per query: well under SQLite's limit on bound parameters.
@@ -157,22 +157,16 @@ class History:
         """``BEGIN IMMEDIATE``: the write lock is taken before anything is read."""
         if self._db is None:
             raise RuntimeError("History used before open()")
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StateError(
+
+        def busy(exc: sqlite3.OperationalError) -> Exception:
+            return StateError(
                 f"{self.path} cannot be written ({exc})",
                 hint="Another program has held the history locked for 30 seconds; run the same command "
                 "again to resume.",
-            ) from None
-        try:
+            )
+
+        with write_transaction(self._db, busy=busy) as db:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        else:
-            db.execute("COMMIT")
 
     # --- reading -------------------------------------------------------------------------
 

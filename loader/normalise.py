@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import phonenumbers
 
 from loader import phones
 from loader.cells import Cell, cell_text, is_blank, is_text_column
@@ -48,84 +47,8 @@ class Context:
 # The rules live in loader.phones, which also reads whole columns at once.
 
 
-_SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
-_PHONE_CHARS = re.compile(r"^[\d\s()+\-./]+$")
-
-
 def parse_phone(cell: Cell, ctx: Context) -> Parsed:
-    if isinstance(cell, bool):
-        return None, "is not a phone number"
-    if isinstance(cell, int | float):
-        if (isinstance(cell, float) and not cell.is_integer()) or cell <= 0:
-            return None, "is not a phone number"
-        text = str(int(cell))
-        if ctx.default_region:
-            found = _number_cell_phone(text, ctx.default_region)
-            if found is not None:
-                return found
-    elif isinstance(cell, str):
-        text = cell.strip()
-    else:
-        return None, "is not a phone number"
-    if _SCIENTIFIC.match(text):
-        return None, (
-            "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
-            "format the column as text and type the number again"
-        )
-    if not _PHONE_CHARS.match(text):
-        return None, "is not a phone number (only digits, spaces, +, -, brackets and dots are allowed)"
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    try:
-        number = phonenumbers.parse(text, ctx.default_region)
-    except phonenumbers.NumberParseException as exc:
-        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-            if ctx.default_region is None and not text.startswith("+"):
-                return (
-                    None,
-                    "has no country code; write it as +<country code><number> or use --default-region",
-                )
-            return None, "has a country code that does not exist"
-        return None, "is not a phone number"
-    if not phonenumbers.is_valid_number(number):
-        # A number that is not valid may match no region; its country code still names one.
-        region = phonenumbers.region_code_for_number(number) or phonenumbers.region_code_for_country_code(
-            number.country_code or 0
-        )
-        where = f" for {region}" if region and region != "ZZ" else ""
-        return None, f"is not a valid phone number{where}"
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
-
-
-def _valid_e164(text: str, region: str) -> str | None:
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def _number_cell_phone(digits: str, region: str) -> Parsed | None:
-    """A phone number stored as a number: its digits, or its digits after a leading 0 it lost.
-
-    A number cell cannot hold a leading zero. Where the zero is only the
-    trunk prefix (India: 098450... and 98450... are the same number) both
-    readings agree; where it is part of the number (Italy's landlines),
-    only one reading is valid, and that one is used. When both are valid
-    and differ, the cell is refused rather than guessed. ``None`` leaves
-    the cell to the usual parsing and its messages.
-    """
-    as_written = _valid_e164(digits, region)
-    with_zero = _valid_e164("0" + digits, region)
-    if as_written and with_zero and as_written != with_zero:
-        return None, (
-            f"was stored as a number, so a leading 0 may have been lost: it could be {as_written} or "
-            f"{with_zero}; format the column as text and type the number again"
-        )
-    found = as_written or with_zero
-    return (found, None) if found else None
+    return phones.parse_phone(cell, ctx.default_region)
 
 
 # --- date-times and times -------------------------------------------------------
@@ -287,9 +210,7 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], 
     Returns the parsed values and the problems, both in the column's order.
     Phone numbers take the vectorised path of ``loader.phones``.
     """
-    if name == "to_number" and is_text_column(cells):
-        # Text phone columns (every CSV) are decided column-wise; typed workbook cells
-        # (numbers stored as numbers) keep the one-cell path, which repairs them.
+    if name == "to_number":
         return phones.parse_phone_column(cells, ctx.default_region)
     parser = PARSERS[name]
     if is_text_column(cells):

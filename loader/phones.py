@@ -75,6 +75,10 @@ def parse_phone(cell: Cell, default_region: str | None) -> Parsed:
     text = _cell_as_text(cell)
     if text is None:
         return None, _NOT_A_PHONE
+    if default_region and not isinstance(cell, str):
+        found = _number_cell_phone(text, default_region)
+        if found is not None:
+            return found
     if _SCIENTIFIC.match(text):
         return None, (
             "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
@@ -102,6 +106,37 @@ def parse_phone(cell: Cell, default_region: str | None) -> Parsed:
         )
         return None, _not_valid(region)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+
+def _valid_e164(text: str, region: str) -> str | None:
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _number_cell_phone(digits: str, region: str) -> Parsed | None:
+    """A phone number stored as a number: its digits, or its digits after a leading 0 it lost.
+
+    A number cell cannot hold a leading zero. Where the zero is only the
+    trunk prefix (India: 098450... and 98450... are the same number) both
+    readings agree; where it is part of the number (Italy's landlines),
+    only one reading is valid, and that one is used. When both are valid
+    and differ, the cell is refused rather than guessed. ``None`` leaves
+    the cell to the usual parsing and its messages.
+    """
+    as_written = _valid_e164(digits, region)
+    with_zero = _valid_e164("0" + digits, region)
+    if as_written and with_zero and as_written != with_zero:
+        return None, (
+            f"was stored as a number, so a leading 0 may have been lost: it could be {as_written} or "
+            f"{with_zero}; format the column as text and type the number again"
+        )
+    found = as_written or with_zero
+    return (found, None) if found else None
 
 
 def _not_valid(region: str | None) -> str:
@@ -567,24 +602,64 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[li
     values = np.full(count, None, dtype=object)
     problems = np.full(count, None, dtype=object)
     done = np.zeros(count, dtype=bool)
-    # The text parse_phone would read (stripped as it strips), or None for a cell that is no number.
-    texts: list[Any] = [c.strip() if type(c) is str else _cell_as_text(c) for c in distinct]
-    with_text = np.fromiter((bool(t) for t in texts), dtype=bool, count=count)
-    if with_text.any():
-        positions = np.flatnonzero(with_text)
-        tame, written = _clean([texts[i] for i in positions.tolist()])
-        positions = positions[tame]
-        # Cells that differ only in punctuation are one number: decided once.
-        key_codes, keys = pd.factorize(written[tame].to_numpy(dtype=object))
-        key_values, key_problems, key_done = _decide_many(list(keys), default_region)
-        values[positions] = key_values[key_codes]
-        problems[positions] = key_problems[key_codes]
-        done[positions] = key_done[key_codes]
+    text_at = [i for i, c in enumerate(distinct) if type(c) is str and c.strip()]
+    number_at = [i for i, c in enumerate(distinct) if type(c) is not str and _cell_as_text(c)]
+    if not default_region:
+        number_at = []
+    digits = [str(_cell_as_text(distinct[i])) for i in number_at]
+    decided = _decide_texts([distinct[i].strip() for i in text_at] + digits, default_region)
+    for n, position in enumerate(text_at):
+        values[position], problems[position], done[position] = decided[n]
+    written = decided[len(text_at) :]
+    # A number cell may have lost a leading 0. Where 0 is the region's trunk prefix, putting
+    # it back can only help a number that is not valid as written; elsewhere (Italy) both
+    # readings are needed, as parse_phone takes them.
+    trunk_zero = _national_prefix(str(default_region)) == "0"
+    retry = [n for n, w in enumerate(written) if not (trunk_zero and w[2] and w[0])]
+    zeroed = dict(zip(retry, _decide_texts(["0" + digits[n] for n in retry], default_region), strict=True))
+    for n, position in enumerate(number_at):
+        reading = written[n]
+        other = zeroed.get(n, (None, None, True))
+        if reading[2] and other[2]:
+            values[position], problems[position] = _combine_number_cell(reading, other)
+            done[position] = True
     for position in np.flatnonzero(~done).tolist():
         cell = distinct[position]
         if not is_blank(cell):
             values[position], problems[position] = parse_phone(cell, default_region)
     return values[codes].tolist(), problems[codes].tolist()
+
+
+def _national_prefix(region: str) -> str | None:
+    metadata = PhoneMetadata.metadata_for_region(region)
+    return None if metadata is None else metadata.national_prefix
+
+
+def _decide_texts(texts: list[str], default_region: str | None) -> list[tuple[Any, Any, bool]]:
+    """``(value, problem, decided)`` for each text, through the fast path; undecided ones say so."""
+    out: list[tuple[Any, Any, bool]] = [(None, None, False)] * len(texts)
+    if not texts:
+        return out
+    tame, written = _clean(texts)
+    positions = np.flatnonzero(tame)
+    # Texts that differ only in punctuation are one number: decided once.
+    key_codes, keys = pd.factorize(written[tame].to_numpy(dtype=object))
+    key_values, key_problems, key_done = _decide_many(list(keys), default_region)
+    for position, code in zip(positions.tolist(), key_codes.tolist(), strict=True):
+        out[position] = (key_values[code], key_problems[code], bool(key_done[code]))
+    return out
+
+
+def _combine_number_cell(written: tuple[Any, Any, bool], with_zero: tuple[Any, Any, bool]) -> Parsed:
+    """``_number_cell_phone``'s choice, from the two readings already decided."""
+    as_written, zeroed = written[0], with_zero[0]
+    if as_written and zeroed and as_written != zeroed:
+        return None, (
+            f"was stored as a number, so a leading 0 may have been lost: it could be {as_written} or "
+            f"{zeroed}; format the column as text and type the number again"
+        )
+    found = as_written or zeroed
+    return (found, None) if found else (written[0], written[1])
 
 
 def distinct_cells(values: list[Any]) -> tuple[np.ndarray, list[Any]]:

@@ -45,7 +45,7 @@ from loader.history import Claims, History
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
 from loader.options import InputOptions, RunOptions
-from loader.payload import build_bodies
+from loader.payload import build_bodies, check_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
 from loader.results import count_statuses, outcomes, results_table, write_results
@@ -74,8 +74,6 @@ SETTLED_DRY = frozenset({"valid", "duplicate", "suppressed"})
 STATUS_ORDER = ("scheduled", "valid", "invalid", "duplicate", "suppressed", "failed", "uncertain", "pending")
 
 Clock = Callable[[], dt.datetime]
-#: Bodies a dry run builds at a time (and then drops).
-DRY_RUN_CHUNK_ROWS = 50_000
 O = TypeVar("O", bound=InputOptions)  # noqa: E741 - as in loader.options
 
 
@@ -375,12 +373,8 @@ def _load_campaign(
             # What the run would skip, read without writing (and without creating the ledger).
             with History(options.history, clock=clock, readonly=True) as ledger:
                 validation = _skip_recent(validation, ledger, options.skip_recent, ctx, run=None)
-        # Build every body so a dry run proves the requests can be made; a slice of rows at a
-        # time, since nothing keeps them and a million bodies at once would take gigabytes.
-        valid_rows = validation.status.index[validation.status == "valid"]
-        for start in range(0, len(valid_rows), DRY_RUN_CHUNK_ROWS):
-            rows = valid_rows[start : start + DRY_RUN_CHUNK_ROWS]
-            build_bodies(sheet, validation, agent_id=agent_id, batch_id=batch_id, rows=rows)
+        # Build every body so a dry run proves the requests can be made, keeping none.
+        check_bodies(sheet, validation, agent_id=agent_id, batch_id=batch_id)
         if state_path(out).exists():
             raise StateError(
                 f"{out} belongs to a real run, and a dry run would overwrite its results",

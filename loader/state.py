@@ -41,6 +41,28 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+@contextlib.contextmanager
+def write_transaction(
+    db: sqlite3.Connection, *, busy: Callable[[sqlite3.OperationalError], Exception] | None = None
+) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken before anything is read,
+    and anything raised inside rolls back. Shared by the state and the history; ``busy``
+    turns a lock that could not be had into the caller's own error."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if busy is None:
+            raise
+        raise busy(exc) from None
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    else:
+        db.execute("COMMIT")
+
+
 def state_path(output: Path) -> Path:
     return output.with_name(output.name + ".state")
 
@@ -157,15 +179,8 @@ class RunState:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.db) as db:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        else:
-            db.execute("COMMIT")
 
     def _now(self) -> str:
         return self._clock().astimezone(dt.UTC).isoformat(timespec="seconds")

@@ -286,3 +286,19 @@ def test_distinct_cells_keep_one_two_and_true_apart_and_map_every_cell_back() ->
     assert [type(v) for v in back] == [type(v) for v in cells]
     assert [v for v in back if v == v] == [v for v in cells if v == v]  # NaN aside
     assert len(distinct) == 8
+
+
+@pytest.mark.parametrize("region", ["IN", "IT", "GB", "US", "DE", "AU"])
+def test_number_cells_that_lost_a_leading_zero_get_the_same_answer_column_wise(region: str) -> None:
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.FIXED_LINE)
+    mobile = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    national = [
+        phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.NATIONAL) for n in (example, mobile) if n
+    ]
+    digits = ["".join(ch for ch in text if ch.isdigit()) for text in national]
+    cells: list[Any] = [int(d) for d in digits if d.strip("0")]
+    cells += [float(d.lstrip("0")) for d in digits if d.strip("0")]
+    cells += [12345, 919876543210, 3912345678]
+    column = phones.parse_phone_column(pd.Series(cells, dtype=object), region)
+    reference = [phones.parse_phone(cell, region) for cell in cells]
+    assert list(zip(*column, strict=True)) == reference
