@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,11 +204,12 @@ PARSERS: dict[str, Callable[[Cell, Context], Parsed]] = {
 }
 
 
-def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[list[Any], list[str | None]]:
+def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[Collection[Any], Collection[str | None]]:
     """Parse every cell of one call-field column; blanks give ``(None, None)``.
 
     Returns the parsed values and the problems, both in the column's order.
-    Phone numbers take the vectorised path of ``loader.phones``.
+    Phone numbers take the vectorised path of ``loader.phones`` and come as a
+    compact text array (a missing number is NaN there) and an array of problems.
     """
     if name == "to_number":
         return phones.parse_phone_column(cells, ctx.default_region)

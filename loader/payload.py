@@ -61,7 +61,7 @@ def metadata_values(cells: pd.Series) -> list[Any]:
 
 
 #: Rows per chunk when bodies are made only to be checked (a dry run): memory stays flat.
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 16_384
 
 
 def check_bodies(

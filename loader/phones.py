@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -44,7 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
-from loader.cells import Cell, is_blank
+from loader import memory
+from loader.cells import WHITESPACE, Cell, arrow_text, is_blank
 
 Parsed = tuple[Any, str | None]
 
@@ -421,15 +421,17 @@ def decide(international: bool, digits: str, default_region: str | None) -> Pars
 _TAME = r"^[ ().\-/]*\+?[0-9 ().\-/]*$"
 
 
-def _clean(texts: Sequence[str]) -> tuple[np.ndarray, pd.Series]:
+def _clean(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
     """Which texts are tame, and each one's digits after a ``+`` if it had one (vectorised)."""
-    column = pd.Series(texts, dtype="string[pyarrow]")
-    double_zero = column.str.startswith("00")
-    text = column.where(~double_zero, "+" + column.str.slice(2))
-    tame = text.str.fullmatch(_TAME) & (text.str.len() <= _MAX_INPUT)
-    digits = text.str.replace(r"[^0-9+]", "", regex=True)
-    tame &= digits.str.replace("+", "", regex=False).str.len() >= 3
-    return tame.fillna(False).to_numpy(dtype=bool), digits.fillna("")
+    double_zero = pc.fill_null(pc.starts_with(texts, "00"), False)
+    text = pc.if_else(
+        double_zero, pc.binary_join_element_wise("+", pc.utf8_slice_codeunits(texts, 2), ""), texts
+    )
+    tame = pc.and_(pc.match_substring_regex(text, _TAME), pc.less_equal(pc.utf8_length(text), _MAX_INPUT))
+    digits = pc.replace_substring_regex(text, r"[^0-9+]", "")
+    enough = pc.greater_equal(pc.utf8_length(pc.replace_substring(digits, "+", "")), 3)
+    tame = pc.fill_null(pc.and_(tame, enough), False)
+    return tame.to_numpy(zero_copy_only=False).astype(bool), pc.fill_null(digits, "")
 
 
 def _regex(values: pa.Array, pattern: str, *, whole: bool) -> np.ndarray:
@@ -473,7 +475,7 @@ def _valid_many(rules: _Rules, nsns: pa.Array) -> np.ndarray:
     return valid
 
 
-def _decide_many(keys: list[str], default_region: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _decide_many(keys: pa.Array, default_region: str | None) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """``decide`` for many written numbers (``+`` then digits, or digits), whole groups at a time.
 
     The common cases are vectorised: an international number whose calling code
@@ -484,12 +486,12 @@ def _decide_many(keys: list[str], default_region: str | None) -> tuple[np.ndarra
     were decided (the others need ``parse_phone``).
     """
     count = len(keys)
-    values = np.full(count, None, dtype=object)
+    values = _Answers(count)
     problems = np.full(count, None, dtype=object)
     decided = np.zeros(count, dtype=bool)
     if not count:
-        return values, problems, decided
-    written = pa.array(keys, type=pa.string())
+        return values.array(), problems, decided
+    written = keys
     international = pc.starts_with(written, "+").to_numpy(zero_copy_only=False).astype(bool)
     digits = pc.utf8_ltrim(written, "+")
     sizes = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
@@ -570,20 +572,45 @@ def _decide_many(keys: list[str], default_region: str | None) -> tuple[np.ndarra
         keep = np.flatnonzero(simple)
         kept = nsns.take(keep)
         valid = _valid_many(valid_rules, kept)
-        e164 = pc.binary_join_element_wise(f"+{code}", kept, "").to_numpy(zero_copy_only=False)
+        e164 = pc.binary_join_element_wise(f"+{code}", kept.filter(pa.array(valid)), "")
         positions = rows[keep]
-        values[positions[valid]] = e164[valid]
+        values.put(positions[valid], e164)
         problems[positions[~valid]] = _not_valid(region)
         decided[positions] = True
         one_by_one[positions] = False
 
+    found: list[tuple[int, str]] = []
     for position in np.flatnonzero(one_by_one).tolist():
-        key = keys[position]
+        key = keys[position].as_py()
         answer = decide(key.startswith("+"), key.lstrip("+"), default_region)
         if answer is not None:
-            values[position], problems[position] = answer
+            if answer[0] is not None:
+                found.append((position, answer[0]))
+            problems[position] = answer[1]
             decided[position] = True
-    return values, problems, decided
+    if found:
+        at, texts = zip(*found, strict=True)
+        values.put(np.array(at, dtype=np.int64), pa.array(texts, type=pa.string()))
+    return values.array(), problems, decided
+
+
+class _Answers:
+    """Phone numbers found for positions ``0..count-1``, gathered as pyarrow text, never as
+    a million Python strings; positions without one are null."""
+
+    def __init__(self, count: int) -> None:
+        self._source = np.full(count, -1, dtype=np.int64)
+        self._pieces: list[pa.Array] = []
+        self._size = 0
+
+    def put(self, positions: np.ndarray, texts: pa.Array) -> None:
+        self._source[positions] = np.arange(self._size, self._size + len(texts))
+        self._pieces.append(texts.cast(pa.large_string()))
+        self._size += len(texts)
+
+    def array(self) -> pa.Array:
+        pool = pa.concat_arrays(self._pieces) if self._pieces else pa.array([], type=pa.large_string())
+        return pool.take(pa.array(self._source, mask=self._source < 0))
 
 
 #: Every calling code as text, by its number of digits.
@@ -595,11 +622,16 @@ _CODE_TEXTS = {
 }
 
 
-def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[list[Any], list[str | None]]:
-    """``parse_phone`` of every cell (blanks give ``(None, None)``), in the column's order."""
+def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[Any, np.ndarray]:
+    """``parse_phone`` of every cell, in the column's order: the E.164 numbers as a compact
+    ``str`` array (missing where there is none) and the problems (None where there is none).
+    Blank cells give neither."""
+    texts = arrow_text(cells)
+    if texts is not None:
+        return _parse_texts(texts.combine_chunks(), default_region)
     codes, distinct = distinct_cells(cells.tolist())
     count = len(distinct)
-    values = np.full(count, None, dtype=object)
+    values: list[Any] = [None] * count
     problems = np.full(count, None, dtype=object)
     done = np.zeros(count, dtype=bool)
     text_at = [i for i, c in enumerate(distinct) if type(c) is str and c.strip()]
@@ -607,7 +639,7 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[li
     if not default_region:
         number_at = []
     digits = [str(_cell_as_text(distinct[i])) for i in number_at]
-    decided = _decide_texts([distinct[i].strip() for i in text_at] + digits, default_region)
+    decided = _decide_list([distinct[i].strip() for i in text_at] + digits, default_region)
     for n, position in enumerate(text_at):
         values[position], problems[position], done[position] = decided[n]
     written = decided[len(text_at) :]
@@ -616,7 +648,7 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[li
     # readings are needed, as parse_phone takes them.
     trunk_zero = _national_prefix(str(default_region)) == "0"
     retry = [n for n, w in enumerate(written) if not (trunk_zero and w[2] and w[0])]
-    zeroed = dict(zip(retry, _decide_texts(["0" + digits[n] for n in retry], default_region), strict=True))
+    zeroed = dict(zip(retry, _decide_list(["0" + digits[n] for n in retry], default_region), strict=True))
     for n, position in enumerate(number_at):
         reading = written[n]
         other = zeroed.get(n, (None, None, True))
@@ -627,7 +659,65 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[li
         cell = distinct[position]
         if not is_blank(cell):
             values[position], problems[position] = parse_phone(cell, default_region)
-    return values[codes].tolist(), problems[codes].tolist()
+    return _spread(pa.array(values, type=pa.large_string()), problems, codes)
+
+
+#: Distinct texts decided together by the fast path.
+_SLICE_ROWS = 1 << 17
+
+
+def _parse_texts(texts: pa.Array, default_region: str | None) -> tuple[Any, np.ndarray]:
+    """``parse_phone_column`` of a compact text column, in pyarrow from start to end: a column of
+    a million distinct numbers never becomes a million Python strings."""
+    encoded = pc.dictionary_encode(texts)
+    distinct = encoded.dictionary
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    # Trimmed as str.strip trims: what parse_phone looks at.
+    trimmed = pc.utf8_trim(distinct, WHITESPACE)
+    # Decided a slice at a time, so that the intermediate columns of the fast path stay small
+    # however many distinct numbers the sheet has.
+    pieces: list[pa.Array] = []
+    problems = np.full(len(distinct), None, dtype=object)
+    for start in range(0, len(distinct), _SLICE_ROWS):
+        piece_values, piece_problems = _decide_slice(
+            distinct.slice(start, _SLICE_ROWS), trimmed.slice(start, _SLICE_ROWS), default_region
+        )
+        pieces.append(piece_values)
+        problems[start : start + len(piece_values)] = piece_problems
+    values = pa.concat_arrays(pieces) if pieces else pa.array([], type=pa.large_string())
+    del pieces, trimmed
+    spread = _spread(values, problems, codes)
+    # The fast path's freed columns go back to the system before the next stage peaks.
+    memory.release()
+    return spread
+
+
+def _decide_slice(
+    texts: pa.Array, trimmed: pa.Array, default_region: str | None
+) -> tuple[pa.Array, np.ndarray]:
+    """Numbers and problems of distinct texts: the fast path, then ``parse_phone`` for the rest."""
+    values, problems, done = _decide_texts(trimmed, default_region)
+    blank = pc.equal(pc.utf8_length(trimmed), 0).to_numpy(zero_copy_only=False).astype(bool)
+    left = ~done & ~blank
+    if not left.any():
+        return values, problems
+    found: list[str | None] = []
+    for position in np.flatnonzero(left).tolist():
+        found_value, problems[position] = parse_phone(texts[position].as_py(), default_region)
+        found.append(found_value)
+    return pc.replace_with_mask(values, pa.array(left), pa.array(found, type=values.type)), problems
+
+
+def _spread(values: pa.Array, problems: np.ndarray, codes: np.ndarray) -> tuple[Any, np.ndarray]:
+    """Each distinct cell's answer spread back to the cells (code -1: a missing cell)."""
+    missing = codes < 0
+    index = pa.array(codes, mask=missing) if missing.any() else pa.array(codes)
+    spread_values = pd.array(values.take(index), dtype="str")
+    # The None appended is what code -1 picks.
+    with_none = np.empty(len(problems) + 1, dtype=object)
+    with_none[:-1] = problems
+    with_none[-1] = None
+    return spread_values, with_none[codes]
 
 
 def _national_prefix(region: str) -> str | None:
@@ -635,19 +725,32 @@ def _national_prefix(region: str) -> str | None:
     return None if metadata is None else metadata.national_prefix
 
 
-def _decide_texts(texts: list[str], default_region: str | None) -> list[tuple[Any, Any, bool]]:
-    """``(value, problem, decided)`` for each text, through the fast path; undecided ones say so."""
-    out: list[tuple[Any, Any, bool]] = [(None, None, False)] * len(texts)
-    if not texts:
-        return out
-    tame, written = _clean(texts)
+def _decide_texts(texts: pa.Array, default_region: str | None) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The fast path's number, problem and whether it decided, for each (trimmed) text."""
+    count = len(texts)
+    # 32-bit offsets, as the literals the kernels combine with have: phone texts are short.
+    tame, written = _clean(texts.cast(pa.string()))
     positions = np.flatnonzero(tame)
     # Texts that differ only in punctuation are one number: decided once.
-    key_codes, keys = pd.factorize(written[tame].to_numpy(dtype=object))
-    key_values, key_problems, key_done = _decide_many(list(keys), default_region)
-    for position, code in zip(positions.tolist(), key_codes.tolist(), strict=True):
-        out[position] = (key_values[code], key_problems[code], bool(key_done[code]))
-    return out
+    encoded = pc.dictionary_encode(written.filter(pa.array(tame)))
+    key_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    key_values, key_problems, key_done = _decide_many(encoded.dictionary, default_region)
+    source = np.full(count, -1, dtype=np.int64)
+    source[positions] = key_codes
+    values = key_values.take(pa.array(source, mask=source < 0))
+    problems = np.full(count, None, dtype=object)
+    problems[positions] = key_problems[key_codes]
+    done = np.zeros(count, dtype=bool)
+    done[positions] = key_done[key_codes]
+    return values, problems, done
+
+
+def _decide_list(texts: list[str], default_region: str | None) -> list[tuple[Any, Any, bool]]:
+    """``(value, problem, decided)`` for each text of a list, through the fast path."""
+    if not texts:
+        return []
+    values, problems, done = _decide_texts(pa.array(texts, type=pa.large_string()), default_region)
+    return list(zip(values.to_pylist(), problems.tolist(), done.tolist(), strict=True))
 
 
 def _combine_number_cell(written: tuple[Any, Any, bool], with_zero: tuple[Any, Any, bool]) -> Parsed:

@@ -222,7 +222,9 @@ def _body(column: Any, header_row: int) -> Any:
     its memory; a column of Python objects as it is."""
     if isinstance(column, np.ndarray):
         return column[header_row:]
-    return pd.array(column.slice(header_row), dtype="str")
+    # One chunk: taking rows from a column of many chunks (as pyarrow's readers give them)
+    # copies the chunks together first, on every take.
+    return pd.array(column.slice(header_row).combine_chunks(), dtype="str")
 
 
 def _cell_column(values: tuple[Cell, ...]) -> Any:

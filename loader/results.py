@@ -54,7 +54,7 @@ def outcomes(
     )
     rows: list[int] = []
     found: dict[str, list[str]] = {name: [] for name in OUTCOME_COLUMNS}
-    index = set(status.index.tolist())
+    index = status.index  # its hash table, not a set of a million Python ints
     for row, record in sent.items():
         if row not in index:
             continue

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from loader.cells import Cell, blank_mask, cell_text, is_text_column, shorten
+from loader import memory
+from loader.cells import Cell, arrow_text, blank_mask, cell_text, is_text_column, shorten
 from loader.columns import ROW_FIELDS, ColumnMap
 from loader.errors import UsageError
 from loader.normalise import Context, parse_column
@@ -27,6 +28,8 @@ PROBLEM_COLUMNS = ["source_row", "column", "value", "error"]
 #: prompt on every call; the API documents no limit, and a page of text in one
 #: cell is a pasted mistake far more often than something an agent should read.
 MAX_METADATA_CHARS = 2_000
+#: Rows checked against the schema at a time.
+RULE_SLICE_ROWS = 131_072
 
 #: The command-line flag that gives each field's run-level default.
 DEFAULT_FLAGS = {
@@ -85,8 +88,9 @@ def check_defaults(defaults: Defaults, ctx: Context) -> None:
             parsed[name] = pd.Series([None], dtype=_DTYPES[name])
             continue
         values, problems = parse_column(name, raw[name], ctx)
-        if problems[0]:
-            raise UsageError(f"{DEFAULT_FLAGS[name]} {cell_text(raw[name][0])!r} {problems[0]}")
+        (problem,) = problems
+        if problem:
+            raise UsageError(f"{DEFAULT_FLAGS[name]} {cell_text(raw[name][0])!r} {problem}")
         parsed[name] = pd.Series(values, dtype=_DTYPES[name])
     # A default that parses can still break a rule (--priority 150, a window out of order).
     broken = _rule_problems(pd.DataFrame(parsed), raw, {})
@@ -136,6 +140,7 @@ def validate_rows(
         values, errors = parse_column(name, raw[name], ctx)
         parsed[name] = pd.Series(values, index=index, dtype=_DTYPES[name])
         del values
+        memory.release()
         label = headers.get(name, name)
         found = np.asarray(errors, dtype=object)
         del errors
@@ -187,6 +192,7 @@ def validate_rows(
         message.loc[rows] = pd.Series(list(joined.values()), index=rows, dtype=object)
     if not allow_duplicates:
         _mark_duplicates(requests["to_number"], status, message, phone_column)
+    memory.release()
     return Validation(
         requests=requests,
         status=status,
@@ -197,26 +203,55 @@ def validate_rows(
 
 
 def _mark_duplicates(numbers: pd.Series, status: pd.Series, message: pd.Series, phone_column: str) -> None:
-    """Mark each row whose number an earlier row already has, with that row in the message.
-
-    Works on the numbers' codes (``pd.factorize`` numbers them in order of
-    first appearance, so a row repeats a number exactly when its code is not
-    above every code before it), never on a set of a million Python strings.
-    """
-    codes, distinct = pd.factorize(numbers)
-    if len(distinct) == int((codes >= 0).sum()):
+    """Mark each row whose number an earlier row already has, with that row in the message."""
+    present, first = _first_with_same_number(numbers)
+    later = np.flatnonzero(first != present)
+    if not len(later):
         return  # every number appears once
-    highest_before = np.maximum.accumulate(np.concatenate(([-1], codes[:-1])))
-    repeats = (codes >= 0) & (codes <= highest_before)
-    first_rows = numbers.index.to_numpy()[np.flatnonzero((codes >= 0) & ~repeats)]
-    at = np.flatnonzero(repeats)
+    at = present[later]
+    first_rows = numbers.index.to_numpy()[first[later]]
     status.iloc[at] = "duplicate"
     message.iloc[at] = [
         f"{phone_column}: {number} already appears on row {row}"
-        for number, row in zip(
-            distinct.take(codes[at]).tolist(), first_rows.take(codes[at]).tolist(), strict=True
-        )
+        for number, row in zip(numbers.take(at).tolist(), first_rows.tolist(), strict=True)
     ]
+
+
+def _first_with_same_number(numbers: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The positions holding a number, and for each the position of the first with that number.
+
+    The numbers are sorted (stably, so equal numbers keep their order and the
+    first of each run is the earliest row), never put into a hash table: an
+    E.164 number is ``+`` and at most 15 digits, never starting with 0, so it
+    sorts as a 64-bit integer, and a million of them take 8 MB where a hash
+    table of a million strings takes well over 100.
+    """
+    keys = _number_keys(numbers)
+    present = np.flatnonzero(keys >= 0)
+    keys = keys[present]
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.empty(len(ordered), dtype=bool)
+    starts[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    del ordered, keys
+    first = np.empty(len(order), dtype=np.int64)
+    first[order] = order[starts][np.cumsum(starts) - 1]
+    return present, present[first]
+
+
+def _number_keys(numbers: pd.Series) -> np.ndarray:
+    """Each number as a non-negative integer (equal numbers, equal integers), -1 where there is none."""
+    texts = arrow_text(numbers)
+    if texts is not None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if pc.all(pc.match_substring_regex(texts, r"^\+[1-9][0-9]{0,17}$")).as_py() is not False:
+            digits = pc.cast(pc.utf8_slice_codeunits(texts, 1), pa.int64())
+            return np.asarray(pc.fill_null(digits, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    codes, _ = pd.factorize(numbers)
+    return np.asarray(codes, dtype=np.int64)
 
 
 def _oversized_metadata(sheet: Sheet, columns: ColumnMap) -> list[tuple[int, str, str, str]]:
@@ -224,10 +259,21 @@ def _oversized_metadata(sheet: Sheet, columns: ColumnMap) -> list[tuple[int, str
     found: list[tuple[int, str, str, str]] = []
     for key, position in columns.metadata:
         cells = sheet.cells[position]
-        if is_text_column(cells):
-            lengths = cells.str.len()
+        texts = arrow_text(cells)
+        if texts is not None:
+            import pyarrow.compute as pc
+
+            # Bytes bound characters: a column whose longest cell fits needs no count per cell.
+            if (pc.max(pc.binary_length(texts)).as_py() or 0) <= MAX_METADATA_CHARS:
+                continue
+            counted = pc.fill_null(pc.utf8_length(texts), 0)
+            lengths = pd.Series(counted.to_numpy(zero_copy_only=False), index=cells.index)
         else:
-            lengths = cells.map(lambda c: len(c) if isinstance(c, str) else 0)
+            lengths = pd.Series(
+                [len(c) if isinstance(c, str) else 0 for c in cells.tolist()],
+                index=cells.index,
+                dtype=np.int64,
+            )
         for row in lengths.index[lengths > MAX_METADATA_CHARS]:
             found.append(
                 (
@@ -244,13 +290,22 @@ def _oversized_metadata(sheet: Sheet, columns: ColumnMap) -> list[tuple[int, str
 def _rule_problems(
     requests: pd.DataFrame, raw: dict[str, pd.Series], headers: dict[str, str]
 ) -> list[tuple[int, str, str, str]]:
-    try:
-        CallRequests.validate(requests, lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-    else:
-        return []
     found: set[tuple[int, str, str]] = set()
+    out: list[tuple[int, str, str, str]] = []
+    # Every rule is about one row, so the rows are checked a slice at a time: pandera's
+    # intermediate frames then stay small however long the sheet is.
+    for start in range(0, len(requests), RULE_SLICE_ROWS):
+        try:
+            CallRequests.validate(requests.iloc[start : start + RULE_SLICE_ROWS], lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            out.extend(_failures(exc.failure_cases, raw, headers, found))
+    return out
+
+
+def _failures(
+    cases: pd.DataFrame, raw: dict[str, pd.Series], headers: dict[str, str], found: set[tuple[int, str, str]]
+) -> list[tuple[int, str, str, str]]:
+    """pandera's failure cases as problems, one per row, column and rule (``found``: those seen)."""
     out: list[tuple[int, str, str, str]] = []
     for case in cases.itertuples(index=False):
         row: Any = case.index

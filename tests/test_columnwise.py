@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loader.cells import WHITESPACE, blank_mask, cell_text, is_blank
 from loader.normalise import Context, parse_column
@@ -76,9 +78,15 @@ def test_typed_results_cells_are_shown_and_made_inert_as_one_at_a_time() -> None
 def test_a_text_column_parses_each_distinct_value_once_with_the_same_answers(
     name: str, texts: list[str], ctx: Context
 ) -> None:
-    compact = parse_column(name, pd.Series(texts, dtype="str"), ctx)
-    objects = parse_column(name, pd.Series(texts, dtype=object), ctx)
+    compact = _lists(parse_column(name, pd.Series(texts, dtype="str"), ctx))
+    objects = _lists(parse_column(name, pd.Series(texts, dtype=object), ctx))
     assert compact == objects
+
+
+def _lists(parsed: tuple[Any, Any]) -> tuple[list[Any], list[Any]]:
+    """Values and problems as lists; phone numbers come as a text array, where missing is NaN."""
+    values, problems = parsed
+    return [None if isinstance(v, float) and v != v else v for v in values], list(problems)
 
 
 def test_each_repeat_of_a_number_points_at_its_first_row(make_sheet: Any, ctx: Context) -> None:
@@ -98,3 +106,28 @@ def test_each_repeat_of_a_number_points_at_its_first_row(make_sheet: Any, ctx: C
             "Phone: +919876543211 already appears on row 3",
             "Phone: +919876543210 already appears on row 2",
         ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    picks=st.lists(st.sampled_from(["+919876543210", "+14155550123", "+447911123456", None]), max_size=40),
+    dtype=st.sampled_from(["str", object]),
+)
+def test_duplicates_point_at_the_first_row_with_the_same_number(picks: list[str | None], dtype: Any) -> None:
+    from loader.validate import _mark_duplicates
+
+    index = pd.RangeIndex(2, 2 + len(picks))
+    numbers = pd.Series(picks, index=index, dtype=dtype)
+    status = pd.Series("valid", index=index, dtype=object)
+    message = pd.Series("", index=index, dtype=object)
+    _mark_duplicates(numbers, status, message, "Phone")
+    first: dict[str, int] = {}
+    for row, number in zip(index.tolist(), picks, strict=True):
+        if number is None:
+            assert status[row] == "valid"
+        elif number in first:
+            assert status[row] == "duplicate"
+            assert message[row] == f"Phone: {number} already appears on row {first[number]}"
+        else:
+            first[number] = row
+            assert status[row] == "valid" and message[row] == ""

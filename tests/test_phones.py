@@ -39,17 +39,27 @@ def reference(cells: list[Any], region: str | None) -> list[tuple[Any, str | Non
     return [(None, None) if is_blank(c) else phones.parse_phone(c, region) for c in cells]
 
 
-def column(cells: list[Any], region: str | None) -> list[tuple[Any, str | None]]:
-    values, problems = phones.parse_phone_column(pd.Series(cells, dtype=object), region)
+def as_lists(found: tuple[Any, Any]) -> tuple[list[str | None], list[str | None]]:
+    """``parse_phone_column``'s answer as two lists, a missing number as None."""
+    values, problems = found
+    return [None if pd.isna(v) else v for v in values], list(problems)
+
+
+def column(cells: list[Any], region: str | None, dtype: Any = object) -> list[tuple[Any, str | None]]:
+    values, problems = as_lists(phones.parse_phone_column(pd.Series(cells, dtype=dtype), region))
     return list(zip(values, problems, strict=True))
 
 
 def assert_same(cells: list[Any], regions: list[str | None]) -> None:
+    """Both column paths (cells as Python objects, and text cells as a compact text column, as
+    a CSV is read) against the reference."""
+    texts = [c for c in cells if isinstance(c, str)]
     for region in regions:
-        expected = reference(cells, region)
-        got = column(cells, region)
-        different = [(c, e, g) for c, e, g in zip(cells, expected, got, strict=True) if e != g]
-        assert not different, f"default region {region}: {different[:5]}"
+        for some, dtype in ((cells, object), (texts, "str")):
+            expected = reference(some, region)
+            got = column(some, region, dtype)
+            different = [(c, e, g) for c, e, g in zip(some, expected, got, strict=True) if e != g]
+            assert not different, f"default region {region}, {dtype} column: {different[:5]}"
 
 
 def _fixture_cells() -> list[Any]:
@@ -215,7 +225,7 @@ def test_a_column_of_ordinary_numbers_never_falls_back_to_parse(monkeypatch: pyt
     # International, national, and national with the calling code but no plus (an Excel number).
     cells = [f"+91 98{i:08d}" for i in range(200)] + [f"98{i:08d}" for i in range(200)] + ["", "12345"]
     cells += [919800000000 + i for i in range(50)] + [f"+33 1 23 45 67 {i:02d}" for i in range(20)]
-    values, problems = phones.parse_phone_column(pd.Series(cells, dtype=object), "IN")
+    values, problems = as_lists(phones.parse_phone_column(pd.Series(cells, dtype=object), "IN"))
     assert calls == []
     assert values[-70:-20] == [f"+9198000000{i:02d}" for i in range(50)]
     assert values[0] == "+919800000000" and values[200] == "+919800000000"
@@ -228,16 +238,18 @@ def test_each_distinct_number_is_decided_once(monkeypatch: pytest.MonkeyPatch) -
     seen: list[list[str]] = []
     real = phones._decide_many
 
-    def counting(keys: list[str], region: str | None) -> Any:
-        seen.append(list(keys))
+    def counting(keys: Any, region: str | None) -> Any:
+        seen.append(keys.to_pylist())
         return real(keys, region)
 
     monkeypatch.setattr(phones, "_decide_many", counting)
     # Written three ways, one number; and one cell repeated on many rows.
     cells = ["+91 98765 43210", "+91-98765-43210", "0091 98765 43210"] + ["+91 91234 56789"] * 50
-    values, _ = phones.parse_phone_column(pd.Series(cells, dtype=object), "IN")
-    assert seen == [["+919876543210", "+919123456789"]]
-    assert values == ["+919876543210"] * 3 + ["+919123456789"] * 50
+    for dtype in (object, "str"):
+        seen.clear()
+        values, _ = as_lists(phones.parse_phone_column(pd.Series(cells, dtype=dtype), "IN"))
+        assert seen == [["+919876543210", "+919123456789"]]
+        assert values == ["+919876543210"] * 3 + ["+919123456789"] * 50
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -299,6 +311,6 @@ def test_number_cells_that_lost_a_leading_zero_get_the_same_answer_column_wise(r
     cells: list[Any] = [int(d) for d in digits if d.strip("0")]
     cells += [float(d.lstrip("0")) for d in digits if d.strip("0")]
     cells += [12345, 919876543210, 3912345678]
-    column = phones.parse_phone_column(pd.Series(cells, dtype=object), region)
+    column = as_lists(phones.parse_phone_column(pd.Series(cells, dtype=object), region))
     reference = [phones.parse_phone(cell, region) for cell in cells]
     assert list(zip(*column, strict=True)) == reference
