@@ -37,25 +37,75 @@ lines or a marked-up copy of the sheet) and ``loader.template`` (an empty
 sheet to fill in).
 """
 
-from loader.client import CallKaroClient
-from loader.columns import ColumnMap, map_columns
-from loader.config import load_config
-from loader.errors import (
-    ApiRefusedError,
-    AuthError,
-    ColumnError,
-    InputFileError,
-    LoaderError,
-    NotFoundError,
-    StateError,
-    UsageError,
-)
-from loader.history import History
-from loader.pipeline import InputOptions, RunResult, ValidateResult, load_campaign, validate_file
-from loader.read import Sheet, read_sheet
-from loader.state import RunStatus, read_status
-from loader.suppress import SuppressionList, read_suppression_list
-from loader.validate import Validation, validate_rows
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loader.client import CallKaroClient
+    from loader.columns import ColumnMap, map_columns
+    from loader.config import load_config
+    from loader.errors import (
+        ApiRefusedError,
+        AuthError,
+        ColumnError,
+        InputFileError,
+        LoaderError,
+        NotFoundError,
+        StateError,
+        UsageError,
+    )
+    from loader.history import History
+    from loader.pipeline import InputOptions, RunResult, ValidateResult, load_campaign, validate_file
+    from loader.read import Sheet, read_sheet
+    from loader.state import RunStatus, read_status
+    from loader.suppress import SuppressionList, read_suppression_list
+    from loader.validate import Validation, validate_rows
+
+#: Where each public name lives. They are imported on first use, so that ``import loader``
+#: (and every command) loads only what it needs: ``validate`` never loads the HTTP client.
+_HOMES = {
+    "CallKaroClient": "loader.client",
+    "ColumnMap": "loader.columns",
+    "map_columns": "loader.columns",
+    "load_config": "loader.config",
+    "ApiRefusedError": "loader.errors",
+    "AuthError": "loader.errors",
+    "ColumnError": "loader.errors",
+    "InputFileError": "loader.errors",
+    "LoaderError": "loader.errors",
+    "NotFoundError": "loader.errors",
+    "StateError": "loader.errors",
+    "UsageError": "loader.errors",
+    "History": "loader.history",
+    "InputOptions": "loader.pipeline",
+    "RunResult": "loader.pipeline",
+    "ValidateResult": "loader.pipeline",
+    "load_campaign": "loader.pipeline",
+    "validate_file": "loader.pipeline",
+    "Sheet": "loader.read",
+    "read_sheet": "loader.read",
+    "RunStatus": "loader.state",
+    "read_status": "loader.state",
+    "SuppressionList": "loader.suppress",
+    "read_suppression_list": "loader.suppress",
+    "Validation": "loader.validate",
+    "validate_rows": "loader.validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'loader' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
+
 
 __version__ = "0.1.0"
 

@@ -10,62 +10,42 @@ what ``callkaro-loader run`` and ``callkaro-loader validate`` do, including
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
 import json
-import signal
-import sys
-import threading
 import zoneinfo
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import pandas as pd
 import phonenumbers
 
-from loader.client import DEFAULT_BASE_URL, CallKaroClient, check_base_url
 from loader.columns import ColumnMap, map_columns
 from loader.config import layer, load_config
-from loader.errors import (
-    ApiRefusedError,
-    LoaderError,
-    NoAnswerError,
-    NotFoundError,
-    RejectedError,
-    StateError,
-    TransientError,
-    UsageError,
-)
+from loader.errors import ApiRefusedError, LoaderError, StateError, UsageError
 from loader.history import Claims, History
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
 from loader.options import InputOptions, RunOptions
-from loader.payload import build_bodies, check_bodies
+from loader.payload import check_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
 from loader.results import count_statuses, outcomes, results_table, write_results
 from loader.secrets import ApiKey, load_api_key
-from loader.send import (
-    Events,
-    Progress,
-    RetryPolicy,
-    SendReport,
-    Stopped,
-    send_calls,
-    stoppable_sleep,
-    with_retries,
-)
 from loader.state import RunState, fingerprint, state_path
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
 if TYPE_CHECKING:
+    import asyncio
+
+    import httpx
+
     from loader.sandbox import Faults
+    from loader.send import Events, RetryPolicy
 
 #: Statuses that need nobody's attention after a real run.
 SETTLED = frozenset({"scheduled", "duplicate", "suppressed"})
@@ -397,6 +377,11 @@ def _load_campaign(
             finished_at=finished,
         )
 
+    # Only a run that sends loads the HTTP stack (see loader.campaign).
+    from loader.campaign import SendJob, run_coroutine
+    from loader.client import DEFAULT_BASE_URL, CallKaroClient, check_base_url
+    from loader.send import RetryPolicy, SendReport
+
     simulated = None
     base_url = options.base_url
     if options.sandbox:
@@ -465,7 +450,7 @@ def _load_campaign(
                 timezone=ctx.timezone,
                 clock=clock,
             )
-        job = _SendJob(
+        job = SendJob(
             state=state,
             sheet=sheet,
             validation=validation,
@@ -490,7 +475,7 @@ def _load_campaign(
         bar = make_progress(len(to_send), enabled=not (options.no_progress or options.quiet))
         failure: LoaderError | None = None
         try:
-            report = _run_coroutine(job.run(bar))
+            report = run_coroutine(job.run(bar))
         except LoaderError as exc:
             # The history failed mid-run: what was sent is recorded; write the results, then say so.
             failure, report = exc, SendReport(stopped=True)
@@ -562,107 +547,6 @@ def _in_order(counts: Mapping[str, int]) -> dict[str, int]:
     return {status: counts[status] for status in _ordered(counts)}
 
 
-def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
-    """``asyncio.run``, also from code already inside an event loop (a notebook cell)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-@dataclass
-class _SendJob:
-    """The part of a run that talks to the API, inside one event loop."""
-
-    state: RunState
-    sheet: Sheet
-    validation: Validation
-    rows: pd.Index
-    agent_id: str
-    batch_id: str | None
-    campaign_name: str
-    client: CallKaroClient
-    concurrency: int
-    rate_limit: float | None
-    retry: RetryPolicy
-    events: Events | None
-    stop: asyncio.Event | None
-    handle_signals: bool = False
-    claims: Claims | None = None
-
-    async def run(self, progress: Progress) -> SendReport:
-        stop = self.stop or asyncio.Event()
-        with _stop_on_signals(stop, enabled=self.handle_signals):
-            return await self._run(stop, progress)
-
-    async def _run(self, stop: asyncio.Event, progress: Progress) -> SendReport:
-        async with self.client:
-            if not len(self.rows):
-                return SendReport()
-            if self.batch_id is None:
-                try:
-                    self.batch_id = await self._create_campaign(stop)
-                except ApiRefusedError as exc:
-                    return SendReport(refused=exc)
-                except (TransientError, NoAnswerError, Stopped) as exc:
-                    reason = str(exc) or "the run was stopped"
-                    self._leave_pending(f"the campaign could not be created: {reason}")
-                    return SendReport(stopped=stop.is_set())
-            bodies = build_bodies(
-                self.sheet, self.validation, agent_id=self.agent_id, batch_id=self.batch_id, rows=self.rows
-            )
-            if self.claims is not None:
-                self.claims.batch_id = self.batch_id
-            return await send_calls(
-                self.client,
-                bodies,
-                self.state,
-                concurrency=self.concurrency,
-                rate_limit=self.rate_limit,
-                retry=self.retry,
-                progress=progress,
-                events=self.events,
-                stop=stop,
-                admit=self.claims.admit if self.claims is not None else None,
-            )
-
-    async def _create_campaign(self, stop: asyncio.Event) -> str:
-        """Create the run's campaign; its id is committed before any call is sent."""
-        if self.state.get("campaign_requested"):
-            # An earlier run asked for a campaign and died before the answer was recorded.
-            # A second, empty campaign is harmless; calls are only ever sent into one.
-            self.state.set(campaign_note="an earlier attempt to create the campaign got no answer")
-        self.state.set(campaign_name=self.campaign_name, campaign_requested="1")
-        try:
-            batch = await with_retries(
-                lambda: self.client.create_campaign(name=self.campaign_name, agent_id=self.agent_id),
-                self.retry,
-                stop=stop,
-                sleep=stoppable_sleep(stop),
-            )
-        except RejectedError as exc:
-            if exc.status_code == 404:
-                raise NotFoundError(
-                    f"the API does not know agent {self.agent_id!r} ({exc})",
-                    status_code=404,
-                    hint="Check --agent-id against your CallKaro dashboard.",
-                ) from None
-            raise ApiRefusedError(
-                f"the API refused to create campaign {self.campaign_name!r} ({exc})",
-                status_code=exc.status_code,
-            ) from None
-        self.state.set(batch_id=batch)
-        return batch
-
-    def _leave_pending(self, message: str) -> None:
-        for row in self.rows:
-            self.state.mark(int(row), "pending", message=message)
-
-
 def _claim_state(state: RunState, path: Path, options: RunOptions, *, fresh: bool) -> None:
     """Make ``state`` this input's: new, resumed, or (``--fresh``) started over."""
     agent_id = str(options.agent_id).strip()
@@ -698,42 +582,6 @@ def _claim_state(state: RunState, path: Path, options: RunOptions, *, fresh: boo
         batch_id=batch_id or state.get("batch_id"),
         settings=json.dumps(options.settings(), default=str, sort_keys=True),
     )
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event, *, enabled: bool) -> Iterator[None]:
-    """First Ctrl-C or SIGTERM: stop sending and finish cleanly. Second: stop at once.
-
-    Everything acknowledged is already committed to the state, so stopping at
-    once loses nothing; the results file is written by the next run.
-    """
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-
-    def first() -> None:
-        print(
-            "\nstopping: no new calls are sent; waiting a few seconds for those in flight "
-            "(press Ctrl-C again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-        stop.set()
-        for sig in signals:
-            loop.add_signal_handler(sig, second)
-
-    def second() -> None:
-        raise KeyboardInterrupt
-
-    for sig in signals:
-        loop.add_signal_handler(sig, first)
-    try:
-        yield
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
 
 
 def _final_outcomes(validation: Validation, state: RunState) -> pd.DataFrame:
