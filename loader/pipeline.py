@@ -361,13 +361,12 @@ def _load_campaign(
                 hint="Give the dry run its own --output.",
             )
         frame = outcomes(validation.status, validation.message, {})
-        headers, cells = results_table(sheet, frame, columns.ignored)
-        write_results(out, headers, cells)
+        counts = _write_results(out, sheet, columns, frame)
         finished = clock()
         durations["total_seconds"] = (finished - started).total_seconds()
         return RunResult(
             results_path=out,
-            counts=_in_order(count_statuses(frame)),
+            counts=counts,
             outcomes=frame,
             batch_id=batch_id,
             dry_run=True,
@@ -488,9 +487,7 @@ def _load_campaign(
                 with contextlib.suppress(LoaderError):
                     claims.finish(state.rows(), resumed=resumed)
         frame = _final_outcomes(validation, state)
-        headers, cells = results_table(sheet, frame, columns.ignored)
-        write_results(out, headers, cells)
-        counts = _in_order(count_statuses(frame))
+        counts = _write_results(out, sheet, columns, frame)
         finished = clock()
         state.set(
             summary=json.dumps(
@@ -522,6 +519,13 @@ def _load_campaign(
         started_at=started,
         finished_at=finished,
     )
+
+
+def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFrame) -> dict[str, int]:
+    """Write the results file: every input row with its outcome in ``frame``; the counts, in order."""
+    headers, cells = results_table(sheet, frame, columns.ignored)
+    write_results(out, headers, cells)
+    return _in_order(count_statuses(frame))
 
 
 def _skip_recent(
