@@ -25,24 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sandbox_process import running_sandbox
+
 ROWS = 2000
 SEED = 20261126
-
-
-def _start_sandbox(*flags: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loader", "sandbox", "--port", "0", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "http://" not in line:
-        proc.kill()
-        raise RuntimeError(f"sandbox did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
-    url = line.split(" on ", 1)[1].split(" ", 1)[0]
-    return proc, url
 
 
 def _get(url: str) -> Any:
@@ -68,17 +54,17 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
     leads = tmp_path / "leads.csv"
     _write_leads(leads)
     output = tmp_path / "leads.results.csv"
-    sandbox, url = _start_sandbox(
+    with running_sandbox(
         "--error-rate", "0.2", "--drop-rate", "0.02", "--rate-limit", "50", "--latency-ms", "20",
         "--seed", str(SEED),
-    )  # fmt: skip
-    env = {**os.environ, "CALLKARO_API_KEY": "sandbox-key"}
-    command = [
-        sys.executable, "-m", "loader", "run", str(leads), "--agent-id", "demo-agent",
-        "--default-region", "IN", "--timezone", "Asia/Kolkata", "--base-url", url,
-        "--output", str(output), "--concurrency", "16", "--no-progress",
-    ]  # fmt: skip
-    try:
+    ) as sandbox:  # fmt: skip
+        url = sandbox.url
+        env = {**os.environ, "CALLKARO_API_KEY": "sandbox-key"}
+        command = [
+            sys.executable, "-m", "loader", "run", str(leads), "--agent-id", "demo-agent",
+            "--default-region", "IN", "--timezone", "Asia/Kolkata", "--base-url", url,
+            "--output", str(output), "--concurrency", "16", "--no-progress",
+        ]  # fmt: skip
         kills = 0
         for delay in sorted(random.uniform(1.5, 9.0) for _ in range(3)):
             run = subprocess.Popen(
@@ -109,9 +95,6 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
         calls = _get(f"{url}/_sandbox/calls")
         campaigns = _get(f"{url}/_sandbox/campaigns")
         stats = _get(f"{url}/_sandbox/stats")
-    finally:
-        sandbox.terminate()
-        sandbox.communicate(timeout=10)
 
     # Every input row is in the results file, once, in order.
     assert [r["source_row"] for r in results] == [str(n) for n in range(2, ROWS + 2)]

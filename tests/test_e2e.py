@@ -17,7 +17,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import zoneinfo
 from collections import Counter
@@ -28,10 +27,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sandbox_process import CLI, running_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_data"
-CLI = str(Path(sys.executable).parent / "callkaro-loader")
 KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
 COMMON = ["--agent-id", "demo-agent", "--default-region", "IN", "--timezone", "Asia/Kolkata", "--no-progress"]
 SAMPLE_STATUSES = {"scheduled": 22, "invalid": 2, "duplicate": 1}
@@ -70,25 +69,10 @@ class Sandbox:
 @contextlib.contextmanager
 def sandbox_process(*options: str) -> Iterator[Sandbox]:
     """``callkaro-loader sandbox --port 0 *options``, stopped at the end."""
-    with subprocess.Popen(
-        [CLI, "sandbox", "--port", "0", *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as server:
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline()
-            found = SANDBOX_LINE.fullmatch(line)
-            assert found, f"unexpected first line from the sandbox: {line!r}"
-            yield Sandbox(found[1])
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    with running_sandbox(*options) as server:
+        found = SANDBOX_LINE.fullmatch(server.banner)
+        assert found, f"unexpected first line from the sandbox: {server.banner!r}"
+        yield Sandbox(server.url)
 
 
 @pytest.fixture(scope="module")

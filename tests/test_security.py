@@ -9,13 +9,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sandbox_process import CLI, running_sandbox
 
 from loader.cli import main
 from loader.pipeline import load_campaign
@@ -107,26 +107,14 @@ def test_a_key_is_never_sent_over_plain_http_to_another_machine(
 # --- the key appears in nothing the loader produces ----------------------------------------------
 
 MARKER = "ck-live-7f3a9c2e-MARKER-d41d8cd98f00b204"
-CLI = str(Path(sys.executable).parent / "callkaro-loader")
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 LEADS = "phone,Name,City\n+91 98765 43210,Asha,Pune\n+91 98765 43211,Ravi,Delhi\n12345,Bad,Goa\n"
 
 
 @contextlib.contextmanager
 def sandbox(*options: str) -> Iterator[str]:
-    with subprocess.Popen(
-        [CLI, "sandbox", "--port", "0", "--agent", "demo-agent", "--agent", "other-agent", *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as server:
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline()
-            yield line.split(" on ", 1)[1].split(" ", 1)[0]
-        finally:
-            server.terminate()
-            server.communicate(timeout=10)
+    with running_sandbox("--agent", "demo-agent", "--agent", "other-agent", *options) as server:
+        yield server.url
 
 
 def campaign_for(url: str, agent: str, key: str) -> str:

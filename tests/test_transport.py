@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from sandbox_process import running_sandbox
 
 from loader.client import CallKaroClient
 from loader.errors import NoAnswerError, TransientError
@@ -36,25 +35,9 @@ KEY = ApiKey("sandbox-key")
 
 @contextlib.contextmanager
 def sandbox_on_a_port(*flags: str) -> Iterator[str]:
-    """``python -m loader sandbox --port 0 *flags``; yields its URL."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "loader", "sandbox", "--port", "0", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as server:
-        try:
-            assert server.stdout is not None
-            line = server.stdout.readline()
-            assert "http://" in line, f"sandbox did not start: {line!r}"
-            yield line.split(" on ", 1)[1].split(" ", 1)[0]
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    """``callkaro-loader sandbox --port 0 *flags``; yields its URL."""
+    with running_sandbox(*flags) as server:
+        yield server.url
 
 
 def recorded_numbers(url: str) -> Counter[str]:
