@@ -634,15 +634,21 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[An
     values: list[Any] = [None] * count
     problems = np.full(count, None, dtype=object)
     done = np.zeros(count, dtype=bool)
-    text_at = [i for i, c in enumerate(distinct) if type(c) is str and c.strip()]
+    text_at = [i for i, c in enumerate(distinct) if type(c) is str]
+    if text_at:
+        # Text cells of a column that also holds numbers (a workbook's): as a text column's.
+        texts = pa.array([distinct[i] for i in text_at], type=pa.large_string())
+        text_values, text_problems = _decide_distinct(texts, default_region)
+        positions = np.array(text_at, dtype=np.int64)
+        for position, value in zip(text_at, text_values.to_pylist(), strict=True):
+            values[position] = value
+        problems[positions] = text_problems
+        done[positions] = True
     number_at = [i for i, c in enumerate(distinct) if type(c) is not str and _cell_as_text(c)]
     if not default_region:
         number_at = []
     digits = [str(_cell_as_text(distinct[i])) for i in number_at]
-    decided = _decide_list([distinct[i].strip() for i in text_at] + digits, default_region)
-    for n, position in enumerate(text_at):
-        values[position], problems[position], done[position] = decided[n]
-    written = decided[len(text_at) :]
+    written = _decide_list(digits, default_region)
     # A number cell may have lost a leading 0. Where 0 is the region's trunk prefix, putting
     # it back can only help a number that is not valid as written; elsewhere (Italy) both
     # readings are needed, as parse_phone takes them.
@@ -672,10 +678,21 @@ def _parse_texts(texts: pa.Array, default_region: str | None) -> tuple[Any, np.n
     encoded = pc.dictionary_encode(texts)
     distinct = encoded.dictionary
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    values, problems = _decide_distinct(distinct, default_region)
+    spread = _spread(values, problems, codes)
+    # The fast path's freed columns go back to the system before the next stage peaks.
+    memory.release()
+    return spread
+
+
+def _decide_distinct(distinct: pa.Array, default_region: str | None) -> tuple[pa.Array, np.ndarray]:
+    """Numbers and problems of distinct texts (blank ones get neither).
+
+    Decided a slice at a time, so that the intermediate columns of the fast
+    path stay small however many distinct numbers the sheet has.
+    """
     # Trimmed as str.strip trims: what parse_phone looks at.
     trimmed = pc.utf8_trim(distinct, WHITESPACE)
-    # Decided a slice at a time, so that the intermediate columns of the fast path stay small
-    # however many distinct numbers the sheet has.
     pieces: list[pa.Array] = []
     problems = np.full(len(distinct), None, dtype=object)
     for start in range(0, len(distinct), _SLICE_ROWS):
@@ -685,11 +702,7 @@ def _parse_texts(texts: pa.Array, default_region: str | None) -> tuple[Any, np.n
         pieces.append(piece_values)
         problems[start : start + len(piece_values)] = piece_problems
     values = pa.concat_arrays(pieces) if pieces else pa.array([], type=pa.large_string())
-    del pieces, trimmed
-    spread = _spread(values, problems, codes)
-    # The fast path's freed columns go back to the system before the next stage peaks.
-    memory.release()
-    return spread
+    return values, problems
 
 
 def _decide_slice(
