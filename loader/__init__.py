@@ -26,6 +26,7 @@ The stages, in the order data flows through them:
     loader.client      CallKaroClient: the two endpoints, answers mapped to errors
     loader.transport   aiohttp's connection pool under httpx, honest about what was sent
     loader.send        send_calls: bounded concurrency, retries, outcomes into the state
+    loader.campaign    SendJob: a run's campaign and calls (loaded only by a run that sends)
     loader.state       RunState: SQLite beside the results; resume and never-twice; GroupCommit
     loader.results     the results file, derived from validation and state
     loader.pipeline    load_campaign / validate_file: the whole job
@@ -33,8 +34,9 @@ The stages, in the order data flows through them:
     loader.monitoring  --log-file (JSON lines) and --summary-json
 
 Beside the stages: ``loader.report`` (``validate --report``: problems as CSV
-lines or a marked-up copy of the sheet) and ``loader.template`` (an empty
-sheet to fill in).
+lines or a marked-up copy of the sheet), ``loader.template`` (an empty
+sheet to fill in) and ``loader.memory`` (freed memory handed back to the
+system between stages).
 """
 
 from typing import TYPE_CHECKING, Any
