@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from loader.cells import Cell, blank_mask, cell_text
-from loader.columnar import Columns, cell_at
+from loader.columnar import cell_at
 from loader.errors import InputFileError, UsageError
 from loader.formats import SPREADSHEET_SUFFIXES, SUFFIX_KINDS, SUPPORTED, TEXT_SUFFIXES, sniff
 from loader.text_files import check_encoding_name, read_text_table
@@ -118,11 +118,9 @@ def read_sheet(
         found, sheet_name = read_workbook(path, kind, sheet)
     except OSError as exc:
         raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    if isinstance(found, Columns):
-        return _to_sheet(
-            path, None, columns=found.arrays, header_row=header_row, kind=kind, sheet_name=sheet_name
-        )
-    return _to_sheet(path, found, header_row=header_row, kind=kind, sheet_name=sheet_name)
+    return _to_sheet(
+        path, None, columns=found.arrays, header_row=header_row, kind=kind, sheet_name=sheet_name
+    )
 
 
 def _header_text(cell: Cell) -> str:
@@ -131,7 +129,7 @@ def _header_text(cell: Cell) -> str:
 
 def _to_sheet(
     path: Path,
-    rows: list[list[Cell]] | None,
+    rows: list[list[str]] | None,
     *,
     header_row: int,
     kind: str,
@@ -141,7 +139,8 @@ def _to_sheet(
     delimiter: str | None = None,
     row_problems: Mapping[int, str] | None = None,
 ) -> Sheet:
-    """The ``Sheet`` of ``rows`` (lists of cells) or ``columns`` (pyarrow text columns of one length).
+    """The ``Sheet`` of ``rows`` (a text file's, from the csv module) or ``columns`` (of one length:
+    pyarrow text columns, or a workbook's columns of Python objects, as ``loader.columnar`` keeps them).
 
     Cells are held once, column by column: a column of text as pandas'
     compact ``str`` (arrow-backed) column, any other as Python objects.
@@ -170,7 +169,7 @@ def _to_sheet(
         below = rows[header_row:]
         transposed = list(zip(*below, strict=True)) if below else [() for _ in range(width)]
         del below
-        body = [_cell_column(values) for values in transposed]
+        body = [_text_column(values) for values in transposed]
         del transposed
     headers = [_header_text(c) for c in top[header_row - 1]]
     headers += [""] * (width - len(headers))
@@ -227,16 +226,9 @@ def _body(column: Any, header_row: int) -> Any:
     return pd.array(column.slice(header_row).combine_chunks(), dtype="str")
 
 
-def _cell_column(values: tuple[Cell, ...]) -> Any:
-    """One column of cells: all text as a compact ``str`` array, else Python objects (blanks ``""``)."""
-    if all(type(v) is str for v in values):
-        return pd.array(list(values), dtype="str")
-    out = np.empty(len(values), dtype=object)
-    for position, value in enumerate(values):
-        if value is None or (type(value) is float and value != value):
-            value = ""
-        out[position] = value
-    return out
+def _text_column(values: tuple[str, ...]) -> Any:
+    """One column of a text file's cells as a compact ``str`` array."""
+    return pd.array(list(values), dtype="str")
 
 
 def _series(values: Any, index: pd.Index | None = None) -> pd.Series:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,6 @@ from loader.columnar import Columns, collect_columns
 from loader.errors import InputFileError
 from loader.formats import OLE2, SUFFIX_KINDS, Kind
 from loader.limits import (
-    MAX_CELL_CHARS,
     MAX_COLUMNS,
     MAX_COMPRESSION_RATIO,
     MAX_UNCOMPRESSED_BYTES,
@@ -39,12 +39,12 @@ _PROLOG_ITEM = re.compile(r"\s+|\ufeff|<\?.*?\?>|<!--.*?-->", re.DOTALL)
 _DAMAGED_ZIP = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error)
 
 
-def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[list[list[Cell]] | Columns, str]:
-    """The cells of one sheet of ``path`` (row ``i`` is spreadsheet row ``i + 1``) and its name.
+def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str]:
+    """The cells of one sheet of ``path`` (row ``r`` is spreadsheet row ``r + 1``) and its name.
 
-    ``.xls`` sheets (read in a child process) come as rows; the others as
-    ``Columns``, gathered a slice of rows at a time so that a million-row
-    sheet never exists as a million Python lists.
+    The cells are gathered a slice of rows at a time so that a million-row
+    sheet never exists as a million Python lists; ``.xls`` sheets, read in a
+    child process, arrive as rows and are gathered the same way.
     """
     if kind in ("xlsx", "xlsb", "ods"):
         check_zip(path)
@@ -141,7 +141,7 @@ _PASSWORD = "is password-protected; open it, remove the password (File > Info > 
 XLS_SECONDS = 300
 
 
-def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[list[list[Cell]] | Columns, str]:
+def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str]:
     by_content = SUFFIX_KINDS.get(path.suffix.lower()) != kind  # the suffix lies: go by the bytes
     if kind == "xls":
         result = _read_in_child(path, sheet, by_content=by_content)
@@ -151,12 +151,11 @@ def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[list[list[Ce
         )
     problem = result.get("problem")
     if problem is None:
-        rows: list[list[Cell]] | Columns = result["rows"]
-        if isinstance(rows, Columns):
-            rows.check_cell_sizes(path)
-        else:
-            _check_cell_sizes(path, rows)
-        return rows, str(result["name"])
+        found: list[list[Cell]] | Columns = result["rows"]
+        if not isinstance(found, Columns):
+            found = collect_columns(_padded(found), max(map(len, found), default=0))
+        found.check_cell_sizes(path)
+        return found, str(result["name"])
     if problem == "no sheets":
         raise InputFileError(path, "the workbook has no sheets")
     if problem == "no such sheet":
@@ -222,15 +221,8 @@ def _shortened(text: str) -> str:
     return text if len(text) <= 160 else text[:159] + "…"
 
 
-def _check_cell_sizes(path: Path, rows: list[list[Cell]]) -> None:
-    longest = max((len(c) for row in rows for c in row if type(c) is str), default=0)
-    if longest <= MAX_CELL_CHARS:
-        return
-    for number, row in enumerate(rows, start=1):
-        for cell in row:
-            if type(cell) is str and len(cell) > MAX_CELL_CHARS:
-                raise InputFileError(
-                    path,
-                    f"row {number} has a cell of {len(cell):,} characters, more than the "
-                    f"{MAX_CELL_CHARS:,} a spreadsheet cell can hold",
-                )
+def _padded(rows: list[list[Cell]]) -> Iterator[list[Cell]]:
+    """``rows``, each as long as the longest."""
+    width = max(map(len, rows), default=0)
+    for row in rows:
+        yield row if len(row) == width else [*row, *[""] * (width - len(row))]
