@@ -91,7 +91,6 @@ class TextTable:
 
 def read_text_table(
     path: Path,
-    raw: bytes | None = None,
     *,
     encoding: str | None,
     suffix: str,
@@ -107,9 +106,7 @@ def read_text_table(
         fast = read_with_arrow(path, suffix=suffix, header_row=header_row)
         if fast is not None:
             return fast
-    if raw is None:
-        raw = path.read_bytes()
-    text, used = decode(path, raw, encoding)
+    text, used = decode(path, path.read_bytes(), encoding)
     if not text.strip():
         raise InputFileError(path, "the file is empty")
     sep_line = _SEP_LINE.match(text)
