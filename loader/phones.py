@@ -142,9 +142,13 @@ def _choose_reading(as_written: str | None, with_zero: str | None) -> Parsed | N
     return (found, None) if found else None
 
 
+#: How every problem of a well-formed number that is not valid for its country begins.
+NOT_VALID = "is not a valid phone number"
+
+
 def _not_valid(region: str | None) -> str:
     where = f" for {region}" if region and region != "ZZ" else ""
-    return f"is not a valid phone number{where}"
+    return f"{NOT_VALID}{where}"
 
 
 # --- each country's rules, compiled once ------------------------------------------------------
