@@ -124,12 +124,15 @@ def _number_cell_phone(digits: str, region: str) -> Parsed | None:
     A number cell cannot hold a leading zero. Where the zero is only the
     trunk prefix (India: 098450... and 98450... are the same number) both
     readings agree; where it is part of the number (Italy's landlines),
-    only one reading is valid, and that one is used. When both are valid
-    and differ, the cell is refused rather than guessed. ``None`` leaves
-    the cell to the usual parsing and its messages.
+    only one reading is valid, and that one is used. ``None`` leaves the
+    cell to the usual parsing and its messages.
     """
-    as_written = _valid_e164(digits, region)
-    with_zero = _valid_e164("0" + digits, region)
+    return _choose_reading(_valid_e164(digits, region), _valid_e164("0" + digits, region))
+
+
+def _choose_reading(as_written: str | None, with_zero: str | None) -> Parsed | None:
+    """A number cell's answer from its two readings (E.164 where valid): when both are valid and
+    differ, the cell is refused rather than guessed; None when neither is valid."""
     if as_written and with_zero and as_written != with_zero:
         return None, (
             f"was stored as a number, so a leading 0 may have been lost: it could be {as_written} or "
@@ -139,9 +142,13 @@ def _number_cell_phone(digits: str, region: str) -> Parsed | None:
     return (found, None) if found else None
 
 
+#: How every problem of a well-formed number that is not valid for its country begins.
+NOT_VALID = "is not a valid phone number"
+
+
 def _not_valid(region: str | None) -> str:
     where = f" for {region}" if region and region != "ZZ" else ""
-    return f"is not a valid phone number{where}"
+    return f"{NOT_VALID}{where}"
 
 
 # --- each country's rules, compiled once ------------------------------------------------------
@@ -250,17 +257,11 @@ def _pattern(desc: Any) -> str | None:
     return pattern or None
 
 
-def _type_branch(desc: Any) -> str | None:
+def _type_branch(pattern: str, lengths: frozenset[int] | None) -> str:
     """One number type as a regex branch: its pattern, behind a look-ahead for its lengths."""
-    pattern = _pattern(desc)
-    if pattern is None:
-        return None
-    lengths = tuple(desc.possible_length or ())
-    if not lengths:
+    if lengths is None:
         return f"(?:{pattern})"
-    if -1 in lengths:
-        return None
-    return "(?=(?:" + "|".join(rf"\d{{{n}}}" for n in lengths) + rf")\Z)(?:{pattern})"
+    return "(?=(?:" + "|".join(rf"\d{{{n}}}" for n in sorted(lengths)) + rf")\Z)(?:{pattern})"
 
 
 def _compile(metadata: Any) -> _Rules:
@@ -270,7 +271,6 @@ def _compile(metadata: Any) -> _Rules:
         for t in _TYPES
         if not (t == "mobile" and metadata.same_mobile_and_fixed_line_pattern)  # never consulted then
     ]
-    branches = [b for b in (_type_branch(getattr(metadata, t, None)) for t in types) if b is not None]
     type_patterns = []
     for kind in sorted(types, key=lambda t: t not in ("mobile", "fixed_line")):
         desc = getattr(metadata, kind, None)
@@ -278,8 +278,9 @@ def _compile(metadata: Any) -> _Rules:
         if desc is None or pattern is None:
             continue
         lengths = tuple(desc.possible_length or ())
-        if -1 not in lengths:
+        if -1 not in lengths:  # a type with no numbers at all
             type_patterns.append((pattern, frozenset(lengths) if lengths else None))
+    branches = [_type_branch(pattern, lengths) for pattern, lengths in type_patterns]
     national_prefix = metadata.national_prefix_for_parsing or None
     prefix_re = re.compile(national_prefix) if national_prefix else None
     general_pattern = _pattern(general)
@@ -491,9 +492,8 @@ def _decide_many(keys: pa.Array, default_region: str | None) -> tuple[pa.Array, 
     decided = np.zeros(count, dtype=bool)
     if not count:
         return values.array(), problems, decided
-    written = keys
-    international = pc.starts_with(written, "+").to_numpy(zero_copy_only=False).astype(bool)
-    digits = pc.utf8_ltrim(written, "+")
+    international = pc.starts_with(keys, "+").to_numpy(zero_copy_only=False).astype(bool)
+    digits = pc.utf8_ltrim(keys, "+")
     sizes = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
     one_by_one = np.ones(count, dtype=bool)
     # (rows, country code, their national numbers, rules to strip a national prefix with).
@@ -644,9 +644,12 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[An
             values[position] = value
         problems[positions] = text_problems
         done[positions] = True
-    number_at = [i for i, c in enumerate(distinct) if type(c) is not str and _cell_as_text(c)]
-    if not default_region:
-        number_at = []
+    # Number cells: parse_phone reads them in two ways only with a default region.
+    number_at = (
+        [i for i, c in enumerate(distinct) if type(c) is not str and _cell_as_text(c)]
+        if default_region
+        else []
+    )
     digits = [str(_cell_as_text(distinct[i])) for i in number_at]
     written = _decide_list(digits, default_region)
     # A number cell may have lost a leading 0. Where 0 is the region's trunk prefix, putting
@@ -659,7 +662,9 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[An
         reading = written[n]
         other = zeroed.get(n, (None, None, True))
         if reading[2] and other[2]:
-            values[position], problems[position] = _combine_number_cell(reading, other)
+            # _number_cell_phone's choice, else the usual parse of the digits as written.
+            choice = _choose_reading(reading[0], other[0]) or (reading[0], reading[1])
+            values[position], problems[position] = choice
             done[position] = True
     for position in np.flatnonzero(~done).tolist():
         cell = distinct[position]
@@ -764,18 +769,6 @@ def _decide_list(texts: list[str], default_region: str | None) -> list[tuple[Any
         return []
     values, problems, done = _decide_texts(pa.array(texts, type=pa.large_string()), default_region)
     return list(zip(values.to_pylist(), problems.tolist(), done.tolist(), strict=True))
-
-
-def _combine_number_cell(written: tuple[Any, Any, bool], with_zero: tuple[Any, Any, bool]) -> Parsed:
-    """``_number_cell_phone``'s choice, from the two readings already decided."""
-    as_written, zeroed = written[0], with_zero[0]
-    if as_written and zeroed and as_written != zeroed:
-        return None, (
-            f"was stored as a number, so a leading 0 may have been lost: it could be {as_written} or "
-            f"{zeroed}; format the column as text and type the number again"
-        )
-    found = as_written or zeroed
-    return (found, None) if found else (written[0], written[1])
 
 
 def distinct_cells(values: list[Any]) -> tuple[np.ndarray, list[Any]]:

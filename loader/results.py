@@ -159,7 +159,8 @@ def csv_texts(column: pd.Series) -> list[str]:
     """``inert(cell_text(cell))`` of every cell; a text column in one vectorised pass."""
     risky = column_matches(column, _FORMULA_PATTERN)
     if risky is not None:
-        texts: list[str] = column.tolist()
+        # A missing text cell is blank, as cell_text has it (not "nan").
+        texts: list[str] = (column.fillna("") if column.hasnans else column).tolist()
         for position in np.flatnonzero(risky).tolist():
             texts[position] = inert(texts[position])
         return texts
@@ -202,20 +203,20 @@ def xlsx_text(text: str) -> str:
     return ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
 
 
-def _atomic_write(path: Path, write: Callable[[IO[Any]], None], *, binary: bool) -> None:
+def _atomic_write(
+    path: Path, write: Callable[[IO[Any]], None], *, binary: bool, encoding: str = "utf-8-sig"
+) -> None:
+    """Write ``path`` through ``write`` into a temporary file beside it, then swap it in: a reader
+    sees the old file or the new one, never half of one. Text is ``encoding`` (by default UTF-8
+    with the byte-order mark Excel needs) with newlines as written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        if binary:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+        opened = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline="")
+        with opened as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         # mkstemp makes the file private; a results file gets the usual permissions.
         umask = os.umask(0)
         os.umask(umask)

@@ -4,11 +4,12 @@ A list is a CSV or Excel sheet with a phone column, found the way the input's
 is (``loader.columns``: ``phone``, ``mobile``, ``to_number``...), or a plain
 text file with one number per line (blank lines and ``#`` comments are
 skipped). Its numbers are normalised exactly as the sheet's are
-(``loader.normalise.parse_phone`` with the run's ``--default-region``), so
+(``loader.phones``, a whole list at a time, with the run's ``--default-region``), so
 ``098765 43210`` on the list matches ``+91 98765 43210`` in the sheet.
 
 A list entry that cannot be read as a number at all (no country code and no
-``--default-region``, letters, a number Excel turned into ``9.19877E+11``)
+``--default-region``, letters, a number Excel turned into ``9.19877E+11``, a
+number cell that lost a leading 0 and so could be either of two numbers)
 refuses the run: a do-not-call entry must never be skipped silently. An entry
 that reads as a number but is not a valid one for its country is ignored,
 since no row with that number could pass validation anyway.
@@ -23,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import phonenumbers
 
 from loader.cells import Cell, cell_text, is_blank, shorten
 from loader.columns import map_columns
 from loader.errors import ColumnError, InputFileError, UsageError
-from loader.normalise import Context, parse_phone
+from loader.normalise import Context
+from loader.phones import NOT_VALID, parse_phone_column
 from loader.read import TEXT_SUFFIXES, read_sheet
 from loader.validate import Validation
 
@@ -60,14 +61,14 @@ def read_suppression_list(path: str | Path, ctx: Context) -> SuppressionList:
     entries = _plain_list(path)
     if entries is None:
         entries = _sheet_column(path)
-    numbers: set[str] = set()
-    problems: list[str] = []
-    for where, cell in entries:
-        number, problem = parse_phone(cell, ctx)
-        if number is not None:
-            numbers.add(number)
-        elif problem is not None and not _well_formed(cell, ctx):
-            problems.append(f"{where}: {shorten(cell_text(cell))} {problem}")
+    found, found_problems = parse_phone_column(
+        pd.Series([c for _, c in entries], dtype=object), ctx.default_region
+    )
+    problems = [
+        f"{where}: {shorten(cell_text(cell))} {problem}"
+        for (where, cell), problem in zip(entries, found_problems.tolist(), strict=True)
+        if problem is not None and not problem.startswith(NOT_VALID)
+    ]
     if problems:
         more = len(problems) - _SHOWN_PROBLEMS
         listed = "; ".join(problems[:_SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
@@ -77,7 +78,7 @@ def read_suppression_list(path: str | Path, ctx: Context) -> SuppressionList:
             hint="Fix or remove them (give --default-region for numbers without a country code); "
             "the run is refused so that no listed number is called by mistake.",
         )
-    return SuppressionList(path=path, numbers=frozenset(numbers))
+    return SuppressionList(path=path, numbers=frozenset(found.dropna().tolist()))
 
 
 def _plain_list(path: Path) -> list[tuple[str, Cell]] | None:
@@ -123,22 +124,6 @@ def _sheet_column(path: Path) -> list[tuple[str, Cell]]:
     return [(f"row {row}", cell) for row, cell in column.items() if not is_blank(cell)]
 
 
-def _well_formed(cell: Cell, ctx: Context) -> bool:
-    """True when ``cell`` reads as a number that is merely not valid for its country."""
-    if not isinstance(cell, str | int) or isinstance(cell, bool):
-        return False
-    text = str(cell).strip()
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    if not _PHONE_SHAPED.fullmatch(text):
-        return False
-    try:
-        phonenumbers.parse(text, ctx.default_region)
-    except phonenumbers.NumberParseException:
-        return False
-    return True
-
-
 def read_suppression_lists(paths: Iterable[str | Path], ctx: Context) -> list[SuppressionList]:
     return [read_suppression_list(p, ctx) for p in paths]
 
@@ -153,15 +138,15 @@ def suppress_rows(
     says more about the row.
     """
     numbers = validation.requests["to_number"]
-    valid = validation.status == "valid"
     status = validation.status.copy()
     message = validation.message.copy()
+    # Only rows still valid: the first list a number is on gives the reason.
     for listed in lists:
-        hit = valid & numbers.isin(listed.numbers) & (status == "valid")
+        hit = (status == "valid") & numbers.isin(listed.numbers)
         status[hit] = "suppressed"
         message[hit] = listed.reason
     if reasons is not None and len(reasons):
-        hit = valid & (status == "valid") & numbers.isin(reasons.index)
+        hit = (status == "valid") & numbers.isin(reasons.index)
         status[hit] = "suppressed"
         message[hit] = numbers[hit].map(reasons)
     return dataclasses.replace(validation, status=status, message=message)

@@ -47,6 +47,21 @@ HEADERS = [
     "Visits",
     "Score",
 ]
+#: A row with every field and metadata column filled, written as people write them.
+FULL_ROW: list[Cell] = [
+    "+91 98765 43210",
+    "Asha",
+    "2030-05-28 09:30",
+    "9:00",
+    "8:30 PM",
+    "yes",
+    "3",
+    "30;120",
+    "-5",
+    "007",
+    "5",
+    "2.5",
+]
 
 
 @pytest.fixture
@@ -69,22 +84,7 @@ def bodies(make_sheet: MakeSheet, ctx: Context) -> Callable[..., dict[int, dict[
 def test_full_row_gives_every_documented_field_with_its_type(bodies: Callable[..., Any]) -> None:
     built = bodies(
         HEADERS,
-        [
-            [
-                "+91 98765 43210",
-                "Asha",
-                "2030-05-28 09:30",
-                "9:00",
-                "8:30 PM",
-                "yes",
-                "3",
-                "30;120",
-                "-5",
-                "007",
-                "5",
-                "2.5",
-            ]
-        ],
+        [FULL_ROW],
     )
     assert built == {
         2: {
@@ -276,20 +276,7 @@ def _reference_bodies(
 
 
 REFERENCE_ROWS: list[list[Cell]] = [
-    [
-        "+91 98765 43210",
-        "Asha",
-        "2030-05-28 09:30",
-        "9:00",
-        "8:30 PM",
-        "yes",
-        "3",
-        "30;120",
-        "-5",
-        "007",
-        "5",
-        "2.5",
-    ],
+    FULL_ROW,
     ["098450 12345", "", "", "", "", "", "", "", "", "", "", ""],
     [
         "+919876500001",

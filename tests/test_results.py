@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from openpyxl import Workbook, load_workbook
 
+from loader.cells import cell_text
 from loader.columns import map_columns
 from loader.normalise import Context
 from loader.read import Sheet, read_sheet
@@ -346,3 +347,12 @@ def test_csv_written_in_chunks_is_the_same_file_as_written_at_once(
     assert rows[1] == ["Asha", "+91 98765 43210", "'=HYPERLINK(1)", "34"]
     assert rows[2] == ["Ravi", "-5", "'@SUM(A1)", "2.5"]
     assert rows[4][2:] == ["'+cmd", "TRUE"]
+
+
+def test_a_text_column_is_written_as_each_of_its_cells_would_be() -> None:
+    from loader.results import csv_texts
+
+    cells = ["=HYPERLINK(1)", None, "+91 98765 43210", "-5", "@x", "plain", ""]
+    column = pd.Series(cells, dtype="str")
+    assert csv_texts(column) == [inert(cell_text(c)) for c in column.astype(object)]
+    assert csv_texts(column) == csv_texts(column.astype(object))

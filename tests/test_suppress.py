@@ -87,10 +87,36 @@ def test_a_national_number_without_a_default_region_refuses_the_list(tmp_path: P
         read_suppression_list(path, no_region)
 
 
+def test_a_number_cell_that_may_have_lost_its_leading_zero_refuses_the_list(
+    tmp_path: Path, ctx: Context
+) -> None:
+    # 4397264885 is valid in Italy as written and with the 0 back: two different numbers.
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone"])
+    sheet.append([4397264885])
+    book.save(tmp_path / "dnc.xlsx")
+    italy = Context(default_region="IT", timezone=ctx.timezone, now=ctx.now)
+    with pytest.raises(InputFileError, match="row 2: 4397264885 was stored as a number, so a leading 0 may"):
+        read_suppression_list(tmp_path / "dnc.xlsx", italy)
+
+
 def test_a_well_formed_number_that_is_not_valid_is_ignored(tmp_path: Path, ctx: Context) -> None:
     path = tmp_path / "dnc.txt"
     path.write_text("+91 98765 43210\n+91 12345\n", encoding="utf-8")
     assert numbers(path, ctx) == {"+919876543210"}
+
+
+def test_a_number_cell_that_is_not_valid_is_ignored_like_the_same_text(tmp_path: Path, ctx: Context) -> None:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone"])
+    sheet.append([919876543210])
+    sheet.append([12345])
+    book.save(tmp_path / "dnc.xlsx")
+    assert numbers(tmp_path / "dnc.xlsx", ctx) == {"+919876543210"}
 
 
 def test_a_table_without_a_phone_column_is_refused_with_a_hint(tmp_path: Path, ctx: Context) -> None:
