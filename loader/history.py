@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.errors import StateError, UsageError
-from loader.state import RowState, write_transaction
+from loader.state import RowState, connect, write_transaction
 
 SCHEMA_VERSION = "1"
 #: Numbers per query: well under SQLite's limit on bound parameters.
@@ -101,25 +101,17 @@ class History:
     def open(self) -> None:
         if self.path.is_dir():
             raise UsageError(f"--history {self.path} is a folder; give the path of a SQLite file")
-        if self.readonly:
-            if not self.path.exists():
-                return
-            target, uri = f"{self.path.resolve().as_uri()}?mode=ro", True
-        else:
-            if not self.path.parent.exists():
-                # Never create folders: a typo must not silently start an empty ledger.
-                raise UsageError(
-                    f"--history {self.path}: folder {self.path.parent} does not exist",
-                    hint="Create the folder, or fix the path; the file itself is created on first use.",
-                )
-            target, uri = str(self.path), False
+        if self.readonly and not self.path.exists():
+            return
+        if not self.readonly and not self.path.parent.exists():
+            # Never create folders: a typo must not silently start an empty ledger.
+            raise UsageError(
+                f"--history {self.path}: folder {self.path.parent} does not exist",
+                hint="Create the folder, or fix the path; the file itself is created on first use.",
+            )
         try:
-            db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db = db
-            db.execute("PRAGMA busy_timeout=30000")
+            self._db = db = connect(self.path, readonly=self.readonly, wait=30)
             if not self.readonly:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
                 self._create()
             db.execute("SELECT count(*) FROM calls LIMIT 1").fetchone()
         except sqlite3.DatabaseError as exc:

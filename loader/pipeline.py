@@ -35,7 +35,7 @@ from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
 from loader.results import count_statuses, outcomes, results_table, write_results
 from loader.secrets import ApiKey, load_api_key
-from loader.state import RunState, fingerprint, state_path
+from loader.state import RowState, RunState, fingerprint, state_path
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
@@ -480,13 +480,14 @@ def _load_campaign(
             failure, report = exc, SendReport(stopped=True)
         finally:
             bar.close()
+        recorded = state.rows()
         if claims is not None:
             if failure is None:
-                claims.finish(state.rows(), resumed=resumed)
+                claims.finish(recorded, resumed=resumed)
             else:
                 with contextlib.suppress(LoaderError):
-                    claims.finish(state.rows(), resumed=resumed)
-        frame = _final_outcomes(validation, state)
+                    claims.finish(recorded, resumed=resumed)
+        frame = _final_outcomes(validation, recorded)
         counts = _write_results(out, sheet, columns, frame)
         finished = clock()
         state.set(
@@ -588,8 +589,7 @@ def _claim_state(state: RunState, path: Path, options: RunOptions, *, fresh: boo
     )
 
 
-def _final_outcomes(validation: Validation, state: RunState) -> pd.DataFrame:
-    recorded = state.rows()
+def _final_outcomes(validation: Validation, recorded: Mapping[int, RowState]) -> pd.DataFrame:
     valid = set(int(r) for r in validation.status.index[validation.status == "valid"])
     suppressed = set(int(r) for r in validation.status.index[validation.status == "suppressed"])
     # A row recorded as pending that no longer validates (say, its time has passed) is reported as invalid;

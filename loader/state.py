@@ -63,6 +63,29 @@ def write_transaction(
         db.execute("COMMIT")
 
 
+def connect(path: str | Path, *, readonly: bool = False, wait: float = 5.0) -> sqlite3.Connection:
+    """A connection for ``write_transaction``'s explicit transactions, shared by the state and the history.
+
+    It waits up to ``wait`` seconds for a lock another connection holds.
+    ``readonly`` opens an existing file without writing to it; otherwise the
+    file is created if missing and put in WAL mode with ``synchronous=NORMAL``,
+    which survives a killed process (only a power cut can lose the last commit).
+    """
+    if readonly:
+        target, uri = f"{Path(path).resolve().as_uri()}?mode=ro", True
+    else:
+        target, uri = str(path), False
+    db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=wait)
+    if not readonly:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            db.close()
+            raise
+    return db
+
+
 def state_path(output: Path) -> Path:
     return output.with_name(output.name + ".state")
 
@@ -133,11 +156,7 @@ class RunState:
         handle.flush()
         self._lock_handle = handle
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commit.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = connect(self.path)
             self._create()
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -333,11 +352,10 @@ def read_status(output: str | Path) -> RunStatus:
         )
         raise StateError(f"no run state for {output}: {path} does not exist", hint=hint)
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        db = connect(path, readonly=True)
     except sqlite3.Error as exc:
         raise StateError(f"{path} cannot be opened ({exc})") from None
     try:
-        db.execute("PRAGMA busy_timeout=5000")
         run = dict(db.execute("SELECT key, value FROM run").fetchall())
         live = dict(db.execute("SELECT status, count(*) FROM rows GROUP BY status").fetchall())
         (last_row,) = db.execute("SELECT max(updated_at) FROM rows").fetchone()

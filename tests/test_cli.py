@@ -343,6 +343,12 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
             id="header row 0",
         ),
         pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--summary-json", "nowhere/summary.json"],
+            "callkaro-loader: error: --summary-json nowhere/summary.json: its folder does not exist",
+            None,
+            id="summary into a folder that does not exist",
+        ),
+        pytest.param(
             ["frobnicate"],
             "callkaro-loader: error: argument COMMAND: invalid choice: 'frobnicate' "
             "(choose from 'run', 'validate', 'status', 'template', 'sandbox')",
@@ -547,6 +553,50 @@ def test_key_refused_mid_run_exits_3_and_keeps_what_was_scheduled(
         ("pending", ""),
         ("pending", ""),
     ]
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "hint"),
+    [
+        pytest.param(
+            ["--agent-id", "a2"],
+            "callkaro-loader: error: clean.results.csv was started with --agent-id a1, not a2",
+            "hint: Resume with the same --agent-id, or give this run its own --output.",
+            id="another agent",
+        ),
+        pytest.param(
+            ["--agent-id", "a1", "--batch-id", "batch-9"],
+            "callkaro-loader: error: clean.results.csv was sending into campaign batch-1, not batch-9",
+            "hint: Resume without --batch-id (or with the same one), or use another --output.",
+            id="another campaign",
+        ),
+    ],
+)
+def test_resuming_with_another_agent_or_campaign_is_refused_and_sends_nothing(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    change: list[str],
+    line: str,
+    hint: str,
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    campaign = api.post("/call/campaign").mock(return_value=httpx.Response(200, json={"batch_id": "batch-1"}))
+    outbound = api.post("/call/outbound").mock(
+        side_effect=[
+            httpx.Response(200, json={"call_id": "first"}),
+            httpx.Response(401, json={"status": "error", "message": "Key revoked"}),
+        ]
+    )
+    sheet = ["run", "clean.csv", "--default-region", "IN", *TZ, "--concurrency", "1"]
+    assert run(capsys, *sheet, "--agent-id", "a1")[0] == 3  # two rows left pending, to resume
+
+    code, out, err = run(capsys, *sheet, *change)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [line, hint]
+    assert (campaign.call_count, outbound.call_count) == (1, 2)
+    assert statuses(here / "clean.results.csv") == {"scheduled": 1, "pending": 2}
 
 
 # --- dry run and the key --------------------------------------------------------------------------

@@ -27,6 +27,13 @@ def ledger(path: Path, moment: dt.datetime = NOW) -> History:
     return History(path, clock=lambda: moment)
 
 
+def run_claims(history: History, numbers: dict[int, str], *, days: int | None) -> Claims:
+    """Run ``a``'s claims on ``x.csv`` (row -> number), in Kolkata, at ``NOW``."""
+    return Claims(
+        history, run="a", input_name="x.csv", numbers=numbers, days=days, timezone=KOLKATA, clock=lambda: NOW
+    )
+
+
 def test_a_claimed_number_is_refused_to_another_run_but_not_to_its_own(tmp_path: Path) -> None:
     with ledger(tmp_path / "h.sqlite") as history:
         first = history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
@@ -63,15 +70,7 @@ def test_entries_older_than_the_window_do_not_count(tmp_path: Path) -> None:
 
 def test_released_claims_free_the_number_and_uncertain_ones_keep_it(tmp_path: Path) -> None:
     with ledger(tmp_path / "h.sqlite") as history:
-        claims = Claims(
-            history,
-            run="a",
-            input_name="x.csv",
-            numbers=dict(zip(range(2, 6), NUMBERS, strict=False)),
-            days=7,
-            timezone=KOLKATA,
-            clock=lambda: NOW,
-        )
+        claims = run_claims(history, dict(zip(range(2, 6), NUMBERS, strict=False)), days=7)
         claims.batch_id = "b1"
         assert claims.admit([2, 3, 4, 5]) == {}
         claims.outcome(2, "scheduled", call_id="c2", message=None, attempts=1)
@@ -92,15 +91,7 @@ def test_released_claims_free_the_number_and_uncertain_ones_keep_it(tmp_path: Pa
 
 def test_outcomes_are_written_with_the_next_claims_in_one_transaction(tmp_path: Path) -> None:
     with ledger(tmp_path / "h.sqlite") as history:
-        claims = Claims(
-            history,
-            run="a",
-            input_name="x.csv",
-            numbers=dict(enumerate(NUMBERS[:4])),
-            days=None,
-            timezone=KOLKATA,
-            clock=lambda: NOW,
-        )
+        claims = run_claims(history, dict(enumerate(NUMBERS[:4])), days=None)
         claims.admit([0, 1])
         claims.outcome(0, "scheduled", call_id="c0", message=None, attempts=1)
         claims.outcome(1, "pending", call_id=None, message="stopped", attempts=1)
