@@ -6,7 +6,7 @@ run N times; the table shows medians. Every ratio compares two scenarios of
 the same run on the same machine at the same moment: absolute timings on a
 shared 2-core machine mean little, ratios do.
 
-    python bench/run.py            # the full run (about 15 minutes)
+    python bench/run.py            # the full run (about 3 minutes once the inputs exist)
     python bench/run.py --quick    # small inputs, under a minute, same table (RESULTS.quick.md)
     python bench/run.py --profile  # also write a pyinstrument profile of each loader scenario
 
