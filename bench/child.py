@@ -45,18 +45,13 @@ def requests_loop(url: str, path: Path, rows: int) -> dict[str, Any]:
 
     import requests
 
-    from loader.columns import map_columns
-    from loader.normalise import Context
+    from loader.options import InputOptions
     from loader.payload import build_bodies
-    from loader.pipeline import resolve_timezone
-    from loader.read import read_sheet
-    from loader.validate import validate_rows
+    from loader.pipeline import _read_and_validate
 
     # Untimed: the bodies, exactly as the loader builds them, and a campaign to send them into.
-    sheet = read_sheet(path)
-    zone = resolve_timezone("Asia/Kolkata")
-    ctx = Context(default_region="IN", timezone=zone, now=dt.datetime.now(dt.UTC))
-    validation = validate_rows(sheet, map_columns(sheet), ctx)
+    options = InputOptions(default_region="IN", timezone="Asia/Kolkata")
+    sheet, _, validation, _ = _read_and_validate(path, options, dt.datetime.now(dt.UTC))
     session = requests.Session()
     session.headers.update({"X-API-KEY": SANDBOX_KEY, "Content-Type": "application/json"})
     answer = session.post(f"{url}/call/campaign", json={"name": "baseline", "agent_id": AGENT}, timeout=30)
