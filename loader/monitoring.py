@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +26,7 @@ from typing import IO, Any
 import pandas as pd
 
 from loader.errors import UsageError
+from loader.results import atomic_write
 from loader.secrets import ApiKey
 
 Clock = Callable[[], dt.datetime]
@@ -120,18 +119,9 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     path = Path(path)
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # No folder is made: --summary-json into a folder that does not exist is refused.
+        atomic_write(
+            path, lambda handle: handle.write(text), binary=False, encoding="utf-8", make_folder=False
+        )
     except OSError as exc:
         raise UsageError(f"--summary-json {path} cannot be written ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

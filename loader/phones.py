@@ -43,7 +43,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
-from loader import memory
 from loader.cells import WHITESPACE, Cell, arrow_text, is_blank
 
 Parsed = tuple[Any, str | None]
@@ -684,10 +683,7 @@ def _parse_texts(texts: pa.Array, default_region: str | None) -> tuple[Any, np.n
     distinct = encoded.dictionary
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     values, problems = _decide_distinct(distinct, default_region)
-    spread = _spread(values, problems, codes)
-    # The fast path's freed columns go back to the system before the next stage peaks.
-    memory.release()
-    return spread
+    return _spread(values, problems, codes)
 
 
 def _decide_distinct(distinct: pa.Array, default_region: str | None) -> tuple[pa.Array, np.ndarray]:

@@ -23,7 +23,7 @@ from loader.cells import Cell
 from loader.columns import ColumnMap
 from loader.errors import UsageError
 from loader.read import Sheet
-from loader.results import _atomic_write, inert, xlsx_text
+from loader.results import atomic_write, inert, xlsx_text
 from loader.validate import PROBLEM_COLUMNS, Validation, problem_text
 
 MESSAGE_COLUMN = "callkaro_message"
@@ -48,18 +48,24 @@ FIX_HINTS = {
 }
 
 
-def write_report(path: Path, sheet: Sheet, columns: ColumnMap, validation: Validation) -> None:
-    """Write ``validation``'s problems to ``path``: ``.csv`` lines or an ``.xlsx`` marked-up copy."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        _atomic_write(path, lambda handle: _write_csv(handle, validation), binary=False)
-    elif suffix == ".xlsx":
-        _atomic_write(path, lambda handle: _write_xlsx(handle, sheet, columns, validation), binary=True)
-    else:
+def check_report_path(path: Path, input_path: Path) -> None:
+    """Refuse a --report that could not be written, before the sheet is read."""
+    if path.suffix.lower() not in (".csv", ".xlsx"):
         raise UsageError(
             f"--report {path} must end in .csv (one line per problem) or .xlsx (a copy of the sheet "
             "with the bad cells marked)"
         )
+    if path.resolve() == input_path.resolve():
+        raise UsageError(f"--report {path} is the input file; the loader never overwrites its input")
+
+
+def write_report(path: Path, sheet: Sheet, columns: ColumnMap, validation: Validation) -> None:
+    """Write ``validation``'s problems to ``path``: ``.csv`` lines or an ``.xlsx`` marked-up copy."""
+    check_report_path(path, sheet.path)
+    if path.suffix.lower() == ".csv":
+        atomic_write(path, lambda handle: _write_csv(handle, validation), binary=False)
+    else:
+        atomic_write(path, lambda handle: _write_xlsx(handle, sheet, columns, validation), binary=True)
 
 
 def _write_csv(handle: IO[Any], validation: Validation) -> None:

@@ -136,9 +136,9 @@ def write_results(path: Path, headers: list[str], cells: pd.DataFrame) -> None:
     """Write the results (CSV with BOM, or XLSX by suffix), replacing ``path`` atomically."""
     suffix = path.suffix.lower()
     if suffix == ".xlsx":
-        _atomic_write(path, lambda handle: _write_xlsx(handle, headers, cells), binary=True)
+        atomic_write(path, lambda handle: _write_xlsx(handle, headers, cells), binary=True)
     else:
-        _atomic_write(path, lambda handle: _write_csv(handle, headers, cells), binary=False)
+        atomic_write(path, lambda handle: _write_csv(handle, headers, cells), binary=False)
 
 
 #: Rows written per slice: the text of one slice is all the writer holds at a time.
@@ -203,13 +203,20 @@ def xlsx_text(text: str) -> str:
     return ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
 
 
-def _atomic_write(
-    path: Path, write: Callable[[IO[Any]], None], *, binary: bool, encoding: str = "utf-8-sig"
+def atomic_write(
+    path: Path,
+    write: Callable[[IO[Any]], object],
+    *,
+    binary: bool,
+    encoding: str = "utf-8-sig",
+    make_folder: bool = True,
 ) -> None:
     """Write ``path`` through ``write`` into a temporary file beside it, then swap it in: a reader
     sees the old file or the new one, never half of one. Text is ``encoding`` (by default UTF-8
-    with the byte-order mark Excel needs) with newlines as written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with the byte-order mark Excel needs) with newlines as written. Every file the loader
+    produces is written this way."""
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         opened = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding=encoding, newline="")

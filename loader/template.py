@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from loader.columns import ROW_FIELDS
 from loader.errors import UsageError
-from loader.results import _atomic_write
+from loader.results import atomic_write
 
 #: What each column means, for the header comments.
 DESCRIPTIONS = {
@@ -73,7 +73,7 @@ def write_template(path: str | Path, *, today: dt.date | None = None) -> Path:
         )
     row = example_row(today or dt.date.today())
     write = _write_csv if suffix == ".csv" else _write_xlsx
-    _atomic_write(path, partial(write, row=row), binary=suffix == ".xlsx")
+    atomic_write(path, partial(write, row=row), binary=suffix == ".xlsx")
     return path
 
 

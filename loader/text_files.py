@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loader import memory
 from loader.errors import InputFileError, UsageError
 from loader.limits import MAX_CELL_CHARS, MAX_COLUMNS
 
@@ -459,8 +458,6 @@ def read_with_arrow(path: Path, *, suffix: str, header_row: int) -> TextTable | 
         return None  # ragged rows, a quote left open, bad UTF-8 further on: the csv path decides
     if not _same_as_csv_module(table):
         return None
-    # The reader's threads leave freed blocks in the allocator (about 50 MB for a million rows).
-    memory.release()
     return TextTable(
         rows=None, encoding="utf-8-sig" if bom else "utf-8", delimiter=delimiter, columns=table.columns
     )
