@@ -36,23 +36,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loader.errors import StateError, UsageError
-from loader.state import RowState, connect, write_transaction
+from loader.state import Clock, RowState, connect, utc_now, write_transaction
 
 SCHEMA_VERSION = "1"
 #: Numbers per query: well under SQLite's limit on bound parameters.
 _CHUNK = 500
-
-Clock = Callable[[], dt.datetime]
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -85,7 +79,7 @@ class History:
     missing one then simply has no entries.
     """
 
-    def __init__(self, path: str | Path, *, clock: Clock = _utc_now, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, *, clock: Clock = utc_now, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self._clock = clock
@@ -297,7 +291,7 @@ class Claims:
         numbers: Mapping[int, str],
         days: int | None,
         timezone: dt.tzinfo,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
     ) -> None:
         self.history = history
         self.run = run

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,12 +28,7 @@ import pandas as pd
 from loader.errors import UsageError
 from loader.results import atomic_write
 from loader.secrets import ApiKey
-
-Clock = Callable[[], dt.datetime]
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+from loader.state import Clock, utc_now
 
 
 def iso(moment: dt.datetime) -> str:
@@ -43,7 +38,7 @@ def iso(moment: dt.datetime) -> str:
 class JsonLinesLog:
     """``--log-file``: implements ``loader.send.Events``; each line is flushed as it is written."""
 
-    def __init__(self, path: str | Path, *, api_key: ApiKey | None = None, clock: Clock = _utc_now) -> None:
+    def __init__(self, path: str | Path, *, api_key: ApiKey | None = None, clock: Clock = utc_now) -> None:
         self.path = Path(path)
         self._clock = clock
         self._secret = api_key.reveal() if api_key is not None else None

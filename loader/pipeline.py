@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import json
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,7 +37,7 @@ from loader.read import Sheet, read_sheet
 from loader.report import check_report_path, write_report
 from loader.results import count_statuses, outcomes, results_table, write_results
 from loader.secrets import ApiKey, load_api_key
-from loader.state import RowState, RunState, fingerprint, state_path
+from loader.state import Clock, RowState, RunState, fingerprint, state_path, utc_now
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
@@ -55,12 +55,7 @@ SETTLED = frozenset({"scheduled", "duplicate", "suppressed"})
 SETTLED_DRY = frozenset({"valid", "duplicate", "suppressed"})
 STATUS_ORDER = ("scheduled", "valid", "invalid", "duplicate", "suppressed", "failed", "uncertain", "pending")
 
-Clock = Callable[[], dt.datetime]
 O = TypeVar("O", bound=InputOptions)  # noqa: E741 - as in loader.options
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -209,7 +204,7 @@ def validate_file(
     report: str | Path | None = None,
     options: InputOptions | None = None,
     config: str | Path | None = None,
-    clock: Clock = _utc_now,
+    clock: Clock = utc_now,
     **option_values: Any,
 ) -> ValidateResult:
     """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv`` or ``.xlsx``).
@@ -247,7 +242,7 @@ def load_campaign(
     sandbox_faults: Faults | None = None,
     retry: RetryPolicy | None = None,
     events: Events | None = None,
-    clock: Clock = _utc_now,
+    clock: Clock = utc_now,
     stop: asyncio.Event | None = None,
     handle_signals: bool = False,
     **option_values: Any,

@@ -34,10 +34,11 @@ SCHEMA_VERSION = "1"
 #: ``suppressed`` here is a row refused right before sending (``--history``: another run claimed it).
 SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain", "suppressed")
 
+#: Where every module of the loader gets "now" from; tests pass their own.
 Clock = Callable[[], dt.datetime]
 
 
-def _utc_now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
@@ -122,7 +123,7 @@ class RowState:
 class RunState:
     """The state of one output's run; use as a context manager to hold the lock."""
 
-    def __init__(self, output: Path, *, clock: Clock = _utc_now) -> None:
+    def __init__(self, output: Path, *, clock: Clock = utc_now) -> None:
         self.output = output
         self.path = state_path(output)
         self._clock = clock
