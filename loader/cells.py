@@ -132,3 +132,47 @@ def shorten(text: str, limit: int = 60) -> str:
     """A value quoted in a message, cut so one bad cell cannot flood the screen."""
     text = text.replace("\n", " ").replace("\r", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def distinct_cells(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Codes into the distinct values, and those values.
+
+    1, 1.0 and True are equal as dict keys, but not as cells: cells are
+    grouped by type first, and each group of text, whole numbers or decimals
+    (every CSV column, most spreadsheet columns) is factorised in C; other
+    cells by ``(type, value)``.
+    """
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    if pd.api.types.infer_dtype(array, skipna=False) == "string":
+        codes, uniques = pd.factorize(array)
+        return codes, list(uniques)
+    kinds = np.fromiter((_KIND.get(type(v), 0) for v in values), dtype=np.int8, count=len(values))
+    codes = np.empty(len(values), dtype=np.int64)
+    distinct: list[Any] = []
+    for kind in np.unique(kinds).tolist():
+        where = np.flatnonzero(kinds == kind)
+        if kind:
+            group_codes, uniques = pd.factorize(array[where], use_na_sentinel=False)
+            codes[where] = group_codes + len(distinct)
+            distinct.extend(uniques.tolist())
+            continue
+        index: dict[tuple[type, Any], int] = {}
+        for position in where.tolist():
+            value = values[position]
+            key = (type(value), value)
+            try:
+                code = index.get(key)
+            except TypeError:  # an unhashable cell (a list, in a hand-made Sheet) stands alone
+                codes[position] = len(distinct)
+                distinct.append(value)
+                continue
+            if code is None:
+                code = index[key] = len(distinct)
+                distinct.append(value)
+            codes[position] = code
+    return codes, distinct
+
+
+#: Cell types factorised in C, one group each (bool is not int here).
+_KIND: dict[type, int] = {str: 1, int: 2, float: 3}

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from loader import phones
-from loader.cells import Cell, cell_text, is_blank, is_text_column
+from loader.cells import Cell, cell_text, distinct_cells, is_blank, is_text_column
 
 Parsed = tuple[Any, str | None]
 
@@ -213,34 +213,23 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[Collection[
     """
     if name == "to_number":
         return phones.parse_phone_column(cells, ctx.default_region)
-    parser = PARSERS[name]
+    # Each distinct cell parsed once, the answers spread back by code.
     if is_text_column(cells):
-        # A compact text column: each distinct text parsed once, the answers spread back by code.
-        codes, distinct = pd.factorize(cells)
-        return _spread(*parse_distinct(name, distinct.tolist(), ctx), codes)
-    cache: dict[tuple[type, Cell], Parsed] = {}
-    values: list[Any] = []
-    problems: list[str | None] = []
-    for cell in cells.tolist():
-        # 1, 1.0 and True are equal as dict keys, but not as cells.
-        key = (type(cell), cell)
-        result = cache.get(key)
-        if result is None:
-            result = (None, None) if is_blank(cell) else parser(cell, ctx)
-            cache[key] = result
-        values.append(result[0])
-        problems.append(result[1])
-    return values, problems
+        codes, uniques = pd.factorize(cells)
+        distinct: list[Cell] = uniques.tolist()
+    else:
+        codes, distinct = distinct_cells(cells.tolist())
+    return _spread(*parse_distinct(name, distinct, ctx), codes)
 
 
-def parse_distinct(name: str, texts: list[str], ctx: Context) -> tuple[list[Any], list[str | None]]:
-    """Parse distinct texts of one call-field column (no text twice), blanks giving ``(None, None)``."""
+def parse_distinct(name: str, cells: list[Cell], ctx: Context) -> tuple[list[Any], list[str | None]]:
+    """Parse distinct cells of one call-field column (no cell twice), blanks giving ``(None, None)``."""
     parser = PARSERS[name]
     values: list[Any] = []
     problems: list[str | None] = []
-    for text in texts:
-        # Two lists, not a list of pairs: a million distinct phone numbers would hold a million pairs.
-        value, problem = (None, None) if is_blank(text) else parser(text, ctx)
+    for cell in cells:
+        # Two lists, not a list of pairs: a million distinct cells would hold a million pairs.
+        value, problem = (None, None) if is_blank(cell) else parser(cell, ctx)
         values.append(value)
         problems.append(problem)
     return values, problems

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from loader.cells import distinct_cells
 from loader.columns import ROW_FIELDS
 from loader.normalise import metadata_value
 from loader.read import Sheet
@@ -44,20 +46,11 @@ def field_values(column: pd.Series) -> list[Any]:
 
 def metadata_values(cells: pd.Series) -> list[Any]:
     """``metadata_value`` of every cell, each distinct cell typed once (columns repeat a lot)."""
-    typed: dict[tuple[type, Any], Any] = {}
-    out: list[Any] = []
-    append = out.append
-    for cell in cells.tolist():
-        # 1, 1.0 and True are equal as dict keys, but not as cells.
-        key = (type(cell), cell)
-        try:
-            append(typed[key])
-        except KeyError:
-            value = typed[key] = metadata_value(cell)
-            append(value)
-        except TypeError:  # an unhashable cell: typed on its own
-            append(metadata_value(cell))
-    return out
+    codes, distinct = distinct_cells(cells.tolist())
+    typed = np.empty(len(distinct), dtype=object)
+    for code, cell in enumerate(distinct):
+        typed[code] = metadata_value(cell)
+    return typed.take(codes).tolist()
 
 
 #: Rows per chunk when bodies are made only to be checked (a dry run): memory stays flat.

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
-from loader.cells import WHITESPACE, Cell, arrow_text, is_blank
+from loader.cells import WHITESPACE, Cell, arrow_text, distinct_cells, is_blank
 
 Parsed = tuple[Any, str | None]
 
@@ -765,42 +765,3 @@ def _decide_list(texts: list[str], default_region: str | None) -> list[tuple[Any
         return []
     values, problems, done = _decide_texts(pa.array(texts, type=pa.large_string()), default_region)
     return list(zip(values.to_pylist(), problems.tolist(), done.tolist(), strict=True))
-
-
-def distinct_cells(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
-    """Codes into the distinct values, and those values.
-
-    1, 1.0 and True are equal as dict keys, but not as cells: cells are
-    grouped by type first, and each group of text, whole numbers or decimals
-    (every CSV column, most spreadsheet columns) is factorised in C; other
-    cells by ``(type, value)``.
-    """
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    if pd.api.types.infer_dtype(array, skipna=False) == "string":
-        codes, uniques = pd.factorize(array)
-        return codes, list(uniques)
-    kinds = np.fromiter((_KIND.get(type(v), 0) for v in values), dtype=np.int8, count=len(values))
-    codes = np.empty(len(values), dtype=np.int64)
-    distinct: list[Any] = []
-    for kind in np.unique(kinds).tolist():
-        where = np.flatnonzero(kinds == kind)
-        if kind:
-            group_codes, uniques = pd.factorize(array[where], use_na_sentinel=False)
-            codes[where] = group_codes + len(distinct)
-            distinct.extend(uniques.tolist())
-            continue
-        index: dict[tuple[type, Any], int] = {}
-        for position in where.tolist():
-            value = values[position]
-            key = (type(value), value)
-            code = index.get(key)
-            if code is None:
-                code = index[key] = len(distinct)
-                distinct.append(value)
-            codes[position] = code
-    return codes, distinct
-
-
-#: Cell types factorised in C, one group each (bool is not int here).
-_KIND: dict[type, int] = {str: 1, int: 2, float: 3}

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loader import phones
-from loader.cells import is_blank
+from loader.cells import distinct_cells, is_blank
 from loader.read import read_sheet
 
 HERE = Path(__file__).parent
@@ -293,7 +293,7 @@ def test_distinct_cells_keep_one_two_and_true_apart_and_map_every_cell_back() ->
         dt.date(2030, 1, 2),
         dt.date(2030, 1, 2),
     ]
-    codes, distinct = phones.distinct_cells(cells)
+    codes, distinct = distinct_cells(cells)
     back = [distinct[c] for c in codes.tolist()]
     assert [type(v) for v in back] == [type(v) for v in cells]
     assert [v for v in back if v == v] == [v for v in cells if v == v]  # NaN aside
