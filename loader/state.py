@@ -202,12 +202,9 @@ class RunState:
         with write_transaction(self.db) as db:
             yield db
 
-    def _now(self) -> str:
-        return self._clock().astimezone(dt.UTC).isoformat(timespec="seconds")
-
     def timestamp(self) -> str:
         """Now, as the state writes times (UTC, ISO 8601, to the second)."""
-        return self._now()
+        return self._clock().astimezone(dt.UTC).isoformat(timespec="seconds")
 
     # --- the run as a whole ------------------------------------------------------
 
@@ -222,11 +219,9 @@ class RunState:
                     db.execute("DELETE FROM run WHERE key = ?", (key,))
                 else:
                     db.execute("INSERT OR REPLACE INTO run (key, value) VALUES (?, ?)", (key, value))
-            db.execute("INSERT OR REPLACE INTO run (key, value) VALUES ('updated_at', ?)", (self._now(),))
-
-    def settings(self) -> dict[str, Any]:
-        text = self.get("settings")
-        return json.loads(text) if text else {}
+            db.execute(
+                "INSERT OR REPLACE INTO run (key, value) VALUES ('updated_at', ?)", (self.timestamp(),)
+            )
 
     def is_new(self) -> bool:
         return self.get("fingerprint") is None
@@ -246,7 +241,7 @@ class RunState:
         return {r[0]: RowState(*r) for r in cursor}
 
     def add_pending(self, source_rows: Iterable[int]) -> None:
-        now = self._now()
+        now = self.timestamp()
         with self._transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO rows (source_row, status, updated_at) VALUES (?, 'pending', ?)",
@@ -267,7 +262,7 @@ class RunState:
         for write in writes:
             if write.status not in SEND_STATUSES:
                 raise ValueError(f"not a send status: {write.status}")
-        now = self._now()
+        now = self.timestamp()
         with self._transaction() as db:
             for write in writes:
                 if write.status == "sending":
@@ -289,7 +284,7 @@ class RunState:
             db.execute(
                 "UPDATE rows SET status = 'pending', message = NULL, updated_at = ?"
                 " WHERE status = 'suppressed'",
-                (self._now(),),
+                (self.timestamp(),),
             )
 
     def run_token(self) -> str:
@@ -308,7 +303,7 @@ class RunState:
                 (
                     "the run stopped while this request was in flight; it may or may not have been "
                     "scheduled (resend with --retry-uncertain)",
-                    self._now(),
+                    self.timestamp(),
                 ),
             )
             return cursor.rowcount
