@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from loader import __version__
-from loader.config import layer, load_config
 from loader.errors import LoaderError, UsageError
-from loader.options import InputOptions, RunOptions
-from loader.pipeline import SETTLED, RunResult, load_campaign, summary_lines, validate_file
+from loader.options import InputOptions, O, RunOptions
+from loader.pipeline import SETTLED, RunResult, load_campaign, make_options, summary_lines, validate_file
 
 PROG = "callkaro-loader"
 #: Rows with problems that ``validate`` prints before pointing at --report.
@@ -118,20 +117,16 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _option_values(args: argparse.Namespace, options: type[InputOptions]) -> dict[str, Any]:
+def _options(args: argparse.Namespace, kind: type[O]) -> O:
     """The options given: the ``--config`` file's, with the flags given on the command line over them.
 
     The run and validate parsers leave flags that were not given out of
     ``args`` altogether (``argument_default=SUPPRESS``), so a default can
     never hide a value from the file.
     """
-    names = {f.name for f in dataclasses.fields(options)}
+    names = {f.name for f in dataclasses.fields(kind)}
     given = {name: value for name, value in vars(args).items() if name in names}
-    config = getattr(args, "config", None)
-    if config is None:
-        return given
-    from_file = {name: value for name, value in load_config(config).items() if name in names}
-    return layer(from_file, given)
+    return make_options(kind, None, getattr(args, "config", None), given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,10 +342,9 @@ def _refuse_key_flags(argv: Sequence[str]) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     import os
 
-    values = _option_values(args, RunOptions)
-    if not values.get("base_url"):
-        values["base_url"] = os.environ.get("CALLKARO_BASE_URL") or None
-    options = RunOptions.make(**values)
+    options = _options(args, RunOptions)
+    if not options.base_url:
+        options = options.replace(base_url=os.environ.get("CALLKARO_BASE_URL") or None)
     result: RunResult = load_campaign(args.input, options, handle_signals=True)
     if not options.quiet:
         for line in summary_lines(result.counts):
@@ -369,7 +363,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    options = InputOptions.make(**_option_values(args, InputOptions))
+    options = _options(args, InputOptions)
     result = validate_file(args.input, report=getattr(args, "report", None), options=options)
     if not getattr(args, "quiet", False):
         for line in summary_lines(result.counts):

@@ -179,8 +179,9 @@ def _read_and_validate(
     return sheet, columns, validation, ctx
 
 
-def _options(kind: type[O], options: O | None, config: str | Path | None, values: Mapping[str, Any]) -> O:
-    """``options`` (or the defaults), then the ``config`` file over them, then ``values`` over both."""
+def make_options(kind: type[O], options: O | None, config: str | Path | None, values: Mapping[str, Any]) -> O:
+    """``options`` (or the defaults), then the ``config`` file over them, then ``values`` over both:
+    how the library's keywords and the command line's flags both meet a --config file."""
     base = options or kind()
     if config is not None:
         known = {f.name for f in dataclasses.fields(kind)}
@@ -215,7 +216,7 @@ def validate_file(
     as keywords; keywords win over the file, the file over ``options``.
     """
     path = Path(path)
-    options = _options(InputOptions, options, config, option_values)
+    options = make_options(InputOptions, options, config, option_values)
     report_path = Path(report) if report is not None else None
     if report_path is not None:
         check_report_path(report_path, path)
@@ -269,7 +270,7 @@ def load_campaign(
     """
     started = clock()
     path = Path(path)
-    options = _options(RunOptions, options, config, option_values)
+    options = make_options(RunOptions, options, config, option_values)
     try:
         result = _load_campaign(
             path,
