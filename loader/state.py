@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,12 +80,30 @@ def connect(path: str | Path, *, readonly: bool = False, wait: float = 5.0) -> s
     db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=wait)
     if not readonly:
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _set_wal(db, wait)
             db.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
             db.close()
             raise
     return db
+
+
+def _set_wal(db: sqlite3.Connection, wait: float) -> None:
+    """Put the file in WAL mode, waiting for a lock as every other statement does.
+
+    SQLite answers "database is locked" at once, without its busy handler,
+    when another connection is creating the same file or switching it to WAL:
+    two nightly runs that start together on a new --history hit exactly that.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def state_path(output: Path) -> Path:

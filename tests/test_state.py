@@ -9,13 +9,14 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from loader.errors import StateError
-from loader.state import RunState, fingerprint, state_path
+from loader.state import RunState, connect, fingerprint, state_path, write_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 NOON = dt.datetime(2030, 5, 28, 12, 0, tzinfo=dt.UTC)
@@ -283,3 +284,32 @@ def test_a_cancelled_request_does_not_cancel_the_commit_the_others_wait_for(
     asyncio.run(main())
     # Even the cancelled worker's outcome was committed: an acknowledged call is never lost.
     assert _on_disk(output) == {2: ("scheduled", 0, "c2"), 3: ("scheduled", 0, "c3")}
+
+
+def test_runs_opening_a_new_file_at_the_same_instant_all_get_it(tmp_path: Path) -> None:
+    # Two nightly runs starting together on a new --history both switch it to WAL; SQLite
+    # answers the loser "database is locked" at once, without waiting. Without the wait in
+    # connect(), about one round in ten failed here.
+    failures: list[str] = []
+    for round_ in range(100):
+        path = tmp_path / f"shared-{round_}.sqlite"
+        start = threading.Barrier(4)
+
+        def open_and_write(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                db = connect(path, wait=5)
+                try:
+                    with write_transaction(db):
+                        db.execute("CREATE TABLE IF NOT EXISTS t (x)")
+                finally:
+                    db.close()
+            except Exception as exc:  # any failure is the finding
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=open_and_write) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
