@@ -2,6 +2,6 @@
 
 import sys
 
-from loader.cli import main
+from loader.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

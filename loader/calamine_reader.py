@@ -12,8 +12,9 @@ Rust aborts when an allocation fails), which no ``except`` can catch. A
 child that dies takes only itself down, and its panic messages stay in its
 own stderr instead of reaching the user's terminal.
 
-``read_rows`` never raises for a bad file: it answers with a dict,
-``{"name": ..., "rows": ...}`` or ``{"problem": ..., ...}``.
+``read_rows`` (``open_sheet`` then ``rows_of``) never raises for a bad
+file: it answers with a dict, ``{"name": ..., "rows": ...}`` or
+``{"problem": ..., ...}``.
 """
 
 from __future__ import annotations
@@ -41,15 +42,20 @@ def read_rows(
     is returned as ``rows``: it can keep them in a more compact form than a
     list of lists of Python objects.
     """
-    from python_calamine import (
-        CalamineError,
-        CalamineWorkbook,
-        PasswordError,
-        SheetTypeEnum,
-        SheetVisibleEnum,
-    )
+    return rows_of(open_sheet(path, sheet, by_content=by_content, max_columns=max_columns), collect)
 
-    try:
+
+def open_sheet(path: str, sheet: str | int | None, *, by_content: bool, max_columns: int) -> dict[str, Any]:
+    """Parse one sheet of ``path``: ``{"name": ..., "sheet": ..., "width": ...}`` or ``{"problem": ...}``.
+
+    The parse is the slow part of reading a workbook, and calamine does it
+    without holding Python's GIL, so it can run in a thread while the
+    loader does other work (``loader.early_read``). ``rows_of`` turns what
+    it answers into rows.
+    """
+    from python_calamine import CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
+
+    def parse() -> dict[str, Any]:
         if by_content:
             with open(path, "rb") as handle:
                 workbook = CalamineWorkbook.from_filelike(io.BytesIO(handle.read()))
@@ -74,17 +80,42 @@ def read_rows(
                     return {"problem": "no such sheet", "names": names}
                 name = found
             data = workbook.get_sheet_by_name(name)
-            end = data.end
-            width = end[1] + 1 if end is not None else 0
-            if width > max_columns:
-                return {"problem": "too wide", "name": name, "width": width}
-            if collect is None:
-                return {"name": name, "rows": data.to_python(skip_empty_area=False)}
-            collected = collect(_rows_from_a1(data, width), width)
-            if getattr(collected, "height", None) != (end[0] + 1 if end is not None else 0):
-                # Not the rows to_python gives (an older calamine?): read them the plain way.
-                return {"name": name, "rows": data.to_python(skip_empty_area=False)}
-            return {"name": name, "rows": collected}
+        end = data.end
+        width = end[1] + 1 if end is not None else 0
+        if width > max_columns:
+            return {"problem": "too wide", "name": name, "width": width}
+        return {"name": name, "sheet": data, "width": width}
+
+    return _answer(parse)
+
+
+def rows_of(
+    opened: dict[str, Any], collect: Callable[[Iterator[list[Any]], int], Any] | None
+) -> dict[str, Any]:
+    """What ``read_rows`` answers, from what ``open_sheet`` answered."""
+    if "problem" in opened:
+        return opened
+    name, data, width = opened["name"], opened["sheet"], opened["width"]
+
+    def convert() -> dict[str, Any]:
+        if collect is None:
+            return {"name": name, "rows": data.to_python(skip_empty_area=False)}
+        collected = collect(_rows_from_a1(data, width), width)
+        end = data.end
+        if getattr(collected, "height", None) != (end[0] + 1 if end is not None else 0):
+            # Not the rows to_python gives (an older calamine?): read them the plain way.
+            return {"name": name, "rows": data.to_python(skip_empty_area=False)}
+        return {"name": name, "rows": collected}
+
+    return _answer(convert)
+
+
+def _answer(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``work()``, with calamine's complaints about the file turned into a ``problem`` answer."""
+    from python_calamine import CalamineError, PasswordError
+
+    try:
+        return work()
     except PasswordError:
         return {"problem": "password"}
     except (CalamineError, OSError, ValueError, TypeError) as exc:
@@ -100,11 +131,18 @@ def _rows_from_a1(data: Any, width: int) -> Iterator[list[Any]]:
     """The rows of ``data`` as ``to_python(skip_empty_area=False)`` gives them, one at a time.
 
     ``iter_rows`` starts at row 1 but at the first column in use, so rows are
-    padded on the left; ``read_rows`` checks that the count came out right.
+    padded on the left when that is not column A; ``read_rows`` checks that
+    the count came out right.
     """
     if data.start is None or data.end is None:
-        return
-    for row in data.iter_rows():
+        return iter(())
+    if data.start[1] == 0:
+        return iter(data.iter_rows())  # already from A1: no per-row step in Python
+    return _padded(data.iter_rows(), width)
+
+
+def _padded(rows: Iterator[list[Any]], width: int) -> Iterator[list[Any]]:
+    for row in rows:
         yield [""] * (width - len(row)) + row if len(row) < width else row
 
 

@@ -134,45 +134,54 @@ def shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def distinct_cells(values: list[Any]) -> tuple[np.ndarray, list[Any]]:
+def distinct_cells(values: list[Any] | np.ndarray) -> tuple[np.ndarray, list[Any]]:
     """Codes into the distinct values, and those values.
 
     1, 1.0 and True are equal as dict keys, but not as cells: cells are
-    grouped by type first, and each group of text, whole numbers or decimals
-    (every CSV column, most spreadsheet columns) is factorised in C; other
-    cells by ``(type, value)``.
+    grouped by exact type first, and each group is factorised in C (a
+    column of text, every CSV column, in one step); only a group whose
+    cells cannot be hashed (a list, in a hand-made Sheet) goes cell by cell.
     """
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        array = values
+    else:
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
     if pd.api.types.infer_dtype(array, skipna=False) == "string":
         codes, uniques = pd.factorize(array)
         return codes, list(uniques)
-    kinds = np.fromiter((_KIND.get(type(v), 0) for v in values), dtype=np.int8, count=len(values))
-    codes = np.empty(len(values), dtype=np.int64)
+    type_codes, types = pd.factorize(cell_types(array))
+    codes = np.empty(len(array), dtype=np.int64)
     distinct: list[Any] = []
-    for kind in np.unique(kinds).tolist():
-        where = np.flatnonzero(kinds == kind)
-        if kind:
+    for group, kind in enumerate(types):
+        where = np.flatnonzero(type_codes == group)
+        try:
             group_codes, uniques = pd.factorize(array[where], use_na_sentinel=False)
-            codes[where] = group_codes + len(distinct)
-            distinct.extend(uniques.tolist())
-            continue
-        index: dict[tuple[type, Any], int] = {}
-        for position in where.tolist():
-            value = values[position]
-            key = (type(value), value)
-            try:
-                code = index.get(key)
-            except TypeError:  # an unhashable cell (a list, in a hand-made Sheet) stands alone
-                codes[position] = len(distinct)
-                distinct.append(value)
-                continue
-            if code is None:
-                code = index[key] = len(distinct)
-                distinct.append(value)
-            codes[position] = code
+            found = uniques.tolist()
+        except TypeError:
+            found = []
+        if not found or any(type(value) is not kind for value in found):
+            # Unhashable cells, or ones pandas answers with another value (None comes back as NaN).
+            group_codes, found = _distinct_one_by_one(array[where])
+        codes[where] = group_codes + len(distinct)
+        distinct.extend(found)
     return codes, distinct
 
 
-#: Cell types factorised in C, one group each (bool is not int here).
-_KIND: dict[type, int] = {str: 1, int: 2, float: 3}
+def _distinct_one_by_one(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """``distinct_cells`` of cells of one type that may not be hashable."""
+    codes = np.empty(len(values), dtype=np.int64)
+    distinct: list[Any] = []
+    index: dict[Any, int] = {}
+    for position, value in enumerate(values.tolist()):
+        try:
+            code = index.get(value)
+        except TypeError:  # unhashable: stands alone
+            codes[position] = len(distinct)
+            distinct.append(value)
+            continue
+        if code is None:
+            code = index[value] = len(distinct)
+            distinct.append(value)
+        codes[position] = code
+    return codes, distinct

@@ -41,20 +41,14 @@ class Columns:
         first: list[int] = []
         for array in self.arrays:
             if isinstance(array, pa.ChunkedArray):
-                if (pc.max(pc.binary_length(array)).as_py() or 0) <= MAX_CELL_CHARS:
-                    continue  # bytes bound characters: nothing here is too long
-                lengths = pc.utf8_length(array).to_numpy(zero_copy_only=False)
-                found = np.flatnonzero(lengths > MAX_CELL_CHARS)
-            else:
-                found = np.flatnonzero(
-                    np.fromiter(
-                        (type(c) is str and len(c) > MAX_CELL_CHARS for c in array),
-                        dtype=bool,
-                        count=len(array),
-                    )
-                )
-            if len(found):
-                first.append(int(found[0]))
+                texts, at = array, None
+            else:  # the text cells of a column of Python objects
+                at = np.flatnonzero(of_type(cell_types(array), str))
+                texts = pa.array(array[at], type=pa.large_string())
+            if (pc.max(pc.binary_length(texts)).as_py() or 0) <= MAX_CELL_CHARS:
+                continue  # bytes bound characters: nothing here is too long
+            found = np.flatnonzero(pc.utf8_length(texts).to_numpy(zero_copy_only=False) > MAX_CELL_CHARS)
+            first.append(int(found[0] if at is None else at[found[0]]))
         if not first:
             return
         row = min(first)
@@ -99,11 +93,17 @@ def collect_columns(rows: Iterator[list[Cell]], width: int) -> Columns:
 def _compact(values: tuple[Cell, ...]) -> Any:
     import pyarrow as pa
 
+    try:
+        # Most columns hold only text; pyarrow stops at the first cell that is not (a number,
+        # a date, a boolean). It would take bytes as text too, but calamine never gives bytes.
+        texts = pa.array(values, type=pa.large_string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        texts = None
+    if texts is not None and not texts.null_count:
+        return texts
     out = np.empty(len(values), dtype=object)
     out[:] = values
     kinds = cell_types(out)
-    if of_type(kinds, str).all():
-        return pa.array(values, type=pa.large_string())
     floats = np.flatnonzero(of_type(kinds, float))
     if len(floats):
         floats = floats[np.isnan(out[floats].astype(float))]

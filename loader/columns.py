@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from loader.errors import ColumnError, UsageError
-from loader.read import Sheet
+
+if TYPE_CHECKING:  # the command line imports this module before pandas: see loader.early_read
+    from loader.read import Sheet
 
 #: Call fields a sheet may carry per row, in the API's order.
 ROW_FIELDS = (

@@ -218,7 +218,7 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[Collection[
         codes, uniques = pd.factorize(cells)
         distinct: list[Cell] = uniques.tolist()
     else:
-        codes, distinct = distinct_cells(cells.tolist())
+        codes, distinct = distinct_cells(cells.to_numpy(dtype=object))
     return _spread(*parse_distinct(name, distinct, ctx), codes)
 
 

@@ -12,11 +12,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from loader.cells import Cell
 from loader.columns import parse_map_options
 from loader.errors import UsageError
+
+if TYPE_CHECKING:  # the command line imports this module before pandas: see loader.early_read
+    from loader.cells import Cell
 
 O = TypeVar("O", bound="InputOptions")  # noqa: E741 - the conventional name for "options"
 

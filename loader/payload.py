@@ -46,7 +46,7 @@ def field_values(column: pd.Series) -> list[Any]:
 
 def metadata_values(cells: pd.Series) -> list[Any]:
     """``metadata_value`` of every cell, each distinct cell typed once (columns repeat a lot)."""
-    codes, distinct = distinct_cells(cells.tolist())
+    codes, distinct = distinct_cells(cells.to_numpy(dtype=object))
     typed = np.empty(len(distinct), dtype=object)
     for code, cell in enumerate(distinct):
         typed[code] = metadata_value(cell)

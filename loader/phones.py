@@ -628,7 +628,7 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[An
     texts = arrow_text(cells)
     if texts is not None:
         return _parse_texts(texts.combine_chunks(), default_region)
-    codes, distinct = distinct_cells(cells.tolist())
+    codes, distinct = distinct_cells(cells.to_numpy(dtype=object))
     count = len(distinct)
     values: list[Any] = [None] * count
     problems = np.full(count, None, dtype=object)

@@ -36,3 +36,12 @@ def test_validate_never_loads_the_http_client(tmp_path: Path) -> None:
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["code"] == 1  # the sample has two invalid rows on purpose
     assert report["loaded"] == []
+
+
+def test_the_command_line_starts_before_pandas_so_a_workbook_can_be_parsed_meanwhile() -> None:
+    # loader.early_read overlaps the workbook's parse with the heavy imports; it only helps
+    # while the command line itself does not import them.
+    heavy = {"pandas", "pyarrow", "pandera", "numpy"}
+    script = f"import sys, loader.cli; print(sorted({heavy!r} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

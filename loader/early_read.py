@@ -1,0 +1,104 @@
+"""Parse a workbook in the background while the loader is still starting.
+
+Importing pandas, pyarrow and pandera takes about half a second, about as
+long as calamine takes to parse a 100,000-row sheet, and calamine parses
+without holding Python's GIL. So the command line, as soon as it knows the
+input file, calls ``start``, which checks the workbook exactly as
+``loader.workbooks`` would (``loader.zip_checks`` first: nothing unsafe is
+parsed early) and parses it in a thread; the reader then ``take``s the
+parsed sheet instead of parsing again. What the thread answers is only a
+head start: when anything differs (the file changed, another sheet was
+asked for, the check or the parse failed) the reader reads as usual and
+reports what it finds in its own words.
+
+This module imports only the standard library and the loader's own light
+modules, so it can run before the heavy imports it overlaps.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from loader.calamine_reader import open_sheet
+from loader.formats import SUFFIX_KINDS, sniff
+from loader.limits import MAX_COLUMNS
+from loader.zip_checks import check_zip
+
+#: Larger workbooks are parsed when the reader asks. The thread is not a
+#: daemon (a daemon thread coming back from Rust while Python shuts down can
+#: abort the process), so a run that stops before reading waits at exit for
+#: the parse to end: at this size about two seconds. Beyond it, the half
+#: second of start-up saved is small next to the parse itself.
+MAX_BYTES = 16 * 1024 * 1024
+
+_pending: _EarlyRead | None = None
+
+
+class _EarlyRead:
+    def __init__(self, path: Path, sheet: str | int | None, identity: tuple[int, ...]) -> None:
+        self.path = path
+        self.sheet = sheet
+        self.identity = identity
+        self.by_content = False
+        self.opened: dict[str, Any] | None = None
+        self.thread = threading.Thread(target=self._parse, name="callkaro-early-read")
+
+    def _parse(self) -> None:
+        try:
+            kind = sniff(self.path)
+            if kind not in ("xlsx", "xlsb", "ods"):
+                return
+            check_zip(self.path)
+            self.by_content = SUFFIX_KINDS.get(self.path.suffix.lower()) != kind
+            opened = open_sheet(
+                str(self.path), self.sheet, by_content=self.by_content, max_columns=MAX_COLUMNS
+            )
+        except Exception:  # the reader meets the same problem again and explains it
+            return
+        self.opened = opened  # a problem too: the reader would find the same in the same file
+
+
+def start(path: str | Path, sheet: str | int | None) -> None:
+    """Begin parsing ``path`` (its ``sheet``) in the background, when it is a workbook worth it."""
+    global _pending
+    _pending = None
+    path = Path(path)
+    if path.suffix.lower() not in (".xlsx", ".xlsm", ".ods"):
+        return
+    identity = _identity(path)
+    if identity is None or identity[-1] > MAX_BYTES:
+        return
+    _pending = _EarlyRead(path, sheet, identity)
+    _pending.thread.start()
+
+
+def take(path: Path, sheet: str | int | None, *, by_content: bool) -> dict[str, Any] | None:
+    """What ``open_sheet`` answers for this file and sheet, if it was parsed early; else None."""
+    global _pending
+    early = _pending
+    if early is None or early.sheet != sheet or _identity(path) != early.identity:
+        return None
+    _pending = None
+    early.thread.join()
+    if early.by_content != by_content or _identity(path) != early.identity:
+        return None
+    return early.opened
+
+
+def discard() -> None:
+    """Forget an early parse nobody took. Its thread ends by itself, and its memory goes with it;
+    not waiting here lets a stopped run say so at once (Python waits for the thread at exit)."""
+    global _pending
+    _pending = None
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    """The file behind ``path`` as it is now: device, inode, change time and size."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_size)

@@ -1,0 +1,116 @@
+"""A workbook parsed while the loader starts: used only when it is the same file and sheet, never
+parsed before the safety checks, and never in place of the reader's own messages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loader import calamine_reader, early_read, workbooks
+from loader.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FLAGS = ["--default-region", "IN", "--timezone", "Asia/Kolkata"]
+
+
+@pytest.fixture
+def parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread each workbook parse ran in."""
+    seen: list[str] = []
+    real = calamine_reader.open_sheet
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(early_read, "open_sheet", counted)
+    monkeypatch.setattr(workbooks, "open_sheet", counted)
+    return seen
+
+
+def copy(tmp_path: Path, name: str = "contacts.xlsx") -> Path:
+    return Path(shutil.copy(FIXTURES / name, tmp_path / name))
+
+
+def test_the_command_parses_a_workbook_once_early_and_says_the_same(
+    tmp_path: Path, parses: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy(tmp_path)
+    assert main(["validate", str(path), *FLAGS]) == 1  # two invalid rows on purpose
+    early = capsys.readouterr()
+    assert parses == ["callkaro-early-read"]
+    assert early_read._pending is None  # taken, nothing left holding the sheet
+
+    monkeypatch.setattr(early_read, "MAX_BYTES", 0)  # the same run, read the usual way
+    assert main(["validate", str(path), *FLAGS]) == 1
+    assert parses[1:] == ["MainThread"]
+    assert capsys.readouterr() == early
+
+
+def test_a_workbook_that_fails_the_safety_checks_is_never_parsed_early(
+    tmp_path: Path, parses: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "leads.xlsx"
+    with zipfile.ZipFile(FIXTURES / "contacts.xlsx") as old, zipfile.ZipFile(path, "w") as new:
+        for info in old.infolist():
+            data = old.read(info.filename)
+            if info.filename == "[Content_Types].xml":
+                data = b'<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY a "a">]>\n' + data.split(b"?>", 1)[1]
+            new.writestr(info, data)
+    early_read.start(path, None)
+    assert early_read._pending is not None
+    early_read._pending.thread.join()
+    early_read.discard()
+    assert parses == []
+    assert main(["validate", str(path), *FLAGS]) == 2
+    assert "declares an XML document type" in capsys.readouterr().err
+    assert parses == []
+
+
+def test_a_file_changed_after_the_early_parse_is_read_again(tmp_path: Path, parses: list[str]) -> None:
+    path = copy(tmp_path)
+    early_read.start(path, None)
+    assert early_read._pending is not None
+    early_read._pending.thread.join()
+    shutil.copy(FIXTURES / "template_filled.xlsx", path)
+    os.utime(path, ns=(1, 1))  # a different time, whatever the clock's resolution
+    assert early_read.take(path, None, by_content=False) is None
+    early_read.discard()
+    assert parses == ["callkaro-early-read"]
+
+
+def test_another_sheet_or_another_file_is_read_by_the_reader(tmp_path: Path, parses: list[str]) -> None:
+    path = copy(tmp_path)
+    other = copy(tmp_path, "template_filled.xlsx")
+    early_read.start(path, None)
+    assert early_read.take(path, "Leads", by_content=False) is None
+    assert early_read.take(other, None, by_content=False) is None
+    opened = early_read.take(path, None, by_content=False)
+    assert opened is not None and opened["name"] == "Leads"
+    assert early_read.take(path, None, by_content=False) is None  # taken once
+
+
+def test_text_files_and_large_workbooks_are_left_to_the_reader(
+    tmp_path: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    early_read.start(copy(tmp_path, "contacts.csv"), None)
+    assert early_read._pending is None
+    monkeypatch.setattr(early_read, "MAX_BYTES", 1000)
+    early_read.start(copy(tmp_path), None)
+    assert early_read._pending is None
+    assert parses == []
+
+
+def test_a_csv_named_xlsx_is_not_parsed_early_but_still_read(
+    tmp_path: Path, parses: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(shutil.copy(FIXTURES / "contacts.csv", tmp_path / "contacts.xlsx"))
+    assert main(["validate", str(path), *FLAGS]) == 1
+    assert "valid" in capsys.readouterr().out
+    assert parses == []
