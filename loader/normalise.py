@@ -14,6 +14,7 @@ distinct on nearly every row, go through ``loader.phones``' column-wise path.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Callable, Collection
@@ -38,8 +39,8 @@ class Context:
     now: dt.datetime
     allow_past: bool = False
 
-    @property
-    def local_now(self) -> dt.datetime:
+    @functools.cached_property
+    def local_now(self) -> dt.datetime:  # asked once per distinct date-time cell
         return self.now.astimezone(self.timezone).replace(tzinfo=None)
 
 
