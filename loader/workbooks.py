@@ -1,11 +1,13 @@
 """Reading spreadsheets (.xlsx, .xlsm, .xls, .ods) with python-calamine, safely.
 
 A workbook is checked before any parser sees it (``loader.zip_checks``:
-no decompression bombs, no XML document types). Then calamine (``loader.calamine_reader``) reads the
-cached value of every cell (formulas are not recalculated) with the type
-the spreadsheet gave it: text, number, boolean, date, date-time, time or
-duration. Excel 97-2003 ``.xls`` files are read in a child process, since
-a damaged one can crash calamine's binary parser outright.
+no decompression bombs, no XML document types). Then calamine
+(``loader.calamine_reader``) reads the cached value of every cell
+(formulas are not recalculated) with the type the spreadsheet gave it:
+text, number, boolean, date, date-time, time or duration. The command
+line may have parsed the sheet already, while it started
+(``loader.early_read``). Excel 97-2003 ``.xls`` files are read in a child
+process, since a damaged one can crash calamine's binary parser outright.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str
         if opened is None:
             opened = open_sheet(str(path), sheet, by_content=by_content, max_columns=MAX_COLUMNS)
         result = rows_of(opened, collect_columns)
+        del opened  # calamine's copy of the sheet: not kept while the columns are checked
     problem = result.get("problem")
     if problem is None:
         found: list[list[Cell]] | Columns = result["rows"]
