@@ -30,11 +30,14 @@ from loader.zip_checks import check_zip
 #: Larger workbooks are parsed when the reader asks. The thread is not a
 #: daemon (a daemon thread coming back from Rust while Python shuts down can
 #: abort the process), so a run that stops before reading waits at exit for
-#: the parse to end: at this size about two seconds. Beyond it, the half
-#: second of start-up saved is small next to the parse itself.
+#: the parse to end: at this size about two seconds (``loader.cli.entry``
+#: stops waiting at a second Ctrl-C). Beyond it, the half second of start-up
+#: saved is small next to the parse itself.
 MAX_BYTES = 16 * 1024 * 1024
 
 _pending: _EarlyRead | None = None
+#: Set when the last early parse ends (not the parse itself: its sheet must be freed once read).
+_last_done: threading.Event | None = None
 
 
 class _EarlyRead:
@@ -44,9 +47,18 @@ class _EarlyRead:
         self.identity = identity
         self.by_content = False
         self.opened: dict[str, Any] | None = None
+        # Waited on instead of the thread: Python 3.11 takes a thread whose join() was
+        # interrupted by Ctrl-C for ended, and would then not wait for it at exit.
+        self.done = threading.Event()
         self.thread = threading.Thread(target=self._parse, name="callkaro-early-read")
 
     def _parse(self) -> None:
+        try:
+            self._open()
+        finally:
+            self.done.set()
+
+    def _open(self) -> None:
         try:
             kind = sniff(self.path)
             if kind not in ("xlsx", "xlsb", "ods"):
@@ -63,7 +75,7 @@ class _EarlyRead:
 
 def start(path: str | Path, sheet: str | int | None) -> None:
     """Begin parsing ``path`` (its ``sheet``) in the background, when it is a workbook worth it."""
-    global _pending
+    global _pending, _last_done
     _pending = None
     path = Path(path)
     if path.suffix.lower() not in (".xlsx", ".xlsm", ".ods"):
@@ -72,6 +84,7 @@ def start(path: str | Path, sheet: str | int | None) -> None:
     if identity is None or identity[-1] > MAX_BYTES:
         return
     _pending = _EarlyRead(path, sheet, identity)
+    _last_done = _pending.done
     _pending.thread.start()
 
 
@@ -82,7 +95,7 @@ def take(path: Path, sheet: str | int | None, *, by_content: bool) -> dict[str, 
     if early is None or early.sheet != sheet or _identity(path) != early.identity:
         return None
     _pending = None
-    early.thread.join()
+    early.done.wait()
     if early.by_content != by_content or _identity(path) != early.identity:
         return None
     return early.opened
@@ -90,9 +103,15 @@ def take(path: Path, sheet: str | int | None, *, by_content: bool) -> dict[str, 
 
 def discard() -> None:
     """Forget an early parse nobody took. Its thread ends by itself, and its memory goes with it;
-    not waiting here lets a stopped run say so at once (Python waits for the thread at exit)."""
+    not waiting here lets a stopped run say so at once (``wait`` is for the end of the process)."""
     global _pending
     _pending = None
+
+
+def wait() -> None:
+    """Wait for the last early parse to end, whether or not it was taken."""
+    if _last_done is not None:
+        _last_done.wait()
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:

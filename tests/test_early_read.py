@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -114,3 +118,43 @@ def test_a_csv_named_xlsx_is_not_parsed_early_but_still_read(
     assert main(["validate", str(path), *FLAGS]) == 1
     assert "valid" in capsys.readouterr().out
     assert parses == []
+
+
+def test_a_second_ctrl_c_ends_the_wait_for_a_parse_nobody_took(tmp_path: Path) -> None:
+    # The parse is made to take 30 s, so the run is stopped while it still goes on: the first
+    # Ctrl-C stops the run, the second must end the process at once, without a traceback.
+    path = copy(tmp_path)
+    script = (
+        "import sys, time\n"
+        "from loader import calamine_reader, early_read\n"
+        "real = calamine_reader.open_sheet\n"
+        "def slow(*args, **kwargs):\n"
+        "    time.sleep(30)\n"
+        "    return real(*args, **kwargs)\n"
+        "early_read.open_sheet = slow\n"
+        "from loader.cli import entry\n"
+        f"sys.argv = ['callkaro-loader', 'validate', {str(path)!r}, *{FLAGS!r}]\n"
+        "print('started', flush=True)\n"
+        "sys.exit(entry())\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "started\n"
+        time.sleep(0.5)  # into the wait for the parse
+        child.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert child.poll() is None  # the first Ctrl-C stops the run; the parse still goes on
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == 1
+    assert err.splitlines() == [
+        "callkaro-loader: stopped at once; what was recorded is kept; run the same command again to resume"
+    ]
