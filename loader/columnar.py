@@ -48,7 +48,8 @@ class Columns:
             if (pc.max(pc.binary_length(texts)).as_py() or 0) <= MAX_CELL_CHARS:
                 continue  # bytes bound characters: nothing here is too long
             found = np.flatnonzero(pc.utf8_length(texts).to_numpy(zero_copy_only=False) > MAX_CELL_CHARS)
-            first.append(int(found[0] if at is None else at[found[0]]))
+            if len(found):  # more bytes than the limit, yet no more characters (é, Hindi, emoji): fine
+                first.append(int(found[0] if at is None else at[found[0]]))
         if not first:
             return
         row = min(first)

@@ -107,3 +107,40 @@ def test_the_first_overlong_cell_in_reading_order_is_named() -> None:
     )
     with pytest.raises(LoaderError, match="row 2 has a cell of 40,002 characters"):
         found.check_cell_sizes(Path("long.xlsx"))
+
+
+def test_cells_as_long_as_a_cell_can_be_are_read_however_many_bytes_their_characters_take(
+    tmp_path: Path,
+) -> None:
+    from loader.limits import MAX_CELL_CHARS
+
+    # More bytes than MAX_CELL_CHARS in UTF-8, but not more characters: nothing is too long.
+    accented, devanagari, astral = "é" * MAX_CELL_CHARS, "अ" * MAX_CELL_CHARS, "\U0001d7d7" * MAX_CELL_CHARS
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Phone", "Notes", "Mixed"])
+    sheet.append(["+919876543210", accented, 5])
+    sheet.append(["+919876543211", devanagari, astral])
+    path = tmp_path / "long_but_not_too_long.xlsx"
+    book.save(path)
+    cells = read_sheet(path).cells
+    assert cells[1].tolist() == [accented, devanagari]
+    assert cells[2].tolist() == [5, astral]
+
+
+def test_an_overlong_cell_is_named_past_cells_of_many_bytes_but_not_too_many_characters() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from loader.limits import MAX_CELL_CHARS
+
+    wide = "\U0001d7d7" * MAX_CELL_CHARS  # four bytes a character
+    found = columnar.Columns(
+        arrays=[
+            pa.chunked_array([pa.array(["a", wide, "b", "c"], type=pa.large_string())]),
+            np.array(["a", 5, wide, "x" * (MAX_CELL_CHARS + 1)], dtype=object),
+        ],
+        height=4,
+    )
+    with pytest.raises(LoaderError, match=f"row 4 has a cell of {MAX_CELL_CHARS + 1:,} characters"):
+        found.check_cell_sizes(Path("long.xlsx"))
