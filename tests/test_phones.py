@@ -5,9 +5,11 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import phonenumbers
 import pytest
@@ -298,6 +300,66 @@ def test_distinct_cells_keep_one_two_and_true_apart_and_map_every_cell_back() ->
     assert [type(v) for v in back] == [type(v) for v in cells]
     assert [v for v in back if v == v] == [v for v in cells if v == v]  # NaN aside
     assert len(distinct) == 8
+
+
+_IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+#: Cells as workbooks give them (and a few a hand-made Sheet could hold), with many equal across types.
+_MIXED_CELLS = st.one_of(
+    st.sampled_from(["", " ", "1", "1.0", "True", "a", "\U0001d7d7"]),
+    st.integers(-2, 2),
+    st.sampled_from([2**63 - 1, 2**63, 2**70, -(2**70)]),
+    st.sampled_from([0.0, -0.0, 1.0, 2.5, float("inf"), 2.0**70]),
+    st.builds(float, st.just("nan")),  # a new NaN object each time
+    st.booleans(),
+    st.none(),
+    st.sampled_from(
+        [
+            dt.datetime(2030, 1, 2),
+            dt.datetime(2030, 1, 2, 9, 30),
+            dt.datetime(2030, 1, 2, 4, 0, tzinfo=dt.UTC),
+            dt.datetime(2030, 1, 2, 9, 30, tzinfo=_IST),  # the same moment as the one above
+            dt.date(2030, 1, 2),
+            dt.time(9, 30),
+            dt.time(0),
+            dt.timedelta(0),
+            dt.timedelta(hours=9, minutes=30),
+        ]
+    ),
+    st.sampled_from([Decimal("1"), Decimal("1.0"), Decimal("-0"), b"1", b""]),
+    st.sampled_from([np.int64(1), np.float64(1.0), np.float64(-0.0), np.bool_(True)]),
+)
+
+
+def _same_cell(a: Any, b: Any) -> bool:
+    """The rule: one distinct value per exact type and value; NaN is one value, 1, 1.0, True and "1" four."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float and a != a:
+        return b != b
+    return bool(a == b)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_MIXED_CELLS, max_size=40), st.booleans())
+def test_distinct_cells_follow_the_one_value_per_type_and_value_rule(
+    cells: list[Any], as_array: bool
+) -> None:
+    values: Any = cells
+    if as_array:  # as the loader passes a column: to_numpy of a Series over its cells, a read-only view
+        held = np.empty(len(cells), dtype=object)
+        held[:] = cells
+        values = pd.Series(held, dtype=object, copy=False).to_numpy(dtype=object)
+        assert not values.flags.writeable
+    codes, distinct = distinct_cells(values)
+    assert len(codes) == len(cells)
+    for cell, code in zip(cells, codes.tolist(), strict=True):
+        assert _same_cell(distinct[code], cell), (cell, distinct[code])
+    assert sorted(set(codes.tolist())) == list(range(len(distinct)))
+    classes: list[Any] = []
+    for cell in cells:
+        if not any(_same_cell(cell, seen) for seen in classes):
+            classes.append(cell)
+    assert len(distinct) == len(classes)
 
 
 @pytest.mark.parametrize("region", ["IN", "IT", "GB", "US", "DE", "AU"])
