@@ -31,15 +31,17 @@ def _outcome(path: Path, **options: Any) -> Any:
 
 def _both_ways(path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> None:
     by_columns = _outcome(path, **options)
-    real = workbooks.read_rows
+    real = workbooks.rows_of
+    asked: list[bool] = []
 
-    def by_rows(*args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("collect", None)
-        return real(*args, **kwargs)
+    def by_rows(opened: dict[str, Any], collect: Any) -> Any:
+        asked.append(True)
+        return real(opened, None)  # to_python(skip_empty_area=False): the plain rows
 
     with monkeypatch.context() as patched:
-        patched.setattr(workbooks, "read_rows", by_rows)
+        patched.setattr(workbooks, "rows_of", by_rows)
         assert _outcome(path, **options) == by_columns
+    assert asked, "the workbook was not read through rows_of: nothing was compared"
 
 
 @pytest.mark.parametrize(
@@ -65,6 +67,28 @@ def test_a_sheet_that_starts_below_and_right_of_a1_keeps_its_row_numbers(
     book.save(path)
     _both_ways(path, monkeypatch, header_row=3)
     assert read_sheet(path, header_row=3).source_rows == [4, 6]
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        {"A3": "Phone", "B3": "Name", "A4": "+919876543210", "C5": 5},  # rows 1-2 blank, from column A
+        {"B2": "Phone", "C2": "Name", "B3": 919876543210, "D4": "x"},  # from B2: rows padded on the left
+        {"A1": "Phone", "E1": "Notes", "A2": "+919876543210", "C7": 2.5},  # ragged, from A1
+        {"B1": "Phone", "A2": "+919876543210", "B2": "Asha"},  # column A used only below row 1
+    ],
+)
+def test_sheets_starting_anywhere_read_the_same_by_columns_and_by_rows(
+    cells: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book = Workbook()
+    sheet = book.active
+    for ref, value in cells.items():
+        sheet[ref] = value
+    path = tmp_path / "placed.xlsx"
+    book.save(path)
+    header_row = int(min(cells, key=lambda ref: int(ref[1:]))[1:])
+    _both_ways(path, monkeypatch, header_row=header_row)
 
 
 def test_slices_of_rows_join_into_the_same_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
