@@ -91,10 +91,9 @@ def start(path: str | Path, sheet: str | int | None) -> None:
 def take(path: Path, sheet: str | int | None, *, by_content: bool) -> dict[str, Any] | None:
     """What ``open_sheet`` answers for this file and sheet, if it was parsed early; else None."""
     global _pending
-    early = _pending
+    early, _pending = _pending, None  # the reader reads once: an early parse it cannot use is let go now
     if early is None or early.sheet != sheet or _identity(path) != early.identity:
         return None
-    _pending = None
     early.done.wait()
     if early.by_content != by_content or _identity(path) != early.identity:
         return None

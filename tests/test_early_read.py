@@ -92,12 +92,38 @@ def test_a_file_changed_after_the_early_parse_is_read_again(tmp_path: Path, pars
 def test_another_sheet_or_another_file_is_read_by_the_reader(tmp_path: Path, parses: list[str]) -> None:
     path = copy(tmp_path)
     other = copy(tmp_path, "template_filled.xlsx")
+    for asked, sheet in ((path, "Leads"), (other, None)):
+        early_read.start(path, None)
+        assert early_read.take(asked, sheet, by_content=False) is None
+        # Let go at once: the reader parses for itself, and the unused parse must not stay in memory.
+        assert early_read._pending is None
+        early_read.wait()  # its thread still ends by itself
     early_read.start(path, None)
-    assert early_read.take(path, "Leads", by_content=False) is None
-    assert early_read.take(other, None, by_content=False) is None
     opened = early_read.take(path, None, by_content=False)
     assert opened is not None and opened["name"] == "Leads"
     assert early_read.take(path, None, by_content=False) is None  # taken once
+
+
+def test_a_sheet_chosen_in_the_config_file_does_not_keep_the_early_parse(
+    tmp_path: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --config may choose the sheet, which the early parse (begun from the command line) cannot know.
+    early_read.wait()
+    path = copy(tmp_path)
+    config = tmp_path / "loader.toml"
+    config.write_text("sheet = 0\n", encoding="utf-8")
+    held: list[object] = []
+    real = workbooks.rows_of
+
+    def watched(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        held.append(early_read._pending)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workbooks, "rows_of", watched)
+    assert main(["validate", str(path), "--config", str(config), *FLAGS]) == 1
+    assert sorted(parses) == ["MainThread", "callkaro-early-read"]
+    assert held == [None]  # nothing held the unused early parse while the sheet was read and checked
+    early_read.wait()
 
 
 def test_text_files_and_large_workbooks_are_left_to_the_reader(
