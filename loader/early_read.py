@@ -18,6 +18,7 @@ modules, so it can run before the heavy imports it overlaps.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -114,9 +115,16 @@ def wait() -> None:
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:
-    """The file behind ``path`` as it is now: device, inode, change time and size."""
+    """The file behind ``path`` as it is now: device, inode, modification and change times, size.
+
+    The change time too: the modification time can be set back (``cp -p``, ``touch -r``, ``os.utime``)
+    after the file was rewritten in place; the change time cannot. None for anything but a regular
+    file: a pipe named .xlsx can be read only once, and that read is the reader's.
+    """
     try:
         found = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):
         return None
-    return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_size)
+    if not stat.S_ISREG(found.st_mode):
+        return None
+    return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_ctime_ns, found.st_size)
