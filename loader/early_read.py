@@ -84,9 +84,12 @@ def start(path: str | Path, sheet: str | int | None) -> None:
     identity = _identity(path)
     if identity is None or identity[-1] > MAX_BYTES:
         return
-    _pending = _EarlyRead(path, sheet, identity)
-    _last_done = _pending.done
-    _pending.thread.start()
+    early = _EarlyRead(path, sheet, identity)
+    try:
+        early.thread.start()
+    except RuntimeError:  # no thread to be had (a process or memory limit): the reader parses
+        return
+    _pending, _last_done = early, early.done
 
 
 def take(path: Path, sheet: str | int | None, *, by_content: bool) -> dict[str, Any] | None:

@@ -170,6 +170,18 @@ def test_a_pipe_named_like_a_workbook_is_left_to_the_reader(tmp_path: Path, pars
             early_read.wait()
 
 
+def test_no_thread_to_be_had_leaves_the_parse_to_the_reader(
+    tmp_path: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    assert main(["validate", str(copy(tmp_path)), *FLAGS]) == 1
+    assert "valid" in capsys.readouterr().out
+    assert parses == ["MainThread"]
+
+
 def test_text_files_and_large_workbooks_are_left_to_the_reader(
     tmp_path: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
