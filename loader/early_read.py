@@ -18,6 +18,7 @@ modules, so it can run before the heavy imports it overlaps.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -83,18 +84,20 @@ def start(path: str | Path, sheet: str | int | None) -> None:
     identity = _identity(path)
     if identity is None or identity[-1] > MAX_BYTES:
         return
-    _pending = _EarlyRead(path, sheet, identity)
-    _last_done = _pending.done
-    _pending.thread.start()
+    early = _EarlyRead(path, sheet, identity)
+    try:
+        early.thread.start()
+    except RuntimeError:  # no thread to be had (a process or memory limit): the reader parses
+        return
+    _pending, _last_done = early, early.done
 
 
 def take(path: Path, sheet: str | int | None, *, by_content: bool) -> dict[str, Any] | None:
     """What ``open_sheet`` answers for this file and sheet, if it was parsed early; else None."""
     global _pending
-    early = _pending
+    early, _pending = _pending, None  # the reader reads once: an early parse it cannot use is let go now
     if early is None or early.sheet != sheet or _identity(path) != early.identity:
         return None
-    _pending = None
     early.done.wait()
     if early.by_content != by_content or _identity(path) != early.identity:
         return None
@@ -115,9 +118,16 @@ def wait() -> None:
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:
-    """The file behind ``path`` as it is now: device, inode, change time and size."""
+    """The file behind ``path`` as it is now: device, inode, modification and change times, size.
+
+    The change time too: the modification time can be set back (``cp -p``, ``touch -r``, ``os.utime``)
+    after the file was rewritten in place; the change time cannot. None for anything but a regular
+    file: a pipe named .xlsx can be read only once, and that read is the reader's.
+    """
     try:
         found = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):
         return None
-    return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_size)
+    if not stat.S_ISREG(found.st_mode):
+        return None
+    return (found.st_dev, found.st_ino, found.st_mtime_ns, found.st_ctime_ns, found.st_size)

@@ -92,12 +92,94 @@ def test_a_file_changed_after_the_early_parse_is_read_again(tmp_path: Path, pars
 def test_another_sheet_or_another_file_is_read_by_the_reader(tmp_path: Path, parses: list[str]) -> None:
     path = copy(tmp_path)
     other = copy(tmp_path, "template_filled.xlsx")
+    for asked, sheet in ((path, "Leads"), (other, None)):
+        early_read.start(path, None)
+        assert early_read.take(asked, sheet, by_content=False) is None
+        # Let go at once: the reader parses for itself, and the unused parse must not stay in memory.
+        assert early_read._pending is None
+        early_read.wait()  # its thread still ends by itself
     early_read.start(path, None)
-    assert early_read.take(path, "Leads", by_content=False) is None
-    assert early_read.take(other, None, by_content=False) is None
     opened = early_read.take(path, None, by_content=False)
     assert opened is not None and opened["name"] == "Leads"
     assert early_read.take(path, None, by_content=False) is None  # taken once
+
+
+def test_a_sheet_chosen_in_the_config_file_does_not_keep_the_early_parse(
+    tmp_path: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --config may choose the sheet, which the early parse (begun from the command line) cannot know.
+    early_read.wait()
+    path = copy(tmp_path)
+    config = tmp_path / "loader.toml"
+    config.write_text("sheet = 0\n", encoding="utf-8")
+    held: list[object] = []
+    real = workbooks.rows_of
+
+    def watched(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        held.append(early_read._pending)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workbooks, "rows_of", watched)
+    assert main(["validate", str(path), "--config", str(config), *FLAGS]) == 1
+    assert sorted(parses) == ["MainThread", "callkaro-early-read"]
+    assert held == [None]  # nothing held the unused early parse while the sheet was read and checked
+    early_read.wait()
+
+
+def test_a_file_rewritten_in_place_with_its_old_time_is_read_again(tmp_path: Path, parses: list[str]) -> None:
+    # cp -p, touch -r, rsync --inplace -t: same inode, same size, the old modification time.
+    path = tmp_path / "leads.xlsx"
+    with zipfile.ZipFile(FIXTURES / "contacts.xlsx") as old:
+        parts = {info.filename: old.read(info.filename) for info in old.infolist()}
+
+    def write(city: bytes) -> bytes:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as new:
+            for name, data in parts.items():
+                strings = name == "xl/sharedStrings.xml"
+                new.writestr(name, data.replace(b">Chennai<", city) if strings else data)
+        return path.read_bytes()
+
+    changed = write(b">Madras!<")
+    write(b">Chennai<")
+    before = path.stat()
+    early_read.start(path, None)
+    assert early_read._pending is not None
+    early_read._pending.done.wait()
+    time.sleep(0.05)  # past the granularity of the file system's timestamps
+    with path.open("r+b") as handle:
+        handle.write(changed)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert early_read.take(path, None, by_content=False) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_named_like_a_workbook_is_left_to_the_reader(tmp_path: Path, parses: list[str]) -> None:
+    # A pipe can be read once: an early reader would take what the reader then waits for forever.
+    path = tmp_path / "leads.xlsx"
+    os.mkfifo(path)
+    early_read.start(path, None)
+    started = early_read._pending
+    try:
+        assert started is None
+    finally:
+        if started is not None:  # free an early reader stuck opening the pipe, or the test run never ends
+            with path.open("wb"):
+                pass
+            early_read.discard()
+            early_read.wait()
+
+
+def test_no_thread_to_be_had_leaves_the_parse_to_the_reader(
+    tmp_path: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    assert main(["validate", str(copy(tmp_path)), *FLAGS]) == 1
+    assert "valid" in capsys.readouterr().out
+    assert parses == ["MainThread"]
 
 
 def test_text_files_and_large_workbooks_are_left_to_the_reader(
