@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.calamine_reader import open_sheet
-from loader.formats import SUFFIX_KINDS, sniff
+from loader.formats import SUFFIX_KINDS, ZIPPED, by_content, sniff
 from loader.limits import MAX_COLUMNS
 from loader.zip_checks import check_zip
 
@@ -62,10 +62,10 @@ class _EarlyRead:
     def _open(self) -> None:
         try:
             kind = sniff(self.path)
-            if kind not in ("xlsx", "xlsb", "ods"):
+            if kind not in ZIPPED:
                 return
             check_zip(self.path)
-            self.by_content = SUFFIX_KINDS.get(self.path.suffix.lower()) != kind
+            self.by_content = by_content(self.path, kind)
             opened = open_sheet(
                 str(self.path), self.sheet, by_content=self.by_content, max_columns=MAX_COLUMNS
             )
@@ -79,7 +79,7 @@ def start(path: str | Path, sheet: str | int | None) -> None:
     global _pending, _last_done
     _pending = None
     path = Path(path)
-    if path.suffix.lower() not in (".xlsx", ".xlsm", ".ods"):
+    if SUFFIX_KINDS.get(path.suffix.lower()) not in ZIPPED:
         return
     identity = _identity(path)
     if identity is None or identity[-1] > MAX_BYTES:

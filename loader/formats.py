@@ -40,6 +40,14 @@ SUFFIX_KINDS: dict[str, Kind] = {
     ".xls": "xls",
     ".ods": "ods",
 }
+#: Kinds that are zip files: checked by ``loader.zip_checks`` before calamine reads them.
+ZIPPED: frozenset[Kind] = frozenset({"xlsx", "xlsb", "ods"})
+
+
+def by_content(path: Path, kind: Kind) -> bool:
+    """Whether ``path`` is a ``kind`` its suffix does not promise, so must be read by its bytes."""
+    return SUFFIX_KINDS.get(path.suffix.lower()) != kind
+
 
 _ZIP = (b"PK\x03\x04", b"PK\x05\x06")
 OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"

@@ -21,7 +21,7 @@ from loader.calamine_reader import open_sheet, read_rows, rows_of
 from loader.cells import Cell
 from loader.columnar import Columns, collect_columns
 from loader.errors import InputFileError
-from loader.formats import OLE2, SUFFIX_KINDS, Kind
+from loader.formats import OLE2, ZIPPED, Kind, by_content
 from loader.limits import MAX_COLUMNS
 from loader.zip_checks import check_zip
 
@@ -33,7 +33,7 @@ def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Colu
     sheet never exists as a million Python lists; ``.xls`` sheets, read in a
     child process, arrive as rows and are gathered the same way.
     """
-    if kind in ("xlsx", "xlsb", "ods"):
+    if kind in ZIPPED:
         check_zip(path)
     return _read(path, kind, sheet)
 
@@ -44,13 +44,13 @@ XLS_SECONDS = 300
 
 
 def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str]:
-    by_content = SUFFIX_KINDS.get(path.suffix.lower()) != kind  # the suffix lies: go by the bytes
+    by_bytes = by_content(path, kind)  # the suffix lies: go by the bytes
     if kind == "xls":
-        result = _read_in_child(path, sheet, by_content=by_content)
+        result = _read_in_child(path, sheet, by_content=by_bytes)
     else:
-        opened = early_read.take(path, sheet, by_content=by_content)
+        opened = early_read.take(path, sheet, by_content=by_bytes)
         if opened is None:
-            opened = open_sheet(str(path), sheet, by_content=by_content, max_columns=MAX_COLUMNS)
+            opened = open_sheet(str(path), sheet, by_content=by_bytes, max_columns=MAX_COLUMNS)
         result = rows_of(opened, collect_columns)
         del opened  # calamine's copy of the sheet: not kept while the columns are checked
     problem = result.get("problem")
