@@ -132,7 +132,7 @@ def _options(args: argparse.Namespace, kind: type[O]) -> O:
     ``args`` altogether (``argument_default=SUPPRESS``), so a default can
     never hide a value from the file.
     """
-    from loader.pipeline import make_options
+    from loader.config import make_options
 
     names = {f.name for f in dataclasses.fields(kind)}
     given = {name: value for name, value in vars(args).items() if name in names}
@@ -349,21 +349,34 @@ def _refuse_key_flags(argv: Sequence[str]) -> None:
             )
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _started(args: argparse.Namespace, kind: type[O]) -> O:
+    """The command's options, checked; then, while pandas loads, the workbook's parse is set going.
+
+    Options come first: a run that cannot start (no --agent-id, a bad --config file) says so
+    at once instead of after a parse nobody needs, and a sheet chosen in the --config file is
+    the one parsed.
+    """
+    options = _options(args, kind)
+    if isinstance(options, RunOptions):
+        options.check()
+    early_read.start(args.input, options.sheet)
+    return options
+
+
+def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
     import os
 
     from loader.pipeline import load_campaign, summary_lines
 
-    options = _options(args, RunOptions)
     if not options.base_url:
         options = options.replace(base_url=os.environ.get("CALLKARO_BASE_URL") or None)
     result: RunResult = load_campaign(args.input, options, handle_signals=True)
     if not options.quiet:
         for line in summary_lines(result.counts):
-            print(line)
+            _say(line)
         if result.batch_id and not result.dry_run:
-            print(f"campaign: {result.batch_id}")
-        print(f"results: {result.results_path}")
+            _say(f"campaign: {result.batch_id}")
+        _say(f"results: {result.results_path}")
     if result.stopped:
         print(
             f"{PROG}: stopped before every row was sent; run the same command again to resume",
@@ -374,32 +387,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
+def _cmd_validate(args: argparse.Namespace, options: InputOptions) -> int:
     from loader.pipeline import summary_lines, validate_file
 
-    options = _options(args, InputOptions)
     result = validate_file(args.input, report=getattr(args, "report", None), options=options)
     if not getattr(args, "quiet", False):
         for line in summary_lines(result.counts):
-            print(line)
+            _say(line)
         flagged = result.outcomes[result.outcomes["callkaro_status"] != "valid"]
         for row, outcome in flagged.head(SHOWN_ROWS).iterrows():
-            print(f"  row {row} {outcome['callkaro_status']}: {outcome['callkaro_message']}")
+            _say(f"  row {row} {outcome['callkaro_status']}: {outcome['callkaro_message']}")
         if len(flagged) > SHOWN_ROWS:
             more = len(flagged) - SHOWN_ROWS
-            print(
+            _say(
                 f"  ... and {more} more row{'s' if more != 1 else ''}"
                 + ("" if result.report_path else " (see every problem with --report problems.csv)")
             )
         if result.report_path:
-            print(f"report: {result.report_path}")
+            _say(f"report: {result.report_path}")
     return result.exit_code
 
 
 def _cmd_template(args: argparse.Namespace) -> int:
     from loader.template import write_template
 
-    print(f"template: {write_template(args.path)}")
+    _say(f"template: {write_template(args.path)}")
     return 0
 
 
@@ -417,13 +429,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         where = "running, or stopped while requests were in flight ('sending' rows)"
     else:
         where = "running, or stopped before writing its results"
-    print(f"campaign: {campaign}")
-    print(f"input: {found.input or '?'}")
-    print(f"last activity: {found.last_activity or '?'}")
-    print(f"run: {where}")
+    _say(f"campaign: {campaign}")
+    _say(f"input: {found.input or '?'}")
+    _say(f"last activity: {found.last_activity or '?'}")
+    _say(f"run: {where}")
     for line in summary_lines(found.counts):
-        print(line)
-    print(f"results: {found.results_path or args.output}")
+        _say(line)
+    _say(f"results: {found.results_path or args.output}")
     return 0 if found.finished and set(found.counts) <= SETTLED else 1
 
 
@@ -452,6 +464,29 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(line: str) -> None:
+    """One line of a command's output. Whoever reads it may stop early (``| head``): the work is
+    done by then, so the rest is dropped, without a traceback and with the command's own exit code."""
+    try:
+        print(line)
+    except BrokenPipeError:
+        _drop_stdout()
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    import os
+
+    # Output still buffered would fail again when Python flushes it at exit: send it nowhere.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _print_error(exc: LoaderError) -> None:
     print(f"{PROG}: error: {exc.message}", file=sys.stderr)
     if exc.hint:
@@ -463,16 +498,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _refuse_key_flags(argv)
         args = build_parser().parse_args(argv)
-        handler = {
-            "run": _cmd_run,
-            "validate": _cmd_validate,
-            "template": _cmd_template,
-            "status": _cmd_status,
-            "sandbox": _cmd_sandbox,
-        }[args.command]
-        if args.command in ("run", "validate"):
-            early_read.start(args.input, getattr(args, "sheet", None))
-        return handler(args)
+        if args.command == "run":
+            code = _cmd_run(args, _started(args, RunOptions))
+        elif args.command == "validate":
+            code = _cmd_validate(args, _started(args, InputOptions))
+        else:
+            other = {"template": _cmd_template, "status": _cmd_status, "sandbox": _cmd_sandbox}
+            code = other[args.command](args)
+        _flush_stdout()
+        return code
     except LoaderError as exc:
         _print_error(exc)
         return exc.exit_code
@@ -493,21 +527,33 @@ def entry() -> int:
     # of times: 0.15 s of the 1.9 s a 100,000-row workbook took. Cycles are still collected.
     gc.set_threshold(_GC_THRESHOLD, *gc.get_threshold()[1:])
     code = main()
+    if early_read.unneeded():
+        # The run stopped before it read its workbook (a usage error, Ctrl-C) while the parse
+        # still goes on in its thread: end now rather than wait for a sheet nobody will read.
+        _exit_at_once(code)
     try:
-        # A run stopped before it read its workbook: the early parse is still going, and Python
-        # would wait for it at exit where a second Ctrl-C only gets a traceback.
+        # A parse the reader passed over (the file changed after it began): rare, and short.
         early_read.wait()
     except KeyboardInterrupt:
-        import logging
-        import os
-
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # a second Ctrl-C: stop at once, as asked; the parse dies with the process
+        _exit_at_once(code)  # a second Ctrl-C: stop at once, as asked; the parse dies with the process
     # The process ends now: a last cycle collection over everything it read would only delay it.
     gc.freeze()
     return code
+
+
+def _exit_at_once(code: int) -> None:
+    """End the process with ``code`` without Python's shutdown, which would wait for the parse.
+
+    ``main`` has returned: every file the run opened is closed. What is left is output not yet
+    written out: the log handlers' and the terminal's.
+    """
+    import logging
+    import os
+
+    logging.shutdown()
+    _flush_stdout()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

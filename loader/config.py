@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.errors import UsageError
-from loader.options import RunOptions
+from loader.options import O, RunOptions
 
 
 class _WrongType(Exception):
@@ -235,3 +235,14 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, str | Path):
         return [value]
     return list(value)
+
+
+def make_options(kind: type[O], options: O | None, config: str | Path | None, values: Mapping[str, Any]) -> O:
+    """``options`` (or the defaults), then the ``config`` file over them, then ``values`` over both:
+    how the library's keywords and the command line's flags both meet a --config file."""
+    base = options or kind()
+    if config is not None:
+        known = {f.name for f in dataclasses.fields(kind)}
+        from_file = {k: v for k, v in load_config(config).items() if k in known}
+        values = layer(from_file, values)
+    return base.replace(**values) if values else base

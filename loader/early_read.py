@@ -3,7 +3,7 @@
 Importing pandas, pyarrow and pandera takes about half a second, about as
 long as calamine takes to parse a 100,000-row sheet, and calamine parses
 without holding Python's GIL. So the command line, as soon as it knows the
-input file, calls ``start``, which checks the workbook exactly as
+input file and has checked the options, calls ``start``, which checks the workbook exactly as
 ``loader.workbooks`` would (``loader.zip_checks`` first: nothing unsafe is
 parsed early) and parses it in a thread; the reader then ``take``s the
 parsed sheet instead of parsing again. What the thread answers is only a
@@ -28,17 +28,18 @@ from loader.formats import SUFFIX_KINDS, ZIPPED, by_content, sniff
 from loader.limits import MAX_COLUMNS
 from loader.zip_checks import check_zip
 
-#: Larger workbooks are parsed when the reader asks. The thread is not a
-#: daemon (a daemon thread coming back from Rust while Python shuts down can
-#: abort the process), so a run that stops before reading waits at exit for
-#: the parse to end: at this size about two seconds (``loader.cli.entry``
-#: stops waiting at a second Ctrl-C). Beyond it, the half second of start-up
-#: saved is small next to the parse itself.
+#: Larger workbooks are parsed when the reader asks: beyond this size the half
+#: second of start-up saved is small next to the parse itself. The thread is
+#: not a daemon (a daemon thread coming back from Rust while Python shuts down
+#: can abort the process); ``loader.cli.entry`` ends a process whose run
+#: stopped before reading without waiting for it (``unneeded``).
 MAX_BYTES = 16 * 1024 * 1024
 
 _pending: _EarlyRead | None = None
 #: Set when the last early parse ends (not the parse itself: its sheet must be freed once read).
 _last_done: threading.Event | None = None
+#: Whether the reader passed the last early parse over (another sheet, a changed file) and parsed itself.
+_superseded = False
 
 
 class _EarlyRead:
@@ -76,7 +77,7 @@ class _EarlyRead:
 
 def start(path: str | Path, sheet: str | int | None) -> None:
     """Begin parsing ``path`` (its ``sheet``) in the background, when it is a workbook worth it."""
-    global _pending, _last_done
+    global _pending, _last_done, _superseded
     _pending = None
     path = Path(path)
     if SUFFIX_KINDS.get(path.suffix.lower()) not in ZIPPED:
@@ -89,14 +90,17 @@ def start(path: str | Path, sheet: str | int | None) -> None:
         early.thread.start()
     except RuntimeError:  # no thread to be had (a process or memory limit): the reader parses
         return
-    _pending, _last_done = early, early.done
+    _pending, _last_done, _superseded = early, early.done, False
 
 
 def take(path: Path, sheet: str | int | None, *, by_content: bool) -> dict[str, Any] | None:
     """What ``open_sheet`` answers for this file and sheet, if it was parsed early; else None."""
-    global _pending
+    global _pending, _superseded
     early, _pending = _pending, None  # the reader reads once: an early parse it cannot use is let go now
-    if early is None or early.sheet != sheet or _identity(path) != early.identity:
+    if early is None:
+        return None
+    if early.sheet != sheet or _identity(path) != early.identity:
+        _superseded = True
         return None
     early.done.wait()
     if early.by_content != by_content or _identity(path) != early.identity:
@@ -115,6 +119,12 @@ def wait() -> None:
     """Wait for the last early parse to end, whether or not it was taken."""
     if _last_done is not None:
         _last_done.wait()
+
+
+def unneeded() -> bool:
+    """Whether the last early parse still runs for a run that stopped before reading its sheet
+    (a usage error, Ctrl-C): nothing will use it, and the process can end without it."""
+    return _last_done is not None and not _superseded and not _last_done.is_set()
 
 
 def _identity(path: Path) -> tuple[int, ...] | None:

@@ -11,7 +11,6 @@ what ``callkaro-loader run`` and ``callkaro-loader validate`` do, including
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import zoneinfo
@@ -25,7 +24,7 @@ import phonenumbers
 
 from loader import memory
 from loader.columns import ColumnMap, map_columns
-from loader.config import layer, load_config
+from loader.config import make_options
 from loader.errors import ApiRefusedError, LoaderError, StateError, UsageError
 from loader.history import Claims, History
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
@@ -177,17 +176,6 @@ def _read_and_validate(
     if lists:
         validation = suppress_rows(validation, lists)
     return sheet, columns, validation, ctx
-
-
-def make_options(kind: type[O], options: O | None, config: str | Path | None, values: Mapping[str, Any]) -> O:
-    """``options`` (or the defaults), then the ``config`` file over them, then ``values`` over both:
-    how the library's keywords and the command line's flags both meet a --config file."""
-    base = options or kind()
-    if config is not None:
-        known = {f.name for f in dataclasses.fields(kind)}
-        from_file = {k: v for k, v in load_config(config).items() if k in known}
-        values = layer(from_file, values)
-    return base.replace(**values) if values else base
 
 
 def default_output(path: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import pytest
 import respx
 
 from loader.cli import build_parser, main
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_data"
@@ -219,6 +222,25 @@ def test_both_ways_of_starting_the_command_show_the_same_help(command: list[str]
     done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith("usage: callkaro-loader [-h] [--version] COMMAND ...")
+
+
+@pytest.mark.parametrize("name", ["contacts.csv", "contacts.xlsx"])
+def test_output_cut_short_by_its_reader_ends_quietly_with_the_commands_code(name: str) -> None:
+    # `callkaro-loader validate leads.xlsx | head -1`: head stops reading; no traceback follows.
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails as a closed pipe
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "loader", "validate", str(FIXTURES / name), "--default-region", "IN"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (1, "")  # 1: the fixture has rows needing a person
 
 
 def test_version_is_printed(capsys: pytest.CaptureFixture[str]) -> None:

@@ -42,6 +42,12 @@ def copy(tmp_path: Path, name: str = "contacts.xlsx") -> Path:
     return Path(shutil.copy(FIXTURES / name, tmp_path / name))
 
 
+def write_config(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "loader.toml"
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
 def test_the_command_parses_a_workbook_once_early_and_says_the_same(
     tmp_path: Path, parses: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,26 +110,24 @@ def test_another_sheet_or_another_file_is_read_by_the_reader(tmp_path: Path, par
     assert early_read.take(path, None, by_content=False) is None  # taken once
 
 
-def test_a_sheet_chosen_in_the_config_file_does_not_keep_the_early_parse(
-    tmp_path: Path, parses: list[str], monkeypatch: pytest.MonkeyPatch
+def test_a_sheet_chosen_in_the_config_file_is_the_one_parsed_early(
+    tmp_path: Path, parses: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # --config may choose the sheet, which the early parse (begun from the command line) cannot know.
-    early_read.wait()
-    path = copy(tmp_path)
-    config = tmp_path / "loader.toml"
-    config.write_text("sheet = 0\n", encoding="utf-8")
-    held: list[object] = []
-    real = workbooks.rows_of
-
-    def watched(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        held.append(early_read._pending)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(workbooks, "rows_of", watched)
+    path, config = copy(tmp_path), write_config(tmp_path, "sheet = 0\n")
     assert main(["validate", str(path), "--config", str(config), *FLAGS]) == 1
-    assert sorted(parses) == ["MainThread", "callkaro-early-read"]
-    assert held == [None]  # nothing held the unused early parse while the sheet was read and checked
+    assert "valid" in capsys.readouterr().out
+    assert parses == ["callkaro-early-read"]  # not parsed again for the config's sheet
+
+
+def test_options_that_cannot_work_are_refused_before_any_parse(
+    tmp_path: Path, parses: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, config = copy(tmp_path), write_config(tmp_path, "shet = 0\n")  # a typo: an unknown key
+    assert main(["run", str(path), "--sandbox", *FLAGS]) == 2  # no --agent-id
+    assert main(["validate", str(path), "--config", str(config), *FLAGS]) == 2
+    assert capsys.readouterr().err.count("error:") == 2
     early_read.wait()
+    assert parses == []
 
 
 def test_a_file_rewritten_in_place_with_its_old_time_is_read_again(tmp_path: Path, parses: list[str]) -> None:
@@ -202,23 +206,25 @@ def test_a_csv_named_xlsx_is_not_parsed_early_but_still_read(
     assert parses == []
 
 
-def test_a_second_ctrl_c_ends_the_wait_for_a_parse_nobody_took(tmp_path: Path) -> None:
-    # The parse is made to take 30 s, so the run is stopped while it still goes on: the first
-    # Ctrl-C stops the run, the second must end the process at once, without a traceback.
-    path = copy(tmp_path)
-    script = (
-        "import sys, time\n"
+def _slow_parse_script(before: str, argv: list[str]) -> str:
+    """A ``callkaro-loader`` process whose early parse runs ``before`` and then takes 60 s."""
+    return (
+        "import os, sys, time\n"
         "from loader import calamine_reader, early_read\n"
         "real = calamine_reader.open_sheet\n"
-        "def slow(*args, **kwargs):\n"
-        "    time.sleep(30)\n"
-        "    return real(*args, **kwargs)\n"
+        "def slow(path, *args, **kwargs):\n"
+        f"    {before}\n"
+        "    time.sleep(60)\n"
+        "    return real(path, *args, **kwargs)\n"
         "early_read.open_sheet = slow\n"
         "from loader.cli import entry\n"
-        f"sys.argv = ['callkaro-loader', 'validate', {str(path)!r}, *{FLAGS!r}]\n"
+        f"sys.argv = ['callkaro-loader', *{argv!r}]\n"
         "print('started', flush=True)\n"
         "sys.exit(entry())\n"
     )
+
+
+def _start(script: str) -> subprocess.Popen[str]:
     child = subprocess.Popen(
         [sys.executable, "-c", script],
         stdout=subprocess.PIPE,
@@ -226,17 +232,49 @@ def test_a_second_ctrl_c_ends_the_wait_for_a_parse_nobody_took(tmp_path: Path) -
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    assert child.stdout is not None and child.stdout.readline() == "started\n"
+    return child
+
+
+def test_a_run_stopped_before_reading_ends_without_waiting_for_the_parse(tmp_path: Path) -> None:
+    # The parse takes 60 s; the process must end long before it, with the usual line and code.
+    path = copy(tmp_path)
+    output = tmp_path / "r.txt"
+    bad_output = ["run", str(path), "--agent-id", "a", "--sandbox", "--output", str(output), *FLAGS]
+    child = _start(_slow_parse_script("pass", bad_output))
     try:
-        assert child.stdout is not None and child.stdout.readline() == "started\n"
-        time.sleep(0.5)  # into the wait for the parse
+        out, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert child.returncode == 2
+    assert err.startswith(f"callkaro-loader: error: --output {output} must end in .csv or .xlsx")
+
+    child = _start(_slow_parse_script("pass", ["validate", str(path), *FLAGS]))
+    try:
+        time.sleep(0.5)  # reading: waiting for the parse
         child.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        assert child.poll() is None  # the first Ctrl-C stops the run; the parse still goes on
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=10)
+        out, err = child.communicate(timeout=20)
     finally:
         child.kill()
     assert child.returncode == 1
     assert err.splitlines() == [
         "callkaro-loader: stopped at once; what was recorded is kept; run the same command again to resume"
     ]
+
+
+def test_ctrl_c_ends_the_wait_for_a_parse_the_reader_passed_over(tmp_path: Path) -> None:
+    # The file changes once the early parse has begun, so the reader parses it again itself and
+    # the run finishes; the early parse, still going, is waited for until Ctrl-C.
+    path = copy(tmp_path)
+    child = _start(_slow_parse_script("os.utime(path, ns=(1, 1))", ["validate", str(path), *FLAGS]))
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().startswith("valid ")  # the run read the sheet and finished
+        time.sleep(0.5)
+        assert child.poll() is None  # waiting for the early parse
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert child.returncode == 1  # validate's own code: two invalid rows
+    assert err == ""
