@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import math
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,12 +205,25 @@ PARSERS: dict[str, Callable[[Cell, Context], Parsed]] = {
 }
 
 
-def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[Collection[Any], Collection[str | None]]:
-    """Parse every cell of one call-field column; blanks give ``(None, None)``.
+#: The pandas dtype of each call field's parsed values (missing where a cell was blank or wrong).
+DTYPES: dict[str, Any] = {
+    "to_number": "str",
+    "schedule_at": "str",
+    "min_trigger_time": "str",
+    "max_trigger_time": "str",
+    "carry_over": "boolean",
+    "number_of_retries": "Int64",
+    "gap_between_retries": object,  # one number or a list of them
+    "priority": "Int64",
+}
 
-    Returns the parsed values and the problems, both in the column's order.
-    Phone numbers take the vectorised path of ``loader.phones`` and come as a
-    compact text array (a missing number is NaN there) and an array of problems.
+
+def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[Any, np.ndarray]:
+    """Parse every cell of one call-field column; blanks give neither a value nor a problem.
+
+    Returns the parsed values, as an array of ``DTYPES[name]`` (missing where
+    there is none), and the problems (None where there is none), both in the
+    column's order. Phone numbers take the vectorised path of ``loader.phones``.
     """
     if name == "to_number":
         return phones.parse_phone_column(cells, ctx.default_region)
@@ -220,7 +233,7 @@ def parse_column(name: str, cells: pd.Series, ctx: Context) -> tuple[Collection[
         distinct: list[Cell] = uniques.tolist()
     else:
         codes, distinct = distinct_cells(cells.to_numpy(dtype=object))
-    return _spread(*parse_distinct(name, distinct, ctx), codes)
+    return _spread(*parse_distinct(name, distinct, ctx), codes, DTYPES[name])
 
 
 def parse_distinct(name: str, cells: list[Cell], ctx: Context) -> tuple[list[Any], list[str | None]]:
@@ -237,14 +250,25 @@ def parse_distinct(name: str, cells: list[Cell], ctx: Context) -> tuple[list[Any
 
 
 def _spread(
-    values: list[Any], problems: list[str | None], codes: np.ndarray
-) -> tuple[list[Any], list[str | None]]:
-    """Each cell's answer from its distinct value's (``codes`` as ``pd.factorize`` gives them)."""
-    by_code = np.empty((2, len(values) + 1), dtype=object)  # the last slot, code -1: a missing cell
-    for code, (value, problem) in enumerate(zip(values, problems, strict=True)):
-        # One by one: a parsed value may be a list (several retry gaps).
-        by_code[0, code], by_code[1, code] = value, problem
-    return by_code[0].take(codes).tolist(), by_code[1].take(codes).tolist()
+    values: list[Any], problems: list[str | None], codes: np.ndarray, dtype: Any
+) -> tuple[Any, np.ndarray]:
+    """Each cell's answer from its distinct value's (``codes`` as ``pd.factorize`` gives them).
+
+    The distinct answers become an array of ``dtype`` first, so a million cells never pass
+    through Python one by one; code -1 (a missing cell) takes the empty slot after the last.
+    """
+    index = np.where(codes < 0, len(values), codes)
+    if dtype is object:
+        by_code = np.empty(len(values) + 1, dtype=object)
+        for code, value in enumerate(values):
+            by_code[code] = value  # one by one: a value may be a list (several retry gaps)
+        spread = by_code.take(index)
+    else:
+        spread = pd.array([*values, None], dtype=dtype).take(index)
+    found = np.empty(len(problems) + 1, dtype=object)
+    found[:-1] = problems
+    found[-1] = None
+    return spread, found.take(index)
 
 
 # --- metadata -----------------------------------------------------------------

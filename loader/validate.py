@@ -19,7 +19,7 @@ from loader import memory
 from loader.cells import Cell, arrow_text, blank_mask, cell_text, is_text_column, shorten
 from loader.columns import ROW_FIELDS, ColumnMap
 from loader.errors import UsageError
-from loader.normalise import Context, parse_column
+from loader.normalise import DTYPES, Context, parse_column
 from loader.read import Sheet
 from schemas import ROW_CHECK_COLUMNS, CallRequests
 
@@ -40,16 +40,6 @@ DEFAULT_FLAGS = {
     "number_of_retries": "--retries",
     "gap_between_retries": "--gap",
     "priority": "--priority",
-}
-_DTYPES: dict[str, Any] = {
-    "to_number": "str",
-    "schedule_at": "str",
-    "min_trigger_time": "str",
-    "max_trigger_time": "str",
-    "carry_over": "boolean",
-    "number_of_retries": "Int64",
-    "gap_between_retries": object,
-    "priority": "Int64",
 }
 
 
@@ -85,13 +75,13 @@ def check_defaults(defaults: Defaults, ctx: Context) -> None:
     parsed: dict[str, pd.Series] = {}
     for name in ROW_FIELDS:
         if name not in raw:
-            parsed[name] = pd.Series([None], dtype=_DTYPES[name])
+            parsed[name] = pd.Series([None], dtype=DTYPES[name])
             continue
         values, problems = parse_column(name, raw[name], ctx)
         (problem,) = problems
         if problem:
             raise UsageError(f"{DEFAULT_FLAGS[name]} {cell_text(raw[name][0])!r} {problem}")
-        parsed[name] = pd.Series(values, dtype=_DTYPES[name])
+        parsed[name] = pd.Series(values, dtype=DTYPES[name])
     # A default that parses can still break a rule (--priority 150, a window out of order).
     broken = _rule_problems(pd.DataFrame(parsed), raw, {})
     if broken:
@@ -135,10 +125,10 @@ def validate_rows(
     parsed: dict[str, pd.Series] = {}
     for name in ROW_FIELDS:
         if name not in raw:
-            parsed[name] = pd.Series([None] * len(index), index=index, dtype=_DTYPES[name])
+            parsed[name] = pd.Series([None] * len(index), index=index, dtype=DTYPES[name])
             continue
         values, errors = parse_column(name, raw[name], ctx)
-        parsed[name] = pd.Series(values, index=index, dtype=_DTYPES[name])
+        parsed[name] = pd.Series(values, index=index, dtype=DTYPES[name])
         del values
         # A column's parsing frees large temporary columns (phone numbers: hundreds of MB for a
         # million rows); the next column's peak should not sit on top of them.
@@ -146,7 +136,8 @@ def validate_rows(
         label = headers.get(name, name)
         found = np.asarray(errors, dtype=object)
         del errors
-        hits = np.flatnonzero(pd.notna(found) & (found != ""))
+        hits = np.flatnonzero(pd.notna(found))
+        hits = hits[found[hits] != ""]
         if len(hits):
             bad = raw[name].take(hits).tolist()
             for row, cell, error in zip(

@@ -84,9 +84,9 @@ def test_a_text_column_parses_each_distinct_value_once_with_the_same_answers(
 
 
 def _lists(parsed: tuple[Any, Any]) -> tuple[list[Any], list[Any]]:
-    """Values and problems as lists; phone numbers come as a text array, where missing is NaN."""
+    """Values and problems as lists, a missing value (NaN in text, NA in numbers) as None."""
     values, problems = parsed
-    return [None if isinstance(v, float) and v != v else v for v in values], list(problems)
+    return [v if isinstance(v, list) or not pd.isna(v) else None for v in values], list(problems)
 
 
 def test_each_repeat_of_a_number_points_at_its_first_row(make_sheet: Any, ctx: Context) -> None:

@@ -397,15 +397,23 @@ def test_gap_that_is_not_whole_minutes_is_rejected(cell: Any) -> None:
 # --- a whole column ----------------------------------------------------------------------------------
 
 
+def as_lists(parsed: tuple[Any, Any]) -> tuple[list[Any], list[Any]]:
+    """``parse_column``'s values and problems as lists, a missing value as None."""
+    values, problems = parsed
+    return [None if pd.isna(v) else v for v in values], list(problems)
+
+
 def test_blank_cells_parse_to_nothing_and_no_problem() -> None:
     cells = pd.Series(["", "  ", "5", math.nan], dtype=object)
-    assert parse_column("priority", cells, INDIA) == ([None, None, 5, None], [None, None, None, None])
+    parsed = as_lists(parse_column("priority", cells, INDIA))
+    assert parsed == ([None, None, 5, None], [None, None, None, None])
 
 
 def test_equal_cells_of_different_types_are_parsed_separately() -> None:
     # 1, 1.0 and True are equal as dict keys; a boolean priority is still wrong.
     cells = pd.Series([1, True, 1.0, 1], dtype=object)
-    assert parse_column("priority", cells, INDIA) == ([1, None, 1, 1], [None, NOT_WHOLE, None, None])
+    parsed = as_lists(parse_column("priority", cells, INDIA))
+    assert parsed == ([1, None, 1, 1], [None, NOT_WHOLE, None, None])
 
 
 # --- metadata ----------------------------------------------------------------------------------------
