@@ -299,7 +299,7 @@ def _failures(
     cases: pd.DataFrame, raw: dict[str, pd.Series], headers: dict[str, str], found: set[tuple[int, str, str]]
 ) -> list[tuple[int, str, str, str]]:
     """pandera's failure cases as problems, one per row, column and rule (``found``: those seen)."""
-    out: list[tuple[int, str, str, str]] = []
+    new: list[tuple[int, str, str]] = []
     for case in cases.itertuples(index=False):
         row: Any = case.index
         if row is None or pd.isna(row):
@@ -307,12 +307,21 @@ def _failures(
             raise AssertionError(f"schema failure not tied to a row: {case}")
         column = ROW_CHECK_COLUMNS.get(str(case.check), str(case.column))
         key = (int(row), column, str(case.check))
-        if key in found:
-            continue
-        found.add(key)
-        cell = raw[column][row] if column in raw else ""
-        out.append((int(row), headers.get(column, column), cell_text(cell), str(case.check)))
-    return out
+        if key not in found:
+            found.add(key)
+            new.append(key)
+    # The cells as written, a column at a time: one lookup per cell costs more than the checks.
+    rows_of: dict[str, list[int]] = {}
+    for row, column, _ in new:
+        if column in raw:
+            rows_of.setdefault(column, []).append(row)
+    cells: dict[tuple[int, str], Any] = {}
+    for column, rows in rows_of.items():
+        cells.update(zip([(row, column) for row in rows], raw[column].loc[rows].tolist(), strict=True))
+    return [
+        (row, headers.get(column, column), cell_text(cells.get((row, column), "")), check)
+        for row, column, check in new
+    ]
 
 
 def problem_text(column: str, value: str, error: str) -> str:
