@@ -31,7 +31,9 @@ on generated numbers from many regions, written in many ways.
 from __future__ import annotations
 
 import functools
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -672,8 +674,12 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[An
     return _spread(pa.array(values, type=pa.large_string()), problems, codes)
 
 
-#: Distinct texts decided together by the fast path.
-_SLICE_ROWS = 1 << 17
+#: Distinct texts decided together by the fast path, at most (the memory its columns take).
+_SLICE_ROWS = 1 << 16
+#: Slices decided at once. The work is mostly pyarrow kernels, which let go of the GIL.
+_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+#: Fewer distinct texts than this per thread are decided in one go: a thread would cost more.
+_MIN_THREAD_ROWS = 8_192
 
 
 def _parse_texts(texts: pa.Array, default_region: str | None) -> tuple[Any, np.ndarray]:
@@ -690,18 +696,28 @@ def _decide_distinct(distinct: pa.Array, default_region: str | None) -> tuple[pa
     """Numbers and problems of distinct texts (blank ones get neither).
 
     Decided a slice at a time, so that the intermediate columns of the fast
-    path stay small however many distinct numbers the sheet has.
+    path stay small however many distinct numbers the sheet has, and slices
+    side by side in threads on a machine with more than one core.
     """
     # Trimmed as str.strip trims: what parse_phone looks at.
     trimmed = pc.utf8_trim(distinct, WHITESPACE)
-    pieces: list[pa.Array] = []
-    problems = np.full(len(distinct), None, dtype=object)
-    for start in range(0, len(distinct), _SLICE_ROWS):
-        piece_values, piece_problems = _decide_slice(
-            distinct.slice(start, _SLICE_ROWS), trimmed.slice(start, _SLICE_ROWS), default_region
-        )
-        pieces.append(piece_values)
-        problems[start : start + len(piece_values)] = piece_problems
+    count = len(distinct)
+    slices = max(-(-count // _SLICE_ROWS), min(_THREADS, count // _MIN_THREAD_ROWS), 1)
+    size = -(-count // slices)
+    starts = range(0, count, size) if count else range(0)
+
+    def decide_slice(start: int) -> tuple[pa.Array, np.ndarray]:
+        return _decide_slice(distinct.slice(start, size), trimmed.slice(start, size), default_region)
+
+    if len(starts) > 1 and _THREADS > 1:
+        with ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="callkaro-phones") as pool:
+            answers = list(pool.map(decide_slice, starts))
+    else:
+        answers = [decide_slice(start) for start in starts]
+    problems = np.full(count, None, dtype=object)
+    for start, (_, piece_problems) in zip(starts, answers, strict=True):
+        problems[start : start + len(piece_problems)] = piece_problems
+    pieces = [piece_values for piece_values, _ in answers]
     values = pa.concat_arrays(pieces) if pieces else pa.array([], type=pa.large_string())
     return values, problems
 

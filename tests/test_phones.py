@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import re
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,23 @@ def test_every_phone_in_the_test_fixtures_gets_the_same_answer_from_both_paths()
 
 def test_example_numbers_of_every_region_written_every_way_get_the_same_answer() -> None:
     assert_same(EXAMPLES, DEFAULT_REGIONS)
+
+
+def test_numbers_decided_in_slices_side_by_side_get_the_same_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A large column is decided in slices, in threads: small slices here, so every example is.
+    monkeypatch.setattr(phones, "_SLICE_ROWS", 7)
+    monkeypatch.setattr(phones, "_MIN_THREAD_ROWS", 3)
+    monkeypatch.setattr(phones, "_THREADS", 2)
+    threads: set[str] = set()
+    real = phones._decide_slice
+
+    def watched(*args: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(phones, "_decide_slice", watched)
+    assert_same(EXAMPLES, DEFAULT_REGIONS)
+    assert len(threads) == 2 and all(name.startswith("callkaro-phones") for name in threads)
 
 
 def _write(digits: str, separators: list[str]) -> str:
