@@ -157,6 +157,8 @@ def _write_csv(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> None
 
 def csv_texts(column: pd.Series) -> list[str]:
     """``inert(cell_text(cell))`` of every cell; a text column in one vectorised pass."""
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "iu":
+        return column.astype(str).tolist()  # source_row: whole numbers, nothing to make inert
     risky = column_matches(column, _FORMULA_PATTERN)
     if risky is not None:
         # A missing text cell is blank, as cell_text has it (not "nan").

@@ -356,3 +356,15 @@ def test_a_text_column_is_written_as_each_of_its_cells_would_be() -> None:
     column = pd.Series(cells, dtype="str")
     assert csv_texts(column) == [inert(cell_text(c)) for c in column.astype(object)]
     assert csv_texts(column) == csv_texts(column.astype(object))
+
+
+def test_a_column_of_row_numbers_is_written_as_each_of_its_cells_would_be() -> None:
+    from loader.results import csv_texts
+
+    for dtype in ("int64", "uint32"):
+        column = pd.Series([2, 3, 1_048_576, 0], dtype=dtype)
+        assert (
+            csv_texts(column)
+            == [inert(cell_text(c)) for c in column.astype(object)]
+            == ["2", "3", "1048576", "0"]
+        )
