@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
-from loader.cells import WHITESPACE, Cell, arrow_text, distinct_cells, is_blank
+from loader.cells import WHITESPACE, Cell, arrow_text, cell_types, distinct_cells, is_blank, of_type
 
 Parsed = tuple[Any, str | None]
 
@@ -544,12 +544,13 @@ def _decide_many(keys: pa.Array, default_region: str | None) -> tuple[pa.Array, 
                 general_rest = _regex(rest, default.general_pattern, whole=True)
             else:
                 general_whole = general_rest = np.zeros(len(where), dtype=bool)
-            sizes_whole = pc.utf8_length(whole).to_numpy(zero_copy_only=False)
-            too_long = np.fromiter(
-                (default.length("0" * n) is _Length.TOO_LONG for n in sizes_whole.tolist()),
-                dtype=bool,
-                count=len(where),
+            # Whether a number is too long depends only on its length: asked once per length.
+            sizes, size_of = np.unique(
+                pc.utf8_length(whole).to_numpy(zero_copy_only=False), return_inverse=True
             )
+            too_long = np.array(
+                [default.length("0" * n) is _Length.TOO_LONG for n in sizes.tolist()], dtype=bool
+            )[size_of.reshape(-1)]
             takes_code = (~general_whole & general_rest) | too_long
             kept = np.flatnonzero(plain & takes_code)
             region = str(COUNTRY_CODE_TO_REGION_CODE[code][0])
@@ -632,26 +633,31 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[An
         return _parse_texts(texts.combine_chunks(), default_region)
     codes, distinct = distinct_cells(cells.to_numpy(dtype=object))
     count = len(distinct)
-    values: list[Any] = [None] * count
+    objects = np.empty(count, dtype=object)
+    objects[:] = distinct
+    del distinct
+    is_text = of_type(cell_types(objects), str)
+    # Answers go by position into one Arrow column: a million of them never pass through Python.
+    answers = _Answers(count)
     problems = np.full(count, None, dtype=object)
     done = np.zeros(count, dtype=bool)
-    text_at = [i for i, c in enumerate(distinct) if type(c) is str]
-    if text_at:
+    text_at = np.flatnonzero(is_text)
+    if len(text_at):
         # Text cells of a column that also holds numbers (a workbook's): as a text column's.
-        texts = pa.array([distinct[i] for i in text_at], type=pa.large_string())
-        text_values, text_problems = _decide_distinct(texts, default_region)
-        positions = np.array(text_at, dtype=np.int64)
-        for position, value in zip(text_at, text_values.to_pylist(), strict=True):
-            values[position] = value
-        problems[positions] = text_problems
-        done[positions] = True
+        text_values, problems[text_at] = _decide_distinct(
+            pa.array(objects[text_at], type=pa.large_string()), default_region
+        )
+        answers.put(text_at, text_values)
+        done[text_at] = True
     # Number cells: parse_phone reads them in two ways only with a default region.
-    number_at = (
-        [i for i, c in enumerate(distinct) if type(c) is not str and _cell_as_text(c)]
-        if default_region
-        else []
-    )
-    digits = [str(_cell_as_text(distinct[i])) for i in number_at]
+    number_at: list[int] = []
+    digits: list[str] = []
+    if default_region:
+        for position in np.flatnonzero(~is_text).tolist():
+            text = _cell_as_text(objects[position])
+            if text:
+                number_at.append(position)
+                digits.append(text)
     written = _decide_list(digits, default_region)
     # A number cell may have lost a leading 0. Where 0 is the region's trunk prefix, putting
     # it back can only help a number that is not valid as written; elsewhere (Italy) both
@@ -659,19 +665,28 @@ def parse_phone_column(cells: pd.Series, default_region: str | None) -> tuple[An
     trunk_zero = _national_prefix(str(default_region)) == "0"
     retry = [n for n, w in enumerate(written) if not (trunk_zero and w[2] and w[0])]
     zeroed = dict(zip(retry, _decide_list(["0" + digits[n] for n in retry], default_region), strict=True))
+    found_at: list[int] = []
+    found: list[str] = []
     for n, position in enumerate(number_at):
         reading = written[n]
         other = zeroed.get(n, (None, None, True))
         if reading[2] and other[2]:
             # _number_cell_phone's choice, else the usual parse of the digits as written.
-            choice = _choose_reading(reading[0], other[0]) or (reading[0], reading[1])
-            values[position], problems[position] = choice
+            value, problems[position] = _choose_reading(reading[0], other[0]) or (reading[0], reading[1])
+            if value is not None:
+                found_at.append(position)
+                found.append(value)
             done[position] = True
     for position in np.flatnonzero(~done).tolist():
-        cell = distinct[position]
+        cell = objects[position]
         if not is_blank(cell):
-            values[position], problems[position] = parse_phone(cell, default_region)
-    return _spread(pa.array(values, type=pa.large_string()), problems, codes)
+            value, problems[position] = parse_phone(cell, default_region)
+            if value is not None:
+                found_at.append(position)
+                found.append(value)
+    if found_at:
+        answers.put(np.array(found_at, dtype=np.int64), pa.array(found, type=pa.large_string()))
+    return _spread(answers.array(), problems, codes)
 
 
 #: Distinct texts decided together by the fast path, at most (the memory its columns take).
