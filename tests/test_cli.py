@@ -340,6 +340,18 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
             id="no concurrency",
         ),
         pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--rate-limit", "nan"],
+            "callkaro-loader: error: --rate-limit must be a number of requests per second above 0, not nan",
+            None,
+            id="rate limit not a number",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--rate-limit", "inf"],
+            "callkaro-loader: error: --rate-limit must be a number of requests per second above 0, not inf",
+            None,
+            id="rate limit infinite",
+        ),
+        pytest.param(
             [*SANDBOX_RUN, "--concurrency", "many"],
             "callkaro-loader run: error: argument --concurrency: invalid int value: 'many'",
             "hint: see 'callkaro-loader run --help'",
