@@ -315,6 +315,8 @@ def _load_campaign(
     out = Path(options.output) if options.output is not None else default_output(path)
     if out.suffix.lower() not in (".csv", ".xlsx"):
         raise UsageError(f"--output {out} must end in .csv or .xlsx")
+    if out.is_dir():
+        raise UsageError(f"--output {out} is a folder; give the path of the results file to write")
     if out.resolve() == path.resolve():
         raise UsageError(f"--output {out} is the input file; the loader never overwrites its input")
     if options.summary_json is not None and not Path(options.summary_json).parent.is_dir():

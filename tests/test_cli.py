@@ -413,6 +413,19 @@ def test_usage_error_exits_2_with_one_line_naming_the_problem_and_sends_nothing(
     assert not (here / "contacts.results.csv").exists()
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry run"])
+def test_output_that_is_a_folder_is_refused_before_anything_is_sent(
+    here: Path, capsys: pytest.CaptureFixture[str], dry_run: list[str]
+) -> None:
+    (here / "results.csv").mkdir()
+    code, out, err = run(capsys, *SANDBOX_RUN, "--default-region", "IN", "--output", "results.csv", *dry_run)
+    assert code == 2
+    assert err.splitlines() == [
+        "callkaro-loader: error: --output results.csv is a folder; give the path of the results file to write"
+    ]
+    assert sorted(p.name for p in here.iterdir() if "results" in p.name) == ["results.csv"]
+
+
 def test_plain_http_base_url_to_another_host_is_refused_before_the_key_is_sent(
     here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
