@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loader.errors import StateError
+from loader.errors import StateError, cannot_write
 
 SCHEMA_VERSION = "1"
 #: Statuses the state keeps; validation outcomes are recomputed from the input each run.
@@ -159,9 +159,12 @@ class RunState:
         self.close()
 
     def open(self) -> None:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.output.with_name(self.output.name + ".lock")
-        handle = lock_path.open("a+")
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            handle = lock_path.open("a+")
+        except OSError as exc:
+            raise cannot_write(f"--output {self.output}", exc) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

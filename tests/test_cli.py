@@ -426,6 +426,20 @@ def test_output_that_is_a_folder_is_refused_before_anything_is_sent(
     assert sorted(p.name for p in here.iterdir() if "results" in p.name) == ["results.csv"]
 
 
+def test_output_where_no_file_can_be_written_is_refused_before_anything_is_sent(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (here / "reports").write_text("a file where the folder should be\n", encoding="utf-8")
+    code, out, err = run(capsys, *SANDBOX_RUN, "--default-region", "IN", "--output", "reports/out.csv")
+    assert code == 2
+    assert err.splitlines() == [
+        "callkaro-loader: error: --output reports/out.csv cannot be written "
+        "(reports is a file, not a folder)",
+        "hint: Choose a path in a folder you can write to.",
+    ]
+    assert out == ""
+
+
 def test_plain_http_base_url_to_another_host_is_refused_before_the_key_is_sent(
     here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
