@@ -360,13 +360,16 @@ def read_status(output: str | Path) -> RunStatus:
     ``StateError``; nothing is ever created.
     """
     output = Path(output)
+    give = "Give the results file of a run (its --output); its state sits beside it as <output>.state."
+    if output.is_dir():
+        raise StateError(f"{output} is a folder, not the results file of a run", hint=give)
     path = output if output.suffix == ".state" and output.is_file() else state_path(output)
     if not path.is_file():
         guess = output.with_name(f"{output.stem}.results.csv")
         hint = (
             f"Did you mean {guess}? Give the results file (the run's --output), not the input."
             if state_path(guess).is_file()
-            else "Give the results file of a run (its --output); its state sits beside it as <output>.state."
+            else give
         )
         raise StateError(f"no run state for {output}: {path} does not exist", hint=hint)
     try:
