@@ -321,6 +321,10 @@ def _load_campaign(
         raise UsageError(f"--output {out} is the input file; the loader never overwrites its input")
     if options.summary_json is not None and not Path(options.summary_json).parent.is_dir():
         raise UsageError(f"--summary-json {options.summary_json}: its folder does not exist")
+    if options.summary_json is not None and Path(options.summary_json).is_dir():
+        raise UsageError(
+            f"--summary-json {options.summary_json} is a folder; give the path of the JSON file to write"
+        )
     if isinstance(api_key, str):
         api_key = ApiKey(api_key)
 

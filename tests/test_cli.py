@@ -383,6 +383,12 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
             id="summary into a folder that does not exist",
         ),
         pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--summary-json", "."],
+            "callkaro-loader: error: --summary-json . is a folder; give the path of the JSON file to write",
+            None,
+            id="summary onto a folder",
+        ),
+        pytest.param(
             ["frobnicate"],
             "callkaro-loader: error: argument COMMAND: invalid choice: 'frobnicate' "
             "(choose from 'run', 'validate', 'status', 'template', 'sandbox')",
