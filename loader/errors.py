@@ -42,6 +42,15 @@ class UsageError(LoaderError):
     """A command-line flag, config key or library argument that cannot work."""
 
 
+def cannot_write(what: str, exc: OSError) -> UsageError:
+    """``what`` (e.g. ``--output out.csv``) cannot be written: the one-line error, saying why."""
+    if isinstance(exc, FileExistsError) and exc.filename:
+        why = f"{exc.filename} is a file, not a folder"  # what makedirs says when a file is in the way
+    else:
+        why = exc.strerror or str(exc)
+    return UsageError(f"{what} cannot be written ({why})", hint="Choose a path in a folder you can write to.")
+
+
 class InputFileError(LoaderError):
     """The input file cannot be read or has no usable table."""
 

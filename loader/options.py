@@ -9,6 +9,7 @@ anything up.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,11 @@ class RunOptions(InputOptions):
             raise UsageError("--agent-id is required: the CallKaro agent that makes the calls")
         if self.concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {self.concurrency}")
-        if self.rate_limit is not None and self.rate_limit <= 0:
-            raise UsageError(f"--rate-limit must be above 0 requests per second, not {self.rate_limit}")
+        # Written this way round so that nan (which compares false with everything) is refused too.
+        if self.rate_limit is not None and not 0 < self.rate_limit < math.inf:
+            raise UsageError(
+                f"--rate-limit must be a number of requests per second above 0, not {self.rate_limit}"
+            )
         if self.header_row < 1:
             raise UsageError(f"--header-row must be 1 or more, not {self.header_row}")
         if self.skip_recent is not None:

@@ -315,10 +315,16 @@ def _load_campaign(
     out = Path(options.output) if options.output is not None else default_output(path)
     if out.suffix.lower() not in (".csv", ".xlsx"):
         raise UsageError(f"--output {out} must end in .csv or .xlsx")
+    if out.is_dir():
+        raise UsageError(f"--output {out} is a folder; give the path of the results file to write")
     if out.resolve() == path.resolve():
         raise UsageError(f"--output {out} is the input file; the loader never overwrites its input")
     if options.summary_json is not None and not Path(options.summary_json).parent.is_dir():
         raise UsageError(f"--summary-json {options.summary_json}: its folder does not exist")
+    if options.summary_json is not None and Path(options.summary_json).is_dir():
+        raise UsageError(
+            f"--summary-json {options.summary_json} is a folder; give the path of the JSON file to write"
+        )
     if isinstance(api_key, str):
         api_key = ApiKey(api_key)
 

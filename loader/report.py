@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from loader.cells import Cell
 from loader.columns import ColumnMap
-from loader.errors import UsageError
+from loader.errors import UsageError, cannot_write
 from loader.read import Sheet
 from loader.results import atomic_write, inert, xlsx_text
 from loader.validate import PROBLEM_COLUMNS, Validation, problem_text
@@ -62,10 +62,13 @@ def check_report_path(path: Path, input_path: Path) -> None:
 def write_report(path: Path, sheet: Sheet, columns: ColumnMap, validation: Validation) -> None:
     """Write ``validation``'s problems to ``path``: ``.csv`` lines or an ``.xlsx`` marked-up copy."""
     check_report_path(path, sheet.path)
-    if path.suffix.lower() == ".csv":
-        atomic_write(path, lambda handle: _write_csv(handle, validation), binary=False)
-    else:
-        atomic_write(path, lambda handle: _write_xlsx(handle, sheet, columns, validation), binary=True)
+    try:
+        if path.suffix.lower() == ".csv":
+            atomic_write(path, lambda handle: _write_csv(handle, validation), binary=False)
+        else:
+            atomic_write(path, lambda handle: _write_xlsx(handle, sheet, columns, validation), binary=True)
+    except OSError as exc:
+        raise cannot_write(f"--report {path}", exc) from None
 
 
 def _write_csv(handle: IO[Any], validation: Validation) -> None:

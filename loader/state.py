@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loader.errors import StateError
+from loader.errors import StateError, cannot_write
 
 SCHEMA_VERSION = "1"
 #: Statuses the state keeps; validation outcomes are recomputed from the input each run.
@@ -159,9 +159,12 @@ class RunState:
         self.close()
 
     def open(self) -> None:
-        self.output.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.output.with_name(self.output.name + ".lock")
-        handle = lock_path.open("a+")
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            handle = lock_path.open("a+")
+        except OSError as exc:
+            raise cannot_write(f"--output {self.output}", exc) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -357,13 +360,16 @@ def read_status(output: str | Path) -> RunStatus:
     ``StateError``; nothing is ever created.
     """
     output = Path(output)
+    give = "Give the results file of a run (its --output); its state sits beside it as <output>.state."
+    if output.is_dir():
+        raise StateError(f"{output} is a folder, not the results file of a run", hint=give)
     path = output if output.suffix == ".state" and output.is_file() else state_path(output)
     if not path.is_file():
         guess = output.with_name(f"{output.stem}.results.csv")
         hint = (
             f"Did you mean {guess}? Give the results file (the run's --output), not the input."
             if state_path(guess).is_file()
-            else "Give the results file of a run (its --output); its state sits beside it as <output>.state."
+            else give
         )
         raise StateError(f"no run state for {output}: {path} does not exist", hint=hint)
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from loader.columns import ROW_FIELDS
-from loader.errors import UsageError
+from loader.errors import UsageError, cannot_write
 from loader.results import atomic_write
 
 #: What each column means, for the header comments.
@@ -73,7 +73,10 @@ def write_template(path: str | Path, *, today: dt.date | None = None) -> Path:
         )
     row = example_row(today or dt.date.today())
     write = _write_csv if suffix == ".csv" else _write_xlsx
-    atomic_write(path, partial(write, row=row), binary=suffix == ".xlsx")
+    try:
+        atomic_write(path, partial(write, row=row), binary=suffix == ".xlsx")
+    except OSError as exc:
+        raise cannot_write(str(path), exc) from None
     return path
 
 

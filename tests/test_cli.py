@@ -340,6 +340,18 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
             id="no concurrency",
         ),
         pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--rate-limit", "nan"],
+            "callkaro-loader: error: --rate-limit must be a number of requests per second above 0, not nan",
+            None,
+            id="rate limit not a number",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--rate-limit", "inf"],
+            "callkaro-loader: error: --rate-limit must be a number of requests per second above 0, not inf",
+            None,
+            id="rate limit infinite",
+        ),
+        pytest.param(
             [*SANDBOX_RUN, "--concurrency", "many"],
             "callkaro-loader run: error: argument --concurrency: invalid int value: 'many'",
             "hint: see 'callkaro-loader run --help'",
@@ -371,6 +383,12 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
             id="summary into a folder that does not exist",
         ),
         pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--summary-json", "."],
+            "callkaro-loader: error: --summary-json . is a folder; give the path of the JSON file to write",
+            None,
+            id="summary onto a folder",
+        ),
+        pytest.param(
             ["frobnicate"],
             "callkaro-loader: error: argument COMMAND: invalid choice: 'frobnicate' "
             "(choose from 'run', 'validate', 'status', 'template', 'sandbox')",
@@ -399,6 +417,33 @@ def test_usage_error_exits_2_with_one_line_naming_the_problem_and_sends_nothing(
     assert err.splitlines() == [line] + ([hint] if hint else [])
     assert not api.calls
     assert not (here / "contacts.results.csv").exists()
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry run"])
+def test_output_that_is_a_folder_is_refused_before_anything_is_sent(
+    here: Path, capsys: pytest.CaptureFixture[str], dry_run: list[str]
+) -> None:
+    (here / "results.csv").mkdir()
+    code, out, err = run(capsys, *SANDBOX_RUN, "--default-region", "IN", "--output", "results.csv", *dry_run)
+    assert code == 2
+    assert err.splitlines() == [
+        "callkaro-loader: error: --output results.csv is a folder; give the path of the results file to write"
+    ]
+    assert sorted(p.name for p in here.iterdir() if "results" in p.name) == ["results.csv"]
+
+
+def test_output_where_no_file_can_be_written_is_refused_before_anything_is_sent(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (here / "reports").write_text("a file where the folder should be\n", encoding="utf-8")
+    code, out, err = run(capsys, *SANDBOX_RUN, "--default-region", "IN", "--output", "reports/out.csv")
+    assert code == 2
+    assert err.splitlines() == [
+        "callkaro-loader: error: --output reports/out.csv cannot be written "
+        "(reports is a file, not a folder)",
+        "hint: Choose a path in a folder you can write to.",
+    ]
+    assert out == ""
 
 
 def test_plain_http_base_url_to_another_host_is_refused_before_the_key_is_sent(

@@ -174,6 +174,27 @@ def test_a_report_path_that_cannot_work_is_refused(
     assert source.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("problems.csv", "Is a directory"),  # a folder of that name
+        ("reports/problems.xlsx", "reports is a file, not a folder"),
+    ],
+)
+def test_a_report_that_cannot_be_written_is_an_error_naming_it_not_a_traceback(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, name: str, why: str
+) -> None:
+    leads_workbook(tmp_path / "leads.xlsx")
+    (tmp_path / "problems.csv").mkdir()
+    (tmp_path / "reports").write_text("a file where the folder should be\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "leads.xlsx", "--report", name, *REGION, "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"callkaro-loader: error: --report {name} cannot be written ({why})",
+        "hint: Choose a path in a folder you can write to.",
+    ]
+
+
 def test_a_stray_control_character_is_written_as_a_replacement_mark_not_a_crash(tmp_path: Path) -> None:
     rows = ["phone,name", *[f"+91987654{i:04d},name {i}" for i in range(60)]]
     rows[5] = "+919876540004,bad\x01name"

@@ -226,6 +226,17 @@ def test_status_without_a_state_exits_2_and_creates_nothing(
     assert sorted(p.name for p in here.iterdir()) == before
 
 
+def test_status_given_the_current_folder_exits_2_naming_what_to_give(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "status", ".")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        "callkaro-loader: error: . is a folder, not the results file of a run",
+        "hint: Give the results file of a run (its --output); its state sits beside it as <output>.state.",
+    ]
+
+
 def test_status_given_the_input_points_at_its_results_file(
     here: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -135,3 +135,15 @@ def test_a_template_path_that_cannot_work_is_refused(
     assert main(["template", str(path)]) == 2
     assert message.format(path=path) in capsys.readouterr().err
     assert not exists or path.read_text() == "keep me"
+
+
+def test_a_template_into_a_folder_that_cannot_be_written_is_an_error_naming_it_not_a_traceback(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sheets").write_text("a file where the folder should be\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["template", "sheets/contacts.xlsx"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "callkaro-loader: error: sheets/contacts.xlsx cannot be written (sheets is a file, not a folder)",
+        "hint: Choose a path in a folder you can write to.",
+    ]
