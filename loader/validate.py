@@ -203,10 +203,15 @@ def _mark_duplicates(numbers: pd.Series, status: pd.Series, message: pd.Series, 
         return  # every number appears once
     at = present[later]
     first_rows = numbers.index.to_numpy()[first[later]]
+    # A repeat that also broke a rule keeps saying so: nothing the row says wrong goes unreported.
+    own = message.take(at).tolist()
+    was_invalid = (status.take(at) == "invalid").tolist()
     status.iloc[at] = "duplicate"
     message.iloc[at] = [
-        f"{phone_column}: {number} already appears on row {row}"
-        for number, row in zip(numbers.take(at).tolist(), first_rows.tolist(), strict=True)
+        f"{phone_column}: {number} already appears on row {row}" + (f"; {text}" if bad else "")
+        for number, row, text, bad in zip(
+            numbers.take(at).tolist(), first_rows.tolist(), own, was_invalid, strict=True
+        )
     ]
 
 

@@ -248,6 +248,17 @@ def test_number_seen_on_an_earlier_row_is_a_duplicate_naming_that_row(
     assert validation.problems.empty
 
 
+def test_a_duplicate_that_also_breaks_a_rule_still_says_what_is_wrong(
+    check: Callable[..., Validation],
+) -> None:
+    validation = check(["Phone", "Priority"], [["+919876543210", "5"], ["9876543210", "500"]])
+    assert validation.status.tolist() == ["valid", "duplicate"]
+    assert validation.message[3] == (
+        "Phone: +919876543210 already appears on row 2; Priority: 500 is outside [-100, 100]"
+    )
+    assert validation.problems["source_row"].tolist() == [3]
+
+
 def test_allow_duplicates_keeps_every_row_valid(check: Callable[..., Validation]) -> None:
     validation = check(["Phone"], [["+919876543210"], ["+91 98765 43210"]], allow_duplicates=True)
     assert validation.status.tolist() == ["valid", "valid"]
