@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         LoaderError,
         NotFoundError,
         StateError,
+        UnrecordedError,
         UsageError,
     )
     from loader.history import History
@@ -76,6 +77,7 @@ _HOMES = {
     "LoaderError": "loader.errors",
     "NotFoundError": "loader.errors",
     "StateError": "loader.errors",
+    "UnrecordedError": "loader.errors",
     "UsageError": "loader.errors",
     "History": "loader.history",
     "InputOptions": "loader.pipeline",
@@ -126,6 +128,7 @@ __all__ = [
     "RunStatus",
     "Sheet",
     "StateError",
+    "UnrecordedError",
     "SuppressionList",
     "UsageError",
     "ValidateResult",

@@ -39,6 +39,7 @@ exit codes:
   0  nothing needs a person: every row is scheduled, duplicate or suppressed
      (valid, for validate and --dry-run)
   1  finished, but some rows need a person: invalid, failed, uncertain or pending
+     (or calls were made but the results file or summary could not be written)
   2  usage, configuration or input-file error; nothing was sent
   3  the API refused the run itself (key or agent); nothing more was sent
 """

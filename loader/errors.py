@@ -5,6 +5,7 @@
     ├── InputFileError              the input file as a whole cannot be used (exit 2)
     │   └── ColumnError             the header row cannot be mapped to call fields
     ├── StateError                  the results/state file belongs to another run or is locked (exit 2)
+    ├── UnrecordedError             calls were made, but a file reporting them could not be written (exit 1)
     ├── ApiRefusedError             the API refused the run itself (exit 3)
     │   ├── AuthError               401/403: the key is missing, wrong or not allowed
     │   └── NotFoundError           404 for the agent or the campaign
@@ -66,6 +67,14 @@ class ColumnError(InputFileError):
 
 class StateError(LoaderError):
     """The state beside the results file belongs to another input, or another run holds it."""
+
+
+class UnrecordedError(LoaderError):
+    """Calls were made, but the results file or the summary could not be written. The state
+    beside the results file keeps every call, so the same command run again writes them; a
+    person must see to it (exit 1), and it must not read as "nothing was sent" (exit 2)."""
+
+    exit_code = 1
 
 
 class ApiRefusedError(LoaderError):

@@ -25,7 +25,7 @@ import phonenumbers
 from loader import memory
 from loader.columns import ColumnMap, map_columns
 from loader.config import make_options
-from loader.errors import ApiRefusedError, LoaderError, StateError, UsageError
+from loader.errors import ApiRefusedError, LoaderError, StateError, UnrecordedError, UsageError
 from loader.history import Claims, History
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
@@ -290,7 +290,14 @@ def load_campaign(
                 )
         raise
     if options.summary_json is not None:
-        write_json(options.summary_json, result.summary())
+        try:
+            write_json(options.summary_json, result.summary())
+        except UsageError as exc:
+            if result.dry_run:
+                raise
+            raise UnrecordedError(
+                f"{exc.message}; the run itself finished: its results are in {result.results_path}"
+            ) from None
     return result
 
 
@@ -472,7 +479,15 @@ def _load_campaign(
                 with contextlib.suppress(LoaderError):
                     claims.finish(recorded, resumed=resumed)
         frame = _final_outcomes(validation, recorded)
-        counts = _write_results(out, sheet, columns, frame)
+        try:
+            counts = _write_results(out, sheet, columns, frame)
+        except OSError as exc:
+            raise UnrecordedError(
+                f"the results file {out} could not be written ({exc.strerror or exc}); every call "
+                f"made is kept in {state_path(out).name}",
+                hint="Make room or fix the folder, then run the same command again: it sends nothing "
+                "twice and writes the results file.",
+            ) from None
         finished = clock()
         state.set(
             summary=json.dumps(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -695,6 +697,60 @@ def test_dry_run_writes_results_marked_valid_and_sends_nothing_without_needing_a
     assert "campaign:" not in out
     assert not api.calls
     assert not results.with_name(results.name + ".state").exists()
+
+
+def test_results_that_cannot_be_written_after_sending_exit_1_and_the_next_run_writes_them(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import loader.pipeline
+
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    _, outbound = callkaro_answers(api)
+    written = loader.pipeline.write_results
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loader.pipeline, "write_results", disk_full)
+    argv = ("run", "clean.csv", "--agent-id", "a1", "--default-region", "IN", *TZ)
+    code, out, err = run(capsys, *argv)
+    assert code == 1  # not 2: calls were made
+    assert err.splitlines() == [
+        "callkaro-loader: error: the results file clean.results.csv could not be written (No space left on "
+        "device); every call made is kept in clean.results.csv.state",
+        "hint: Make room or fix the folder, then run the same command again: it sends nothing twice and "
+        "writes the results file.",
+    ]
+    assert outbound.call_count == 3 and not (here / "clean.results.csv").exists()
+
+    monkeypatch.setattr(loader.pipeline, "write_results", written)
+    code, out, err = run(capsys, *argv)
+    assert (code, err) == (0, "")
+    assert outbound.call_count == 3  # nothing sent twice
+    assert statuses(here / "clean.results.csv") == {"scheduled": 3}
+
+
+def test_a_summary_that_cannot_be_written_after_sending_exits_1_not_2(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import loader.pipeline
+    from loader.errors import UsageError
+
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    _, outbound = callkaro_answers(api)
+
+    def refused(path: Any, data: Any) -> None:
+        raise UsageError(f"--summary-json {path} cannot be written (Permission denied)")
+
+    monkeypatch.setattr(loader.pipeline, "write_json", refused)
+    argv = ("run", "clean.csv", "--agent-id", "a1", "--default-region", "IN", *TZ, "--summary-json", "s.json")
+    code, out, err = run(capsys, *argv)
+    assert code == 1  # 2 would say nothing was sent
+    assert err.splitlines() == [
+        "callkaro-loader: error: --summary-json s.json cannot be written (Permission denied); the run itself "
+        "finished: its results are in clean.results.csv"
+    ]
+    assert outbound.call_count == 3 and statuses(here / "clean.results.csv") == {"scheduled": 3}
 
 
 def test_key_in_a_dotenv_file_is_used_and_never_written_anywhere(
