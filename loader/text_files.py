@@ -377,16 +377,20 @@ def ragged_rows(rows: list[list[str]], *, header_row: int, delimiter: str) -> di
             continue
         if len(row) < named:
             found[index + 1] = (
-                f"the row has {len(row)} cells but there are {named} column headers: a value or a "
-                f"{sep} is missing, so values may be under the wrong headers; fix the row so each "
-                "value is under its header"
+                f"the row has {_count(len(row), 'cell')} but there are {_count(named, 'column header')}: "
+                f"a value or a {sep} is missing, so values may be under the wrong headers; fix the row so "
+                "each value is under its header"
             )
         elif filled > cells:
             found[index + 1] = (
-                f"the row has {filled} cells but there are only {cells} column headers: a value "
-                f"holding a {sep} needs double quotes around it, or there is a {sep} too many"
+                f"the row has {_count(filled, 'cell')} but there are only {_count(cells, 'column header')}: "
+                f"a value holding a {sep} needs double quotes around it, or there is a {sep} too many"
             )
     return found
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"
 
 
 # --- the fast path ---------------------------------------------------------------------

@@ -65,6 +65,8 @@ def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str
     if problem == "no such sheet":
         names = result["names"]
         listed = ", ".join(repr(n) for n in names)
+        if len(names) == 1:
+            raise InputFileError(path, f"has no sheet {sheet!r}; its only sheet is {listed} (or 0)")
         raise InputFileError(path, f"has no sheet {sheet!r}; its sheets are {listed} (or 0-{len(names) - 1})")
     if problem == "too wide":
         raise InputFileError(

@@ -225,6 +225,17 @@ def test_missing_sheet_error_lists_the_sheets_there_are(
     )
 
 
+def test_missing_sheet_error_of_a_one_sheet_workbook_names_its_only_sheet(tmp_path: Path) -> None:
+    path = tmp_path / "leads.xlsx"
+    workbook = Workbook()
+    assert workbook.active is not None
+    workbook.active.title = "Leads"
+    workbook.save(path)
+    with pytest.raises(InputFileError) as caught:
+        read_sheet(path, sheet="Contacts")
+    assert str(caught.value) == f"{path}: has no sheet 'Contacts'; its only sheet is 'Leads' (or 0)"
+
+
 def test_sheet_option_on_a_csv_is_a_usage_error(tmp_path: Path) -> None:
     path = write_text(tmp_path, "leads.csv", "Phone\n+919876543210\n")
     with pytest.raises(

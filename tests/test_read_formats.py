@@ -318,6 +318,13 @@ def test_ragged_rows_are_reported_per_row_and_the_rest_of_the_file_loads(tmp_pat
     assert "  row 4 invalid: the row has 2 cells but there are 3 column headers" in out
 
 
+def test_a_row_of_one_cell_is_reported_in_words_that_read_right(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text("Name,Phone\nAsha\nRavi,+91 98765 43211\n", encoding="utf-8")
+    _, validation, _ = load(path)
+    assert validation.message[2].startswith("the row has 1 cell but there are 2 column headers: ")
+
+
 def test_a_quote_never_closed_refuses_the_file_naming_the_row(tmp_path: Path, capsys: Any) -> None:
     path = tmp_path / "leads.csv"
     path.write_text('Name,Phone\nAsha,+91 98765 43210\n"Bala,+91 98765 43211\nChitra,+91 98765 43212\n')
