@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import sqlite3
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -468,11 +469,16 @@ def _load_campaign(
         frame = _final_outcomes(validation, recorded)
         counts = _write_results(out, sheet, columns, frame)
         finished = clock()
-        state.set(
-            summary=json.dumps(
-                {"counts": counts, "finished_at": state.timestamp(), "results_path": str(out)}, sort_keys=True
+        try:
+            state.set(
+                summary=json.dumps(
+                    {"counts": counts, "finished_at": state.timestamp(), "results_path": str(out)},
+                    sort_keys=True,
+                )
             )
-        )
+        except sqlite3.Error:
+            if failure is None:
+                raise  # the state failing mid-run is already the error to report
         if log is not None:
             log.write("run_finished", batch_id=job.batch_id, counts=counts, results_path=str(out))
         if failure is not None:
