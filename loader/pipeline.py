@@ -284,7 +284,7 @@ def load_campaign(
                         "input": str(path),
                         "error": exc.message,
                         "exit_code": exc.exit_code,
-                        "counts": {},
+                        "counts": exc.counts or {},
                         "started_at": iso(started),
                         "finished_at": iso(clock()),
                     },
@@ -482,6 +482,9 @@ def _load_campaign(
         if log is not None:
             log.write("run_finished", batch_id=job.batch_id, counts=counts, results_path=str(out))
         if failure is not None:
+            # Sending had begun and the results are written: rows need a person (exit 1), and
+            # "nothing was sent" (exit 2) would not be true.
+            failure.exit_code, failure.counts = 1, counts
             raise failure
         created_name = state.get("campaign_name")
     durations["send_seconds"] = (finished - validated).total_seconds()
