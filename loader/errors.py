@@ -29,6 +29,8 @@ class LoaderError(Exception):
     """Base of every error the loader raises deliberately."""
 
     exit_code = 2
+    #: Rows per status in the results file, when the run wrote one before failing (it had started sending).
+    counts: dict[str, int] | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import sqlite3
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -283,7 +284,7 @@ def load_campaign(
                         "input": str(path),
                         "error": exc.message,
                         "exit_code": exc.exit_code,
-                        "counts": {},
+                        "counts": exc.counts or {},
                         "started_at": iso(started),
                         "finished_at": iso(clock()),
                     },
@@ -489,14 +490,22 @@ def _load_campaign(
                 "twice and writes the results file.",
             ) from None
         finished = clock()
-        state.set(
-            summary=json.dumps(
-                {"counts": counts, "finished_at": state.timestamp(), "results_path": str(out)}, sort_keys=True
+        try:
+            state.set(
+                summary=json.dumps(
+                    {"counts": counts, "finished_at": state.timestamp(), "results_path": str(out)},
+                    sort_keys=True,
+                )
             )
-        )
+        except sqlite3.Error:
+            if failure is None:
+                raise  # the state failing mid-run is already the error to report
         if log is not None:
             log.write("run_finished", batch_id=job.batch_id, counts=counts, results_path=str(out))
         if failure is not None:
+            # Sending had begun and the results are written: rows need a person (exit 1), and
+            # "nothing was sent" (exit 2) would not be true.
+            failure.exit_code, failure.counts = 1, counts
             raise failure
         created_name = state.get("campaign_name")
     durations["send_seconds"] = (finished - validated).total_seconds()

@@ -28,7 +28,7 @@ import pandas as pd
 from loader.cells import cell_text, column_matches
 from loader.columns import RESULT_COLUMNS
 from loader.read import Sheet
-from loader.state import RowState
+from loader.state import IN_FLIGHT_MESSAGE, RowState
 
 OUTCOME_COLUMNS = ["callkaro_status", "callkaro_call_id", "callkaro_message"]
 _PENDING_MESSAGE = "not sent: the run stopped before this row"
@@ -60,7 +60,10 @@ def outcomes(
             continue
         row_status = "uncertain" if record.status == "sending" else record.status
         text = record.message or ""
-        if row_status == "pending" and not text:
+        if record.status == "sending":
+            # Cut off in flight: any message is from an earlier attempt ("retrying after: ...").
+            text = IN_FLIGHT_MESSAGE
+        elif row_status == "pending" and not text:
             text = _PENDING_MESSAGE
         elif row_status == "pending":
             text = f"not sent: {text}"

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import re
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from loader.errors import (
     NoAnswerError,
     NotFoundError,
     RejectedError,
+    StateError,
     TransientError,
 )
 from loader.pacing import Pacer
@@ -217,8 +219,9 @@ async def send_calls(
     ``loader.pacing``), and at most ``rate_limit`` start per second. ``admit``,
     when given, is asked about the next rows just before they are sent, in
     chunks of twice ``concurrency`` (at least 16); rows it refuses become ``suppressed``.
-    If it raises, sending stops as on a stop request and the error is raised
-    once the requests in flight are done.
+    If it raises, or a row's outcome cannot be committed to ``state``, sending
+    stops as on a stop request and the error is raised once the requests in
+    flight are done (a ``sqlite3`` error as ``StateError``).
     """
     cpu_started = time.process_time()
     retry = retry or RetryPolicy()
@@ -231,6 +234,8 @@ async def send_calls(
         (row, body, None) for row, body in bodies.items()
     )
     admit_failed: list[BaseException] = []
+    #: A worker that could not record a row (the state cannot be written): the run stops, then says so.
+    worker_failed: list[BaseException] = []
 
     pause = sleep or stoppable_sleep(stop)
 
@@ -341,13 +346,18 @@ async def send_calls(
         stop.set()
 
     async def worker() -> None:
-        for row, body, refused in queue:
-            if refused is not None:
-                await record(row, "suppressed", message=refused, attempts=0)
-                continue
-            if stop.is_set():
-                return
-            await send_one(row, body)
+        try:
+            for row, body, refused in queue:
+                if refused is not None:
+                    await record(row, "suppressed", message=refused, attempts=0)
+                    continue
+                if stop.is_set():
+                    return
+                await send_one(row, body)
+        except Exception as exc:
+            # Stop as on Ctrl-C (the others' requests in flight get their grace), and say why at the end.
+            worker_failed.append(exc)
+            stop.set()
 
     workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(bodies))))]
     all_done: asyncio.Future[Any] = asyncio.gather(*workers)
@@ -370,4 +380,13 @@ async def send_calls(
     report.stopped = stop.is_set() and report.refused is None
     if admit_failed:
         raise admit_failed[0]
+    if worker_failed:
+        failed = worker_failed[0]
+        if isinstance(failed, sqlite3.Error):
+            raise StateError(
+                f"{state.path} cannot be written ({failed}); sending stopped",
+                hint="Another program may hold it locked, or the disk is full; run the same command "
+                "again to resume.",
+            ) from failed
+        raise failed
     return report

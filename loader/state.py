@@ -35,6 +35,12 @@ SCHEMA_VERSION = "1"
 #: ``suppressed`` here is a row refused right before sending (``--history``: another run claimed it).
 SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain", "suppressed")
 
+#: What a row left ``sending`` (its request cut off in flight) is reported with, as ``uncertain``.
+IN_FLIGHT_MESSAGE = (
+    "the run stopped while this request was in flight; it may or may not have been "
+    "scheduled (resend with --retry-uncertain)"
+)
+
 #: Where every module of the loader gets "now" from; tests pass their own.
 Clock = Callable[[], dt.datetime]
 
@@ -322,11 +328,7 @@ class RunState:
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE rows SET status = 'uncertain', message = ?, updated_at = ? WHERE status = 'sending'",
-                (
-                    "the run stopped while this request was in flight; it may or may not have been "
-                    "scheduled (resend with --retry-uncertain)",
-                    self.timestamp(),
-                ),
+                (IN_FLIGHT_MESSAGE, self.timestamp()),
             )
             return cursor.rowcount
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import random
 import sqlite3
 import threading
@@ -231,6 +232,35 @@ def test_a_history_failing_mid_run_stops_sending_and_still_writes_the_results(
     assert resumed.counts == {"scheduled": 40}
     with History(tmp_path / "h.sqlite") as history:
         assert Counter(e["status"] for e in history.entries()) == {"scheduled": 40}
+
+
+def test_a_history_failing_after_calls_were_sent_exits_1_and_its_summary_counts_the_rows(
+    sheet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_admit = Claims.admit
+    admitted = 0
+
+    def failing_admit(self: Claims, rows: list[int]) -> dict[int, str]:
+        nonlocal admitted
+        admitted += 1
+        if admitted == 2:
+            raise StateError("h.sqlite cannot be written (database is locked)")
+        return real_admit(self, rows)
+
+    monkeypatch.setattr(Claims, "admit", failing_admit)
+    with pytest.raises(StateError) as raised:
+        loader.load_campaign(
+            sheet,
+            history=tmp_path / "h.sqlite",
+            concurrency=1,
+            output=tmp_path / "out.csv",
+            summary_json=tmp_path / "summary.json",
+            **OPTIONS,
+        )
+    # 16 calls were made: exit 2 would tell a cron job "nothing was sent".
+    assert raised.value.exit_code == 1
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["exit_code"], summary["counts"]) == (1, {"scheduled": 16, "pending": 24})
 
 
 def test_a_resumed_run_does_not_mistake_its_own_claims_for_another_runs(sheet: Path, tmp_path: Path) -> None:

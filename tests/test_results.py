@@ -17,7 +17,7 @@ from loader.columns import map_columns
 from loader.normalise import Context
 from loader.read import Sheet, read_sheet
 from loader.results import inert, outcomes, results_table, write_results
-from loader.state import RowState
+from loader.state import IN_FLIGHT_MESSAGE, RowState
 from loader.validate import validate_rows
 
 OURS = ["source_row", "callkaro_status", "callkaro_call_id", "callkaro_message"]
@@ -124,7 +124,11 @@ def test_results_file_fixed_and_loaded_again_gets_one_set_of_outcome_columns(
         (sent(2, "scheduled", "c-9"), ["scheduled", "c-9", ""]),
         (sent(2, "failed", None, "404: Agent does not exist"), ["failed", "", "404: Agent does not exist"]),
         (sent(2, "uncertain", None, "no answer after 30 s"), ["uncertain", "", "no answer after 30 s"]),
-        (sent(2, "sending"), ["uncertain", "", ""]),
+        (sent(2, "sending"), ["uncertain", "", IN_FLIGHT_MESSAGE]),
+        (
+            sent(2, "sending", None, "retrying after: HTTP 500: Server error"),
+            ["uncertain", "", IN_FLIGHT_MESSAGE],
+        ),
         (sent(2, "pending"), ["pending", "", "not sent: the run stopped before this row"]),
         (
             sent(2, "pending", None, "the API refused the key"),

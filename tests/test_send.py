@@ -15,7 +15,7 @@ import pytest
 import respx
 
 from loader.client import CallKaroClient
-from loader.errors import AuthError, NotFoundError
+from loader.errors import AuthError, NotFoundError, StateError
 from loader.secrets import ApiKey
 from loader.send import RetryPolicy, SendReport, send_calls
 from loader.state import RowState, RunState
@@ -454,6 +454,30 @@ async def test_request_still_unanswered_after_the_grace_period_is_left_sending(
     # Sent and never answered: whoever reads the state next treats it as uncertain.
     assert (rows[2].status, rows[3].status) == ("sending", "pending")
     assert report.stopped is True
+
+
+async def test_state_that_cannot_be_written_stops_sending_and_says_so_instead_of_ending_quietly(
+    api: respx.MockRouter, client: CallKaroClient, state: RunState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = api.post("/call/outbound").mock(side_effect=ok)
+    real_apply = RunState.apply
+
+    def locked_once_row_4_is_answered(self: RunState, writes: Any) -> None:
+        if any(w.source_row == 4 and w.status == "scheduled" for w in writes):
+            raise sqlite3.OperationalError("database is locked")
+        real_apply(self, writes)
+
+    monkeypatch.setattr(RunState, "apply", locked_once_row_4_is_answered)
+    with pytest.raises(
+        StateError, match=r"leads\.results\.csv\.state cannot be written \(database is locked\)"
+    ):
+        await send(client, state, range(2, 10), concurrency=1)
+
+    rows = state.rows()
+    assert requested_rows(route) == [2, 3, 4]  # nothing more is sent once an outcome cannot be recorded
+    assert [rows[row].status for row in (2, 3)] == ["scheduled", "scheduled"]
+    assert rows[4].status == "sending"  # called, answer not recorded: reported uncertain, never resent
+    assert {rows[row].status for row in range(5, 10)} == {"pending"}
 
 
 async def test_bookkeeping_for_many_requests_in_flight_is_grouped_into_few_transactions(
