@@ -392,6 +392,8 @@ def _load_campaign(
     # Refuse an unsafe --base-url before the state is touched: a usage error leaves nothing behind.
     base_url = check_base_url(base_url or DEFAULT_BASE_URL)
 
+    if not options.fresh:
+        _refuse_orphaned_results(out)
     with contextlib.ExitStack() as stack:
         history = stack.enter_context(History(options.history, clock=clock)) if options.history else None
         log = JsonLinesLog(options.log_file, api_key=api_key, clock=clock) if options.log_file else None
@@ -558,6 +560,31 @@ def _ordered(counts: Mapping[str, int]) -> list[str]:
 def _in_order(counts: Mapping[str, int]) -> dict[str, int]:
     """``counts`` in the order the summary prints them: scheduled first, pending last."""
     return {status: counts[status] for status in _ordered(counts)}
+
+
+def _refuse_orphaned_results(out: Path) -> None:
+    """Refuse a results file that shows calls made when the state that would resume them is gone.
+
+    Without the state every row would be sent again: the people it shows as called would be
+    called twice. (A dry run's results show only ``valid`` rows, and write no state.)
+    """
+    if state_path(out).exists() or not out.is_file():
+        return
+    try:
+        earlier = read_sheet(out)
+    except LoaderError:
+        return  # not a table the loader wrote
+    if "callkaro_status" not in earlier.headers:
+        return
+    statuses = earlier.cells[earlier.headers.index("callkaro_status")].astype(str)
+    made = int(statuses.isin(["scheduled", "uncertain"]).sum())
+    if made:
+        raise StateError(
+            f"{out} shows calls already made ({made:,} scheduled or uncertain), but its state "
+            f"({state_path(out).name}) is gone: running would call those numbers again",
+            hint="Put the state file back beside the results, or give this run its own --output; "
+            "--fresh starts over and calls them again.",
+        )
 
 
 def _claim_state(state: RunState, path: Path, options: RunOptions, *, fresh: bool) -> None:

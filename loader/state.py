@@ -191,7 +191,9 @@ class RunState:
             self.close()
             raise StateError(
                 f"{self.path} is not a state file the loader can read ({exc})",
-                hint="Move it away, or run with --fresh to start this output over.",
+                hint="It is the record of which rows were already called: restore it from a backup if you "
+                "can; otherwise move it away and load only the rows its results file does not show as "
+                "scheduled, with a new --output.",
             ) from None
 
     def close(self) -> None:

@@ -753,6 +753,36 @@ def test_a_summary_that_cannot_be_written_after_sending_exits_1_not_2(
     assert outbound.call_count == 3 and statuses(here / "clean.results.csv") == {"scheduled": 3}
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_results_showing_calls_made_without_their_state_are_refused_rather_than_called_again(
+    here: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    argv = ("run", "clean.csv", "--agent-id", "demo-agent", "--sandbox", "--default-region", "IN", *TZ)
+    argv += ("--output", f"out{suffix}")
+    assert run(capsys, *argv)[0] == 0
+    (here / f"out{suffix}.state").unlink()  # deleted, or the results copied elsewhere without it
+    before = (here / f"out{suffix}").read_bytes()
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.splitlines() == [
+        f"callkaro-loader: error: out{suffix} shows calls already made (3 scheduled or uncertain), but its "
+        f"state (out{suffix}.state) is gone: running would call those numbers again",
+        "hint: Put the state file back beside the results, or give this run its own --output; --fresh "
+        "starts over and calls them again.",
+    ]
+    assert (here / f"out{suffix}").read_bytes() == before and not (here / f"out{suffix}.state").exists()
+    assert run(capsys, *argv, "--fresh")[0] == 0  # as asked
+
+
+def test_a_dry_run_then_the_real_run_to_the_same_output_is_not_refused(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("run", "clean.csv", "--agent-id", "demo-agent", "--sandbox", "--default-region", "IN", *TZ)
+    assert run(capsys, *argv, "--dry-run")[0] == 0
+    assert run(capsys, *argv)[0] == 0
+    assert statuses(here / "clean.results.csv") == {"scheduled": 3}
+
+
 def test_key_in_a_dotenv_file_is_used_and_never_written_anywhere(
     here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -204,7 +204,11 @@ def test_file_that_is_not_a_state_is_refused_with_a_way_out_and_the_lock_is_rele
     with pytest.raises(StateError) as caught:
         RunState(output).open()
     assert str(caught.value).startswith(f"{state_path(output)} is not a state file the loader can read (")
-    assert caught.value.hint == "Move it away, or run with --fresh to start this output over."
+    assert caught.value.hint == (
+        "It is the record of which rows were already called: restore it from a backup if you can; "
+        "otherwise move it away and load only the rows its results file does not show as scheduled, "
+        "with a new --output."
+    )
     state_path(output).unlink()
     with RunState(output) as state:
         assert state.is_new()
