@@ -3,9 +3,9 @@
 Importing pandas, pyarrow and pandera takes about half a second, about as
 long as calamine takes to parse a 100,000-row sheet, and calamine parses
 without holding Python's GIL. So the command line, as soon as it knows the
-input file and has checked the options, calls ``start``, which checks the workbook exactly as
-``loader.workbooks`` would (``loader.zip_checks`` first: nothing unsafe is
-parsed early) and parses it in a thread; the reader then ``take``s the
+input file and has checked the options, calls ``start``, which checks the
+workbook exactly as ``loader.workbooks`` would (``loader.zip_checks`` first:
+nothing unsafe is parsed early) and parses it in a thread; the reader then ``take``s the
 parsed sheet instead of parsing again. What the thread answers is only a
 head start: when anything differs (the file changed, another sheet was
 asked for, the check or the parse failed) the reader reads as usual and
