@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import time
 import zoneinfo
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -25,6 +27,7 @@ from loader.normalise import (
     parse_time_of_day,
     parse_whole_number,
 )
+from loader.pipeline import resolve_timezone
 
 KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
 #: A fixed "now": 2030-01-01 05:30 in Kolkata. No test reads the real clock.
@@ -186,6 +189,33 @@ def test_schedule_at_with_an_offset_is_converted_to_the_run_timezone(cell: Any) 
 def test_schedule_at_offset_is_converted_to_whichever_timezone_the_run_uses() -> None:
     new_york = Context(default_region="US", timezone=zoneinfo.ZoneInfo("America/New_York"), now=NOW)
     assert parse_schedule_at("2030-05-28T13:30:00Z", new_york) == ("2030-05-28T09:30:00", None)
+
+
+@pytest.fixture
+def machine_in_new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's own zone is America/New_York (the TZ variable), whatever the real machine's is."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("machine_in_new_york")
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("2030-01-15T14:30:00Z", "2030-01-15T09:30:00"),  # EST, UTC-5
+        ("2030-07-15T13:30:00Z", "2030-07-15T09:30:00"),  # EDT, UTC-4
+        ("2030-07-15T14:30:00+01:00", "2030-07-15T09:30:00"),
+    ],
+)
+def test_schedule_at_offset_without_timezone_uses_the_machines_daylight_saving_rules_on_that_day(
+    cell: str, expected: str
+) -> None:
+    # No --timezone: the machine's zone, with the offset it has on the row's day, not on the day of the run.
+    machine = Context(default_region="US", timezone=resolve_timezone(None), now=NOW)
+    assert parse_schedule_at(cell, machine) == (expected, None)
 
 
 @pytest.mark.parametrize("cell", ["2030-05-28", "2030-5-8", dt.date(2030, 5, 28)])
