@@ -147,8 +147,8 @@ def _context(options: InputOptions, now: dt.datetime) -> Context:
 
 
 def resolve_timezone(name: str | None) -> dt.tzinfo:
-    """``--timezone`` as a tzinfo; the machine's own zone when not given."""
-    if not name:
+    """``--timezone`` as a tzinfo; the machine's own zone when not given (a blank one is refused)."""
+    if name is None:
         return _machine_zone()
     try:
         return zoneinfo.ZoneInfo(name)

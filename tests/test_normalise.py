@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loader.errors import UsageError
 from loader.normalise import (
     Context,
     metadata_value,
@@ -216,6 +217,14 @@ def test_schedule_at_offset_without_timezone_uses_the_machines_daylight_saving_r
     # No --timezone: the machine's zone, with the offset it has on the row's day, not on the day of the run.
     machine = Context(default_region="US", timezone=resolve_timezone(None), now=NOW)
     assert parse_schedule_at(cell, machine) == (expected, None)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_a_blank_timezone_is_refused_rather_than_taken_as_the_machines(name: str) -> None:
+    # e.g. --timezone "$ZONE" with ZONE unset: the run must not judge and convert times in another zone.
+    with pytest.raises(UsageError) as caught:
+        resolve_timezone(name)
+    assert str(caught.value) == f"--timezone {name!r} is not an IANA time zone"
 
 
 @pytest.mark.parametrize("cell", ["2030-05-28", "2030-5-8", dt.date(2030, 5, 28)])
