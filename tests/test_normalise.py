@@ -255,6 +255,26 @@ def test_schedule_at_is_past_by_the_run_timezone_not_utc() -> None:
     assert parse_schedule_at("2030-01-01 05:29", INDIA) == (None, PAST)
 
 
+@pytest.mark.parametrize(
+    ("now", "cell", "expected"),
+    [
+        # 06:10 UTC is 01:10 EST, after the clocks went back: 05:50 UTC (01:50 EDT) is 20 minutes ago.
+        (dt.datetime(2030, 11, 3, 6, 10, tzinfo=dt.UTC), "2030-11-03T05:50:00Z", (None, PAST)),
+        # 05:45 UTC is 01:45 EDT, before the clocks go back: 06:15 UTC (01:15 EST) is 30 minutes ahead.
+        (
+            dt.datetime(2030, 11, 3, 5, 45, tzinfo=dt.UTC),
+            "2030-11-03T06:15:00Z",
+            ("2030-11-03T01:15:00", None),
+        ),
+    ],
+)
+def test_schedule_at_with_an_offset_is_past_by_the_instant_in_the_hour_the_clocks_go_back(
+    now: dt.datetime, cell: str, expected: tuple[str | None, str | None]
+) -> None:
+    new_york = Context(default_region="US", timezone=zoneinfo.ZoneInfo("America/New_York"), now=now)
+    assert parse_schedule_at(cell, new_york) == expected
+
+
 # --- min_trigger_time / max_trigger_time ---------------------------------------------------------------
 
 
