@@ -77,10 +77,14 @@ def parse_schedule_at(cell: Cell, ctx: Context) -> Parsed:
             return None, "is not a date and time; write it as 2030-05-28 09:30"
     else:
         return None, "is not a date and time; write it as 2030-05-28 09:30"
+    # A value with an offset is an instant: judged against now as one, since local wall-clock
+    # times repeat in the hour the clocks go back.
+    now = ctx.now.astimezone() if moment.tzinfo is not None else ctx.local_now
+    past = moment.replace(microsecond=0) < now
     if moment.tzinfo is not None:
         moment = moment.astimezone(ctx.timezone)
     moment = moment.replace(tzinfo=None, microsecond=0)
-    if not ctx.allow_past and moment < ctx.local_now:
+    if not ctx.allow_past and past:
         return None, "is in the past; use a later time or --allow-past"
     return moment.strftime("%Y-%m-%dT%H:%M:%S"), None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import sqlite3
 import zoneinfo
 from collections.abc import Mapping
@@ -146,16 +147,33 @@ def _context(options: InputOptions, now: dt.datetime) -> Context:
 
 
 def resolve_timezone(name: str | None) -> dt.tzinfo:
-    """``--timezone`` as a tzinfo; the machine's own zone when not given."""
-    if not name:
-        local = dt.datetime.now().astimezone().tzinfo
-        return local if local is not None else dt.UTC
+    """``--timezone`` as a tzinfo; the machine's own zone when not given (a blank one is refused)."""
+    if name is None:
+        return _machine_zone()
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise UsageError(
             f"--timezone {name!r} is not an IANA time zone", hint="Use a name such as Asia/Kolkata."
         ) from None
+
+
+def _machine_zone() -> dt.tzinfo:
+    """This machine's zone with its daylight-saving rules (``$TZ``, else ``/etc/localtime``).
+
+    Today's offset alone (``datetime.now().astimezone()``) would convert a July time with
+    January's offset, an hour off in every zone that has summer time. Where no rules can be
+    found (a POSIX rule in ``$TZ``, no ``/etc/localtime``), today's offset is all there is.
+    """
+    name = os.environ.get("TZ", "/etc/localtime").removeprefix(":")
+    with contextlib.suppress(OSError, ValueError, zoneinfo.ZoneInfoNotFoundError):
+        if name.startswith("/"):
+            with open(name, "rb") as rules:
+                return zoneinfo.ZoneInfo.from_file(rules, key=name)
+        if name:
+            return zoneinfo.ZoneInfo(name)
+    local = dt.datetime.now().astimezone().tzinfo
+    return local if local is not None else dt.UTC
 
 
 def _read_and_validate(

@@ -16,7 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from loader import memory
-from loader.cells import Cell, arrow_text, blank_mask, cell_text, is_text_column, shorten
+from loader.cells import Cell, arrow_text, blank_mask, cell_text, is_blank, is_text_column, shorten
 from loader.columns import ROW_FIELDS, ColumnMap
 from loader.errors import UsageError
 from loader.normalise import DTYPES, Context, parse_column
@@ -71,6 +71,12 @@ class Validation:
 
 def check_defaults(defaults: Defaults, ctx: Context) -> None:
     """Refuse a default that would itself be invalid, before any row is looked at."""
+    for name, value in defaults.values.items():
+        if is_blank(value):
+            # A blank default fills nothing: the calls would go out without it (at once, for --schedule-at).
+            raise UsageError(
+                f"{DEFAULT_FLAGS[name]} is blank", hint="Give it a value, or leave the option out."
+            )
     raw = {name: pd.Series([value], dtype=object) for name, value in defaults.values.items()}
     parsed: dict[str, pd.Series] = {}
     for name in ROW_FIELDS:

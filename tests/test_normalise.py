@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import time
 import zoneinfo
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -14,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loader.errors import UsageError
 from loader.normalise import (
     Context,
     metadata_value,
@@ -25,6 +28,7 @@ from loader.normalise import (
     parse_time_of_day,
     parse_whole_number,
 )
+from loader.pipeline import resolve_timezone
 
 KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
 #: A fixed "now": 2030-01-01 05:30 in Kolkata. No test reads the real clock.
@@ -188,6 +192,41 @@ def test_schedule_at_offset_is_converted_to_whichever_timezone_the_run_uses() ->
     assert parse_schedule_at("2030-05-28T13:30:00Z", new_york) == ("2030-05-28T09:30:00", None)
 
 
+@pytest.fixture
+def machine_in_new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's own zone is America/New_York (the TZ variable), whatever the real machine's is."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("machine_in_new_york")
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("2030-01-15T14:30:00Z", "2030-01-15T09:30:00"),  # EST, UTC-5
+        ("2030-07-15T13:30:00Z", "2030-07-15T09:30:00"),  # EDT, UTC-4
+        ("2030-07-15T14:30:00+01:00", "2030-07-15T09:30:00"),
+    ],
+)
+def test_schedule_at_offset_without_timezone_uses_the_machines_daylight_saving_rules_on_that_day(
+    cell: str, expected: str
+) -> None:
+    # No --timezone: the machine's zone, with the offset it has on the row's day, not on the day of the run.
+    machine = Context(default_region="US", timezone=resolve_timezone(None), now=NOW)
+    assert parse_schedule_at(cell, machine) == (expected, None)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_a_blank_timezone_is_refused_rather_than_taken_as_the_machines(name: str) -> None:
+    # e.g. --timezone "$ZONE" with ZONE unset: the run must not judge and convert times in another zone.
+    with pytest.raises(UsageError) as caught:
+        resolve_timezone(name)
+    assert str(caught.value) == f"--timezone {name!r} is not an IANA time zone"
+
+
 @pytest.mark.parametrize("cell", ["2030-05-28", "2030-5-8", dt.date(2030, 5, 28)])
 def test_schedule_at_date_without_a_time_is_rejected(cell: Any) -> None:
     assert parse_schedule_at(cell, INDIA) == (None, DATE_ONLY)
@@ -214,6 +253,26 @@ def test_schedule_at_is_past_by_the_run_timezone_not_utc() -> None:
     # Now is 05:30 in Kolkata (00:00 UTC): 05:30 local is not past, 05:29 is.
     assert parse_schedule_at("2030-01-01 05:30", INDIA) == ("2030-01-01T05:30:00", None)
     assert parse_schedule_at("2030-01-01 05:29", INDIA) == (None, PAST)
+
+
+@pytest.mark.parametrize(
+    ("now", "cell", "expected"),
+    [
+        # 06:10 UTC is 01:10 EST, after the clocks went back: 05:50 UTC (01:50 EDT) is 20 minutes ago.
+        (dt.datetime(2030, 11, 3, 6, 10, tzinfo=dt.UTC), "2030-11-03T05:50:00Z", (None, PAST)),
+        # 05:45 UTC is 01:45 EDT, before the clocks go back: 06:15 UTC (01:15 EST) is 30 minutes ahead.
+        (
+            dt.datetime(2030, 11, 3, 5, 45, tzinfo=dt.UTC),
+            "2030-11-03T06:15:00Z",
+            ("2030-11-03T01:15:00", None),
+        ),
+    ],
+)
+def test_schedule_at_with_an_offset_is_past_by_the_instant_in_the_hour_the_clocks_go_back(
+    now: dt.datetime, cell: str, expected: tuple[str | None, str | None]
+) -> None:
+    new_york = Context(default_region="US", timezone=zoneinfo.ZoneInfo("America/New_York"), now=now)
+    assert parse_schedule_at(cell, new_york) == expected
 
 
 # --- min_trigger_time / max_trigger_time ---------------------------------------------------------------

@@ -341,6 +341,24 @@ def test_bad_default_is_refused_naming_its_flag_before_any_row(
     assert str(caught.value) == message
 
 
+@pytest.mark.parametrize(
+    ("defaults", "message"),
+    [
+        ({"schedule_at": ""}, "--schedule-at is blank"),
+        ({"min_trigger_time": "  "}, "--min-trigger-time is blank"),
+        ({"priority": ""}, "--priority is blank"),
+    ],
+)
+def test_blank_default_is_refused_rather_than_sending_calls_without_it(
+    check: Callable[..., Validation], defaults: dict[str, Any], message: str
+) -> None:
+    # e.g. cron's --schedule-at "$SLOT" with SLOT unset: the calls must not go out at once instead.
+    with pytest.raises(UsageError) as caught:
+        check(["Phone", "schedule_at"], [["+919876543210", ""]], defaults=defaults)
+    assert str(caught.value) == message
+    assert caught.value.hint == "Give it a value, or leave the option out."
+
+
 def test_default_for_a_run_level_field_is_refused() -> None:
     with pytest.raises(UsageError, match=r"^no default can be given for agent_id$"):
         Defaults({"agent_id": "a1"})
