@@ -11,8 +11,11 @@ A list entry that cannot be read as a number at all (no country code and no
 ``--default-region``, letters, a number Excel turned into ``9.19877E+11``, a
 number cell that lost a leading 0 and so could be either of two numbers)
 refuses the run: a do-not-call entry must never be skipped silently. An entry
-that reads as a number but is not a valid one for its country is ignored,
-since no row with that number could pass validation anyway.
+written without a ``+`` that is not a valid number of ``--default-region`` is
+also read as an international number with its country code (``12125550100``:
+a US number on a list kept in India), since the sheet may write that number
+with a ``+``. An entry valid neither way is ignored: no row with that number
+could pass validation anyway.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from loader.validate import Validation
 _SHOWN_PROBLEMS = 3
 _COMMENT = re.compile(r"\s*#.*$")
 _PHONE_SHAPED = re.compile(r"[\d\s()+\-./]+")
+#: Digits that may be a country code and number kept without their + (E.164: at most 15 digits).
+_COUNTRY_AND_NUMBER = re.compile(r"[1-9]\d{6,14}")
+_SEPARATORS = re.compile(r"[\s().\-/]")
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,17 @@ def read_suppression_list(path: str | Path, ctx: Context) -> SuppressionList:
             hint="Fix or remove them (give --default-region for numbers without a country code); "
             "the run is refused so that no listed number is called by mistake.",
         )
-    return SuppressionList(path=path, numbers=frozenset(found.dropna().tolist()))
+    on_list: set[str] = set(found.dropna().tolist())
+    # Not valid where the run is, and written without a +: perhaps a country code without its +.
+    abroad: list[str] = []
+    for (_, cell), problem in zip(entries, found_problems.tolist(), strict=True):
+        digits = _SEPARATORS.sub("", cell_text(cell))
+        if problem is not None and problem.startswith(NOT_VALID) and _COUNTRY_AND_NUMBER.fullmatch(digits):
+            abroad.append("+" + digits)
+    if abroad:
+        read_abroad, _ = parse_phone_column(pd.Series(abroad, dtype=object), None)
+        on_list.update(read_abroad.dropna().tolist())
+    return SuppressionList(path=path, numbers=frozenset(on_list))
 
 
 def _plain_list(path: Path) -> list[tuple[str, Cell]] | None:

@@ -108,6 +108,15 @@ def test_a_well_formed_number_that_is_not_valid_is_ignored(tmp_path: Path, ctx: 
     assert numbers(path, ctx) == {"+919876543210"}
 
 
+def test_an_entry_kept_without_its_plus_is_read_with_its_country_code_too(
+    tmp_path: Path, ctx: Context
+) -> None:
+    # Not numbers of India (the run's region): a US and a UK number kept without their +.
+    path = tmp_path / "dnc.txt"
+    path.write_text("12125550100\n44 7911 123456\n+91 98765 43210\n0 12345\n", encoding="utf-8")
+    assert numbers(path, ctx) == {"+12125550100", "+447911123456", "+919876543210"}
+
+
 def test_a_number_cell_that_is_not_valid_is_ignored_like_the_same_text(tmp_path: Path, ctx: Context) -> None:
     book = Workbook()
     sheet = book.active
