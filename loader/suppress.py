@@ -21,6 +21,7 @@ could pass validation anyway.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -122,6 +123,15 @@ def _sheet_column(path: Path) -> list[tuple[str, Cell]]:
         raise InputFileError(path, f"{exc.problem} (a do-not-call list given with --suppress)") from None
     except UsageError as exc:
         raise InputFileError(path, f"cannot be read as a do-not-call list ({exc})") from None
+    others = _other_sheets(path, sheet.sheet_name) if sheet.kind != "text" else []
+    if others:
+        listed = ", ".join(repr(name) for name in [sheet.sheet_name, *others])
+        raise InputFileError(
+            path,
+            f"has rows on more than one sheet ({listed}); a do-not-call list is read from one sheet",
+            hint="Put every number on one sheet, or save each sheet as its own file and give each with "
+            "--suppress, so that no listed number is called by mistake.",
+        )
     try:
         columns = map_columns(sheet)
     except ColumnError as exc:
@@ -138,6 +148,21 @@ def _sheet_column(path: Path) -> list[tuple[str, Cell]]:
         ) from None
     column = sheet.cells[columns.fields["to_number"]]
     return [(f"row {row}", cell) for row, cell in column.items() if not is_blank(cell)]
+
+
+def _other_sheets(path: Path, read: str | None) -> list[str]:
+    """The workbook's sheets other than ``read`` that hold rows below a header row."""
+    names: list[str] = []
+    for index in itertools.count():
+        try:
+            other = read_sheet(path, sheet=index)
+        except InputFileError as exc:
+            if exc.problem.endswith(" is empty") or exc.problem.startswith("has a header row but no data"):
+                continue
+            return names  # past the last sheet ("has no sheet 3")
+        if other.sheet_name != read:
+            names.append(str(other.sheet_name))
+    return names
 
 
 def read_suppression_lists(paths: Iterable[str | Path], ctx: Context) -> list[SuppressionList]:

@@ -128,6 +128,33 @@ def test_a_number_cell_that_is_not_valid_is_ignored_like_the_same_text(tmp_path:
     assert numbers(tmp_path / "dnc.xlsx", ctx) == {"+919876543210"}
 
 
+def test_a_workbook_with_numbers_on_a_second_sheet_is_refused_not_half_read(
+    tmp_path: Path, ctx: Context
+) -> None:
+    book = Workbook()
+    first = book.active
+    assert first is not None
+    first.title = "Unsubscribed"
+    first.append(["Phone"])
+    first.append(["+91 98765 43210"])
+    book.create_sheet("Empty")
+    only_header = book.create_sheet("Later")
+    only_header.append(["Phone"])
+    book.save(tmp_path / "dnc.xlsx")
+    assert numbers(tmp_path / "dnc.xlsx", ctx) == {"+919876543210"}  # empty sheets are no reason to refuse
+
+    complaints = book.create_sheet("Complaints")
+    complaints.append(["Phone"])
+    complaints.append(["+91 98765 43212"])
+    book.save(tmp_path / "dnc.xlsx")
+    with pytest.raises(InputFileError) as refused:
+        read_suppression_list(tmp_path / "dnc.xlsx", ctx)
+    assert refused.value.problem == (
+        "has rows on more than one sheet ('Unsubscribed', 'Complaints'); a do-not-call list is read from "
+        "one sheet"
+    )
+
+
 def test_a_table_without_a_phone_column_is_refused_with_a_hint(tmp_path: Path, ctx: Context) -> None:
     path = tmp_path / "dnc.csv"
     path.write_text("Customer,Added\nAarav,2026-11-02\n", encoding="utf-8")
