@@ -394,6 +394,14 @@ def test_gap_that_is_not_whole_minutes_is_rejected(cell: Any) -> None:
     assert parse_gap(cell, INDIA) == (None, NOT_GAP)
 
 
+@pytest.mark.parametrize(
+    "cell", ["99999999999999999999", 1e20, "30,99999999999999999999", "[30; 9223372036854775808]"]
+)
+def test_gap_too_large_for_the_api_is_rejected_not_sent(cell: Any) -> None:
+    # The same 64-bit bound as the other integer fields: a gap of 10^20 minutes is a typo.
+    assert parse_gap(cell, INDIA) == (None, "is out of range")
+
+
 # --- a whole column ----------------------------------------------------------------------------------
 
 
