@@ -275,8 +275,8 @@ def _spread(
 
 # --- metadata -----------------------------------------------------------------
 
-_CANONICAL_INT = re.compile(r"^(?:0|-?[1-9]\d*)$")
-_PLAIN_DECIMAL = re.compile(r"^-?(?:0|[1-9]\d*)\.\d+$")
+_CANONICAL_INT = re.compile(r"^(?:0|-?[1-9][0-9]*)\Z")  # ASCII digits, no trailing line break
+_PLAIN_DECIMAL = re.compile(r"^-?(?:0|[1-9][0-9]*)\.[0-9]+\Z")
 
 
 def metadata_value(cell: Cell) -> Any:

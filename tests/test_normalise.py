@@ -475,6 +475,12 @@ def test_metadata_cell_that_is_blank_or_not_a_number_is_left_out(cell: Any) -> N
     assert metadata_value(cell) is None
 
 
+@pytest.mark.parametrize("text", ["5\n", "2.5\n", "1\u0662", "1.\u0665", "\u0661\u0662"])
+def test_metadata_text_that_only_looks_like_a_number_stays_the_exact_text(text: str) -> None:
+    # A line break after the digits, or digits of another script, are not a canonical number.
+    assert metadata_value(text) == text
+
+
 def test_metadata_integer_text_too_long_for_python_stays_text() -> None:
     digits = "9" * 5000
     assert metadata_value(digits) == digits
