@@ -184,7 +184,7 @@ def parse_gap(cell: Cell, ctx: Context) -> Parsed:
     problem = "is not whole minutes; write one number (30) or several (30,120)"
     single = _whole(cell)
     if single is not None:
-        return single, None
+        return (single, None) if -_INT64 <= single < _INT64 else (None, "is out of range")
     if not isinstance(cell, str):
         return None, problem
     text = cell.strip()
@@ -194,6 +194,8 @@ def parse_gap(cell: Cell, ctx: Context) -> Parsed:
     values = [_whole(p) for p in parts]
     if not parts or any(v is None for v in values):
         return None, problem
+    if any(not -_INT64 <= v < _INT64 for v in values if v is not None):
+        return None, "is out of range"
     return (values[0] if len(values) == 1 else values), None
 
 
@@ -277,8 +279,8 @@ def _spread(
 
 # --- metadata -----------------------------------------------------------------
 
-_CANONICAL_INT = re.compile(r"^(?:0|-?[1-9]\d*)$")
-_PLAIN_DECIMAL = re.compile(r"^-?(?:0|[1-9]\d*)\.\d+$")
+_CANONICAL_INT = re.compile(r"^(?:0|-?[1-9][0-9]*)\Z")  # ASCII digits, no trailing line break
+_PLAIN_DECIMAL = re.compile(r"^-?(?:0|[1-9][0-9]*)\.[0-9]+\Z")
 
 
 def metadata_value(cell: Cell) -> Any:

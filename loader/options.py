@@ -124,6 +124,11 @@ class RunOptions(InputOptions):
         """Refuse options that cannot work together, before anything is read or sent."""
         if not self.agent_id or not str(self.agent_id).strip():
             raise UsageError("--agent-id is required: the CallKaro agent that makes the calls")
+        if self.batch_id is not None and not str(self.batch_id).strip():
+            raise UsageError(
+                "--batch-id is blank: give the id of an existing campaign, "
+                "or leave the option out to create one"
+            )
         if self.concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {self.concurrency}")
         # Written this way round so that nan (which compares false with everything) is refused too.

@@ -336,7 +336,7 @@ def _load_campaign(
 ) -> RunResult:
     options.check()
     agent_id = str(options.agent_id).strip()
-    batch_id = options.batch_id
+    batch_id = str(options.batch_id).strip() if options.batch_id is not None else None
     concurrency = options.concurrency
     out = Path(options.output) if options.output is not None else default_output(path)
     if out.suffix.lower() not in (".csv", ".xlsx"):
@@ -608,7 +608,7 @@ def _refuse_orphaned_results(out: Path) -> None:
 def _claim_state(state: RunState, path: Path, options: RunOptions, *, fresh: bool) -> None:
     """Make ``state`` this input's: new, resumed, or (``--fresh``) started over."""
     agent_id = str(options.agent_id).strip()
-    batch_id = options.batch_id
+    batch_id = str(options.batch_id).strip() if options.batch_id is not None else None
     print_name = state.output
     digest = fingerprint(path)
     if fresh:

@@ -218,6 +218,14 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _require_json_content_type(request: Request) -> None:
+    # Every documented request sends "Content-Type: application/json"; a body declared as a
+    # form (what curl -d sends without it) or as text is not read as JSON.
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise _ApiError(400, "Content-Type must be application/json")
+
+
 def _refuse_unknown_fields(body: dict[str, Any], known: Sequence[str]) -> None:
     for field in body:
         if field not in known:
@@ -369,6 +377,7 @@ class Sandbox:
             try:
                 drop = await self._inject_faults()
                 self._authenticate(request)
+                _require_json_content_type(request)
                 answer = handle(_json_object(await request.body()))
             except _ApiError as error:
                 self.stats[f"answered_{error.status_code}"] += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import errno
+import json
 import os
 import re
 import shutil
@@ -666,6 +667,37 @@ def test_resuming_with_another_agent_or_campaign_is_refused_and_sends_nothing(
     assert err.splitlines() == [line, hint]
     assert (campaign.call_count, outbound.call_count) == (1, 2)
     assert statuses(here / "clean.results.csv") == {"scheduled": 1, "pending": 2}
+
+
+def test_batch_id_pasted_with_spaces_is_sent_without_them(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    campaign, outbound = callkaro_answers(api)
+    argv = ["run", "clean.csv", "--agent-id", "a1", "--batch-id", " batch-7\n", "--default-region", "IN", *TZ]
+    assert run(capsys, *argv)[0] == 0
+    assert campaign.call_count == 0
+    assert {json.loads(call.request.content)["batch_id"] for call in outbound.calls} == {"batch-7"}
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_blank_batch_id_is_refused_before_anything_is_sent(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    blank: str,
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    campaign, outbound = callkaro_answers(api)
+    argv = ["run", "clean.csv", "--agent-id", "a1", "--batch-id", blank, "--default-region", "IN", *TZ]
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err.splitlines()[0] == (
+        "callkaro-loader: error: --batch-id is blank: give the id of an existing campaign, "
+        "or leave the option out to create one"
+    )
+    assert (campaign.call_count, outbound.call_count) == (0, 0)
 
 
 # --- dry run and the key --------------------------------------------------------------------------

@@ -453,6 +453,14 @@ def test_gap_that_is_not_whole_minutes_is_rejected(cell: Any) -> None:
     assert parse_gap(cell, INDIA) == (None, NOT_GAP)
 
 
+@pytest.mark.parametrize(
+    "cell", ["99999999999999999999", 1e20, "30,99999999999999999999", "[30; 9223372036854775808]"]
+)
+def test_gap_too_large_for_the_api_is_rejected_not_sent(cell: Any) -> None:
+    # The same 64-bit bound as the other integer fields: a gap of 10^20 minutes is a typo.
+    assert parse_gap(cell, INDIA) == (None, "is out of range")
+
+
 # --- a whole column ----------------------------------------------------------------------------------
 
 
@@ -524,6 +532,12 @@ def test_metadata_cell_is_sent_as_the_json_value_it_means(cell: Any, expected: A
 @pytest.mark.parametrize("cell", ["", "   ", "\t", None, math.nan, math.inf, -math.inf])
 def test_metadata_cell_that_is_blank_or_not_a_number_is_left_out(cell: Any) -> None:
     assert metadata_value(cell) is None
+
+
+@pytest.mark.parametrize("text", ["5\n", "2.5\n", "1\u0662", "1.\u0665", "\u0661\u0662"])
+def test_metadata_text_that_only_looks_like_a_number_stays_the_exact_text(text: str) -> None:
+    # A line break after the digits, or digits of another script, are not a canonical number.
+    assert metadata_value(text) == text
 
 
 def test_metadata_integer_text_too_long_for_python_stays_text() -> None:

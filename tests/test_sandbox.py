@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -286,6 +287,31 @@ async def test_body_that_is_not_valid_json_is_refused(
     response = await api.post("/call/outbound", content=content, headers={"Content-Type": "application/json"})
     assert (response.status_code, response.json()) == (400, error(message))
     assert sandbox.calls == []
+
+
+@pytest.mark.parametrize("path", ["/call/campaign", "/call/outbound"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no content type"),
+        pytest.param({"Content-Type": "application/x-www-form-urlencoded"}, id="curl -d without -H"),
+        pytest.param({"Content-Type": "text/plain"}, id="text"),
+    ],
+)
+async def test_json_body_not_declared_as_json_is_refused(
+    api: httpx.AsyncClient, sandbox: Sandbox, path: str, headers: dict[str, str]
+) -> None:
+    # Every documented request says Content-Type: application/json; a client that forgets it must notice.
+    body = {"name": "Leads", "agent_id": CAMPAIGN_AGENT} if path == "/call/campaign" else PLAIN_CALL
+    response = await api.post(path, content=json.dumps(body).encode(), headers=headers)
+    assert (response.status_code, response.json()) == (400, error("Content-Type must be application/json"))
+    assert (sandbox.calls, sandbox.campaigns) == ([], [])
+
+
+async def test_json_content_type_with_a_charset_is_accepted(api: httpx.AsyncClient, sandbox: Sandbox) -> None:
+    headers = {"Content-Type": "Application/JSON; charset=utf-8"}
+    response = await api.post("/call/outbound", content=json.dumps(PLAIN_CALL).encode(), headers=headers)
+    assert_call_accepted(response)
 
 
 async def test_call_naming_another_agents_campaign_is_refused(
