@@ -7,6 +7,8 @@ Every answer that is not a success becomes an exception from
 what happened                               raised                   the row becomes
 ==========================================  =======================  ==========================
 200 with an id                              (returns the id)         ``scheduled``
+2xx saying ``error``                        ``RejectedError``        ``failed``
+2xx without an id, or another status        ``NoAnswerError``        ``uncertain``
 400, 404, other 4xx, 501                    ``RejectedError``        ``failed``
 401, 403                                    ``AuthError``            the run stops (exit 3)
 429, 500, 502, 503, 504                     ``TransientError``       retried, then ``failed``
@@ -202,10 +204,19 @@ def _read_answer(response: httpx.Response, api_key: ApiKey | None = None) -> dic
         payload = None
     answer = payload if isinstance(payload, dict) else {}
     message = _redact(str(answer.get("message") or "").strip() or _short_text(response), api_key)
-    if status == 200 and answer.get("status", "success") == "success":
-        return answer
-    if status == 200:
-        raise RejectedError(f"the API refused the call: {message}", status_code=status)
+    if 200 <= status < 300:
+        said = answer.get("status", "success")
+        if said == "success":
+            return answer  # the id is checked by the caller: none means the call may exist
+        if said == "error":
+            raise RejectedError(f"the API refused the call: {message}", status_code=status)
+        # Neither the documented success nor an error ("queued"?): the call may exist, so it
+        # must not be sent again by itself, as a failed row would be.
+        told = _redact(str(answer.get("message") or "").strip(), api_key)
+        detail = f"status {said!r}" + (f": {told}" if told else "")
+        raise NoAnswerError(
+            f"the API answered HTTP {status} ({detail}), not the documented success", status_code=status
+        )
     text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
     if status in (401, 403):
         raise AuthError(

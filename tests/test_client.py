@@ -183,6 +183,35 @@ async def test_200_whose_body_says_error_is_a_refusal(api: respx.MockRouter) -> 
 
 
 @pytest.mark.parametrize(
+    ("response", "text"),
+    [
+        pytest.param(
+            httpx.Response(200, json={"status": "queued", "call_id": "c2"}),
+            "the API answered HTTP 200 (status 'queued'), not the documented success",
+            id="another status",
+        ),
+        pytest.param(
+            httpx.Response(202, json={"status": "accepted", "message": "Will call soon"}),
+            "the API answered HTTP 202 (status 'accepted': Will call soon), not the documented success",
+            id="202",
+        ),
+    ],
+)
+async def test_a_2xx_that_is_neither_success_nor_error_is_no_answer_because_the_call_may_exist(
+    api: respx.MockRouter, response: httpx.Response, text: str
+) -> None:
+    # A failed row is sent again on the next run; an uncertain one is not, so nobody is called twice.
+    with pytest.raises(NoAnswerError) as caught:
+        await schedule(api, return_value=response)
+    assert str(caught.value) == text
+
+
+async def test_a_201_saying_success_with_a_call_id_schedules_the_call(api: respx.MockRouter) -> None:
+    answer = {"status": "success", "call_id": "c1"}
+    assert await schedule(api, return_value=httpx.Response(201, json=answer)) == "c1"
+
+
+@pytest.mark.parametrize(
     "answer",
     [
         pytest.param({"status": "success", "message": "Call initiated successfully"}, id="no call_id"),
