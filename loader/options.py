@@ -129,6 +129,11 @@ class RunOptions(InputOptions):
                 "--batch-id is blank: give the id of an existing campaign, "
                 "or leave the option out to create one"
             )
+        if not str(self.campaign_name).strip():
+            raise UsageError(
+                "--campaign-name is blank: the API needs a name for the campaign",
+                hint='Leave it out for the default ("{input} {date}"), or give one.',
+            )
         if self.concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {self.concurrency}")
         # Written this way round so that nan (which compares false with everything) is refused too.

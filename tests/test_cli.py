@@ -681,23 +681,33 @@ def test_batch_id_pasted_with_spaces_is_sent_without_them(
 
 
 @pytest.mark.parametrize("blank", ["", "  "])
-def test_blank_batch_id_is_refused_before_anything_is_sent(
+@pytest.mark.parametrize(
+    ("flag", "refusal"),
+    [
+        (
+            "--batch-id",
+            "--batch-id is blank: give the id of an existing campaign, or leave the option out to create one",
+        ),
+        ("--campaign-name", "--campaign-name is blank: the API needs a name for the campaign"),
+    ],
+)
+def test_blank_batch_id_or_campaign_name_is_refused_before_anything_is_sent(
     here: Path,
     api: respx.MockRouter,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     blank: str,
+    flag: str,
+    refusal: str,
 ) -> None:
     monkeypatch.setenv("CALLKARO_API_KEY", KEY)
     campaign, outbound = callkaro_answers(api)
-    argv = ["run", "clean.csv", "--agent-id", "a1", "--batch-id", blank, "--default-region", "IN", *TZ]
+    argv = ["run", "clean.csv", "--agent-id", "a1", flag, blank, "--default-region", "IN", *TZ]
     code, out, err = run(capsys, *argv)
     assert (code, out) == (2, "")
-    assert err.splitlines()[0] == (
-        "callkaro-loader: error: --batch-id is blank: give the id of an existing campaign, "
-        "or leave the option out to create one"
-    )
+    assert err.splitlines()[0] == f"callkaro-loader: error: {refusal}"
     assert (campaign.call_count, outbound.call_count) == (0, 0)
+    assert not (here / "clean.results.csv.state").exists()
 
 
 # --- dry run and the key --------------------------------------------------------------------------
