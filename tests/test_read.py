@@ -148,6 +148,26 @@ def test_delimiter_is_detected_from_the_file(tmp_path: Path, name: str, content:
     assert len(sheet.cells.columns) == 3
 
 
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        # European Excel: semicolons, and a comma in a header and in every address.
+        ("Name;Phone;Address, City\nAsha;+919876543210;MG Road, Pune\n", ["Name", "Phone", "Address, City"]),
+        # Commas, and a quoted header and cells holding semicolons.
+        (
+            'Name,Phone,"Hours; Mon; Tue; Sat"\nAsha,+919876543210,"9-5; 10-6; 9-1; -"\n',
+            ["Name", "Phone", "Hours; Mon; Tue; Sat"],
+        ),
+    ],
+)
+def test_separator_inside_a_header_does_not_win_over_the_real_one(
+    tmp_path: Path, content: str, headers: list[str]
+) -> None:
+    sheet = read_sheet(write_text(tmp_path, "leads.csv", content))
+    assert sheet.headers == headers
+    assert sheet.cells.loc[2, 1] == "+919876543210"
+
+
 # --- Excel cells keep their type ---------------------------------------------------------------
 
 
