@@ -70,6 +70,9 @@ _CP1252_TOLERANCE = 0.02
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x19\x1b-\x1f\x7f]")
 _SEP_LINE = re.compile(r"sep=(.)(?:\r\n|\r|\n)", re.IGNORECASE)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+#: A cell that opened a quote after a space (``a, "b, c"``): the csv module keeps such
+#: quotes as text, so the separator inside them splits the value.
+_SPACED_QUOTE = re.compile(r'[ \t]+"')
 
 
 @dataclass(frozen=True)
@@ -386,9 +389,16 @@ def ragged_rows(rows: list[list[str]], *, header_row: int, delimiter: str) -> di
                 "each value is under its header"
             )
         elif filled > cells:
+            if any(_SPACED_QUOTE.match(cell) for cell in row):
+                fix = (
+                    f"a space between a {sep} and a double quote stops the quotes from holding the value "
+                    f"together; remove the space after the {sep}"
+                )
+            else:
+                fix = f"a value holding a {sep} needs double quotes around it, or there is a {sep} too many"
             found[index + 1] = (
                 f"the row has {_count(filled, 'cell')} but there are only {_count(cells, 'column header')}: "
-                f"a value holding a {sep} needs double quotes around it, or there is a {sep} too many"
+                + fix
             )
     return found
 

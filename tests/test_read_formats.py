@@ -318,6 +318,16 @@ def test_ragged_rows_are_reported_per_row_and_the_rest_of_the_file_loads(tmp_pat
     assert "  row 4 invalid: the row has 2 cells but there are 3 column headers" in out
 
 
+def test_a_space_before_an_opening_quote_is_named_as_what_splits_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_text('Phone,Name,City\n+91 98765 43210, "Rao, Asha", Pune\n', encoding="utf-8")
+    _, validation, _ = load(path)
+    assert validation.message[2].startswith(
+        "the row has 4 cells but there are only 3 column headers: a space between a comma (,) and a "
+        "double quote stops the quotes from holding the value together; remove the space after the comma (,)"
+    )
+
+
 def test_a_row_of_one_cell_is_reported_in_words_that_read_right(tmp_path: Path) -> None:
     path = tmp_path / "leads.csv"
     path.write_text("Name,Phone\nAsha\nRavi,+91 98765 43211\n", encoding="utf-8")
