@@ -359,7 +359,16 @@ def _started(args: argparse.Namespace, kind: type[O]) -> O:
     """
     options = _options(args, kind)
     if isinstance(options, RunOptions):
-        options.check()
+        try:
+            options.check()
+        except LoaderError as exc:
+            if options.summary_json is not None:
+                from loader.pipeline import record_failure
+                from loader.state import utc_now
+
+                now = utc_now()
+                record_failure(options, args.input, exc, started=now, finished=now)
+            raise
     early_read.start(args.input, options.sheet)
     return options
 

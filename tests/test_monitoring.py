@@ -88,6 +88,31 @@ def test_a_run_refused_for_its_input_still_writes_a_summary_saying_so(
     assert summary["error"] == "missing.txt: no such file (given as a do-not-call list with --suppress)"
 
 
+@pytest.mark.parametrize(
+    ("flags", "config", "error"),
+    [
+        (["--concurrency", "0"], "", "--concurrency must be 1 or more, not 0"),
+        (
+            [],
+            "skip_recent = 7\n",
+            "--skip-recent needs --history: the ledger that says when each number was last called",
+        ),
+    ],
+    ids=["flag", "config-file"],
+)
+def test_a_run_refused_for_its_options_still_writes_a_summary_saying_so(
+    here: Path, capsys: pytest.CaptureFixture[str], flags: list[str], config: str, error: str
+) -> None:
+    # Last night's success must not stay in the file cron's monitoring reads.
+    (here / "summary.json").write_text('{"counts": {"scheduled": 5}, "exit_code": 0}', encoding="utf-8")
+    (here / "nightly.toml").write_text('summary_json = "summary.json"\n' + config, encoding="utf-8")
+    code, out, err = run(capsys, *RUN, *flags, "--config", "nightly.toml")
+    assert code == 2 and err.startswith(f"callkaro-loader: error: {error}\n")
+    summary = json.loads((here / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["exit_code"], summary["counts"], summary["error"]) == (2, {}, error)
+    assert summary["input"] == "contacts.csv"
+
+
 def test_a_dry_run_summary_counts_valid_rows(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, *RUN, "--dry-run", "--summary-json", "s.json")
     summary = json.loads((here / "s.json").read_text(encoding="utf-8"))
