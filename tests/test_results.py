@@ -289,6 +289,22 @@ def test_xlsx_results_keep_excel_cell_types(tmp_path: Path, ctx: Context) -> Non
     assert row == [919876543210, dt.datetime(2030, 5, 28, 9, 30), True, 2.5, 2, "valid", None, None]
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["ref_x0041_7", "_x000D_", "a_x005F_b", "line one\r\nline two", "ends in\r", "_x00_ and _xZZZZ_"],
+)
+def test_xlsx_results_show_text_excel_would_decode_exactly_as_read(
+    tmp_path: Path, make_sheet: Any, ctx: Context, text: str
+) -> None:
+    # Excel reads _xHHHH_ in a cell's text as the character HHHH, and XML turns a carriage return
+    # into a line feed: the file must escape both, as Excel does when it saves such a cell.
+    out = tmp_path / "out.xlsx"
+    write_results(out, *results_of(make_sheet(["Phone", text], [["+919876543210", text]]), ctx))
+    back = read_sheet(out)
+    assert back.headers[1] == text.strip()
+    assert back.cells.loc[2, 1] == text
+
+
 # --- replacing the file ---------------------------------------------------------------------------------
 
 
