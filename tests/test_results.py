@@ -195,6 +195,25 @@ def test_excel_cells_are_written_to_csv_as_a_person_reads_them(tmp_path: Path, c
     ]
 
 
+def test_excel_durations_are_written_to_csv_with_their_sign_and_size(tmp_path: Path, ctx: Context) -> None:
+    workbook = Workbook()
+    workbook.active.append(["Phone", "Talked", "Late by", "Over by"])
+    workbook.active.append(
+        [
+            "+919876543210",
+            dt.timedelta(hours=30),
+            dt.timedelta(minutes=-30),
+            dt.timedelta(hours=-26, minutes=-5, seconds=-7),
+        ]
+    )
+    source = tmp_path / "leads.xlsx"
+    workbook.save(source)
+    out = tmp_path / "leads.results.csv"
+    write_results(out, *results_of(read_sheet(source), ctx))
+    # Made inert, as any cell starting with - that is not a plain number is.
+    assert read_csv_results(out)[1][1:4] == ["30:00:00", "'-0:30:00", "'-26:05:07"]
+
+
 # --- formula injection ----------------------------------------------------------------------------------
 
 
