@@ -524,7 +524,13 @@ def _load_campaign(
         try:
             state.set(
                 summary=json.dumps(
-                    {"counts": counts, "finished_at": state.timestamp(), "results_path": str(out)},
+                    {
+                        "counts": counts,
+                        "finished_at": state.timestamp(),
+                        "results_path": str(out),
+                        "stopped": report.stopped,
+                        "refused": str(report.refused) if report.refused is not None else None,
+                    },
                     sort_keys=True,
                 )
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -236,6 +237,41 @@ def test_status_of_a_run_that_was_cut_off_counts_what_it_recorded(
     lines = out.splitlines()
     assert lines[3] == "run: running, or stopped while requests were in flight ('sending' rows)"
     assert lines[4:-1] == ["scheduled  19", "invalid    2", "duplicate  1", "pending    2", "sending    1"]
+
+
+def test_status_of_a_run_stopped_by_ctrl_c_says_so_not_finished(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = asyncio.Event()
+    stop.set()  # Ctrl-C before the first request
+    result = loader.load_campaign(
+        "contacts.csv", agent_id="demo-agent", sandbox=True, default_region="IN", no_progress=True, stop=stop
+    )
+    assert result.stopped
+    code, out, err = run(capsys, "status", "contacts.results.csv")
+    assert (code, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[3].startswith("run: stopped at 20")
+    assert lines[3].endswith(" before every row was sent; run the same command again to resume")
+    assert lines[4:] == ["invalid    2", "duplicate  1", "pending    22", "results: contacts.results.csv"]
+
+
+def test_status_of_a_run_the_api_refused_says_why(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = loader.load_campaign(
+        "contacts.csv",
+        agent_id="demo-agent",
+        default_region="IN",
+        no_progress=True,
+        api_key="wrong-key",
+        transport=SandboxTransport(Sandbox(api_key=KEY, agents=["demo-agent"])),
+    )
+    assert result.refused is not None
+    code, out, err = run(capsys, "status", "contacts.results.csv")
+    assert (code, err) == (1, "")
+    line = out.splitlines()[3]
+    assert line.startswith("run: refused by the API at 20")
+    assert line.endswith(": the API refused the key (HTTP 401: Invalid API key)")
+    assert "wrong-key" not in out
 
 
 def test_status_without_a_state_exits_2_and_creates_nothing(
