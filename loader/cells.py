@@ -123,8 +123,8 @@ def cell_text(value: Cell) -> str:
         return value.isoformat()
     if isinstance(value, dt.timedelta):
         total = int(value.total_seconds())
-        hours, rest = divmod(total, 3600)
-        return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+        hours, rest = divmod(abs(total), 3600)
+        return f"{'-' if total < 0 else ''}{hours}:{rest // 60:02d}:{rest % 60:02d}"
     return str(value)
 
 

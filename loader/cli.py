@@ -359,7 +359,16 @@ def _started(args: argparse.Namespace, kind: type[O]) -> O:
     """
     options = _options(args, kind)
     if isinstance(options, RunOptions):
-        options.check()
+        try:
+            options.check()
+        except LoaderError as exc:
+            if options.summary_json is not None:
+                from loader.pipeline import record_failure
+                from loader.state import utc_now
+
+                now = utc_now()
+                record_failure(options, args.input, exc, started=now, finished=now)
+            raise
     early_read.start(args.input, options.sheet)
     return options
 
@@ -424,7 +433,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     campaign = found.batch_id or "not created yet"
     if found.batch_id and found.campaign_name:
         campaign += f" ({found.campaign_name})"
-    if found.finished:
+    if found.finished and found.refused:
+        where = f"refused by the API at {found.finished_at}: {found.refused}"
+    elif found.finished and found.stopped:
+        where = (
+            f"stopped at {found.finished_at} before every row was sent; run the same command again to resume"
+        )
+    elif found.finished:
         where = f"finished at {found.finished_at}"
     elif found.counts.get("sending"):
         where = "running, or stopped while requests were in flight ('sending' rows)"

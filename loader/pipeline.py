@@ -293,20 +293,7 @@ def load_campaign(
             handle_signals=handle_signals,
         )
     except LoaderError as exc:
-        if options.summary_json is not None:
-            # Monitoring must see tonight's failure, not last night's success.
-            with contextlib.suppress(LoaderError, OSError):
-                write_json(
-                    options.summary_json,
-                    {
-                        "input": str(path),
-                        "error": exc.message,
-                        "exit_code": exc.exit_code,
-                        "counts": exc.counts or {},
-                        "started_at": iso(started),
-                        "finished_at": iso(clock()),
-                    },
-                )
+        record_failure(options, path, exc, started=started, finished=clock())
         raise
     if options.summary_json is not None:
         try:
@@ -318,6 +305,30 @@ def load_campaign(
                 f"{exc.message}; the run itself finished: its results are in {result.results_path}"
             ) from None
     return result
+
+
+def record_failure(
+    options: RunOptions, path: Path, exc: LoaderError, *, started: dt.datetime, finished: dt.datetime
+) -> None:
+    """Record in ``--summary-json`` (if given) that the run stopped with ``exc``.
+
+    Monitoring must see tonight's failure, not last night's success; a summary
+    that cannot be written does not hide ``exc`` itself.
+    """
+    if options.summary_json is None:
+        return
+    with contextlib.suppress(LoaderError, OSError):
+        write_json(
+            options.summary_json,
+            {
+                "input": str(path),
+                "error": exc.message,
+                "exit_code": exc.exit_code,
+                "counts": exc.counts or {},
+                "started_at": iso(started),
+                "finished_at": iso(finished),
+            },
+        )
 
 
 def _load_campaign(
@@ -513,7 +524,13 @@ def _load_campaign(
         try:
             state.set(
                 summary=json.dumps(
-                    {"counts": counts, "finished_at": state.timestamp(), "results_path": str(out)},
+                    {
+                        "counts": counts,
+                        "finished_at": state.timestamp(),
+                        "results_path": str(out),
+                        "stopped": report.stopped,
+                        "refused": str(report.refused) if report.refused is not None else None,
+                    },
                     sort_keys=True,
                 )
             )

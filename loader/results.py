@@ -201,11 +201,24 @@ def _write_xlsx(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> Non
     workbook.save(handle)
 
 
+#: What Excel would not show as written: ``_xHHHH_`` (which it reads as the character HHHH) and
+#: a carriage return (which XML reads as a line feed).
+_OOXML_ESCAPED = re.compile(r"_(?=x[0-9A-Fa-f]{4}_)|\r")
+
+
+def _ooxml_escape(found: re.Match[str]) -> str:
+    return "_x005F_" if found.group() == "_" else "_x000D_"
+
+
 def xlsx_text(text: str) -> str:
-    """``text`` as an xlsx cell can hold it: control characters XML cannot carry become U+FFFD."""
+    """``text`` as an xlsx cell can hold it: control characters XML cannot carry become U+FFFD; the
+    rest reads back exactly as written (OOXML's ``_xHHHH_`` escapes, as Excel itself saves them)."""
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
+    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
+    if "_x" in text or "\r" in text:
+        text = _OOXML_ESCAPED.sub(_ooxml_escape, text)
+    return text
 
 
 def atomic_write(

@@ -353,6 +353,9 @@ class RunStatus:
     finished_at: str | None
     last_activity: str | None
     results_path: str | None
+    #: The last run ended early: Ctrl-C or SIGTERM (``stopped``), or the API's refusal of it (``refused``).
+    stopped: bool = False
+    refused: str | None = None
 
 
 def read_status(output: str | Path) -> RunStatus:
@@ -408,6 +411,8 @@ def read_status(output: str | Path) -> RunStatus:
         finished_at=summary["finished_at"] if summary else None,
         last_activity=last_activity,
         results_path=summary.get("results_path") if summary else None,
+        stopped=bool(summary.get("stopped")) if summary and finished else False,
+        refused=summary.get("refused") if summary and finished else None,
     )
 
 

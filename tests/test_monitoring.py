@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -86,6 +87,31 @@ def test_a_run_refused_for_its_input_still_writes_a_summary_saying_so(
     summary = json.loads((here / "summary.json").read_text(encoding="utf-8"))
     assert summary["exit_code"] == 2 and summary["counts"] == {}
     assert summary["error"] == "missing.txt: no such file (given as a do-not-call list with --suppress)"
+
+
+@pytest.mark.parametrize(
+    ("flags", "config", "error"),
+    [
+        (["--concurrency", "0"], "", "--concurrency must be 1 or more, not 0"),
+        (
+            [],
+            "skip_recent = 7\n",
+            "--skip-recent needs --history: the ledger that says when each number was last called",
+        ),
+    ],
+    ids=["flag", "config-file"],
+)
+def test_a_run_refused_for_its_options_still_writes_a_summary_saying_so(
+    here: Path, capsys: pytest.CaptureFixture[str], flags: list[str], config: str, error: str
+) -> None:
+    # Last night's success must not stay in the file cron's monitoring reads.
+    (here / "summary.json").write_text('{"counts": {"scheduled": 5}, "exit_code": 0}', encoding="utf-8")
+    (here / "nightly.toml").write_text('summary_json = "summary.json"\n' + config, encoding="utf-8")
+    code, out, err = run(capsys, *RUN, *flags, "--config", "nightly.toml")
+    assert code == 2 and err.startswith(f"callkaro-loader: error: {error}\n")
+    summary = json.loads((here / "summary.json").read_text(encoding="utf-8"))
+    assert (summary["exit_code"], summary["counts"], summary["error"]) == (2, {}, error)
+    assert summary["input"] == "contacts.csv"
 
 
 def test_a_dry_run_summary_counts_valid_rows(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -211,6 +237,41 @@ def test_status_of_a_run_that_was_cut_off_counts_what_it_recorded(
     lines = out.splitlines()
     assert lines[3] == "run: running, or stopped while requests were in flight ('sending' rows)"
     assert lines[4:-1] == ["scheduled  19", "invalid    2", "duplicate  1", "pending    2", "sending    1"]
+
+
+def test_status_of_a_run_stopped_by_ctrl_c_says_so_not_finished(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stop = asyncio.Event()
+    stop.set()  # Ctrl-C before the first request
+    result = loader.load_campaign(
+        "contacts.csv", agent_id="demo-agent", sandbox=True, default_region="IN", no_progress=True, stop=stop
+    )
+    assert result.stopped
+    code, out, err = run(capsys, "status", "contacts.results.csv")
+    assert (code, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[3].startswith("run: stopped at 20")
+    assert lines[3].endswith(" before every row was sent; run the same command again to resume")
+    assert lines[4:] == ["invalid    2", "duplicate  1", "pending    22", "results: contacts.results.csv"]
+
+
+def test_status_of_a_run_the_api_refused_says_why(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = loader.load_campaign(
+        "contacts.csv",
+        agent_id="demo-agent",
+        default_region="IN",
+        no_progress=True,
+        api_key="wrong-key",
+        transport=SandboxTransport(Sandbox(api_key=KEY, agents=["demo-agent"])),
+    )
+    assert result.refused is not None
+    code, out, err = run(capsys, "status", "contacts.results.csv")
+    assert (code, err) == (1, "")
+    line = out.splitlines()[3]
+    assert line.startswith("run: refused by the API at 20")
+    assert line.endswith(": the API refused the key (HTTP 401: Invalid API key)")
+    assert "wrong-key" not in out
 
 
 def test_status_without_a_state_exits_2_and_creates_nothing(

@@ -195,6 +195,25 @@ def test_excel_cells_are_written_to_csv_as_a_person_reads_them(tmp_path: Path, c
     ]
 
 
+def test_excel_durations_are_written_to_csv_with_their_sign_and_size(tmp_path: Path, ctx: Context) -> None:
+    workbook = Workbook()
+    workbook.active.append(["Phone", "Talked", "Late by", "Over by"])
+    workbook.active.append(
+        [
+            "+919876543210",
+            dt.timedelta(hours=30),
+            dt.timedelta(minutes=-30),
+            dt.timedelta(hours=-26, minutes=-5, seconds=-7),
+        ]
+    )
+    source = tmp_path / "leads.xlsx"
+    workbook.save(source)
+    out = tmp_path / "leads.results.csv"
+    write_results(out, *results_of(read_sheet(source), ctx))
+    # Made inert, as any cell starting with - that is not a plain number is.
+    assert read_csv_results(out)[1][1:4] == ["30:00:00", "'-0:30:00", "'-26:05:07"]
+
+
 # --- formula injection ----------------------------------------------------------------------------------
 
 
@@ -287,6 +306,22 @@ def test_xlsx_results_keep_excel_cell_types(tmp_path: Path, ctx: Context) -> Non
     write_results(out, *results_of(read_sheet(source), ctx))
     row = [c.value for c in next(load_workbook(out).active.iter_rows(min_row=2))]
     assert row == [919876543210, dt.datetime(2030, 5, 28, 9, 30), True, 2.5, 2, "valid", None, None]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ref_x0041_7", "_x000D_", "a_x005F_b", "line one\r\nline two", "ends in\r", "_x00_ and _xZZZZ_"],
+)
+def test_xlsx_results_show_text_excel_would_decode_exactly_as_read(
+    tmp_path: Path, make_sheet: Any, ctx: Context, text: str
+) -> None:
+    # Excel reads _xHHHH_ in a cell's text as the character HHHH, and XML turns a carriage return
+    # into a line feed: the file must escape both, as Excel does when it saves such a cell.
+    out = tmp_path / "out.xlsx"
+    write_results(out, *results_of(make_sheet(["Phone", text], [["+919876543210", text]]), ctx))
+    back = read_sheet(out)
+    assert back.headers[1] == text.strip()
+    assert back.cells.loc[2, 1] == text
 
 
 # --- replacing the file ---------------------------------------------------------------------------------
