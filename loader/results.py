@@ -193,6 +193,12 @@ def _write_xlsx(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> Non
             return out
         if isinstance(value, float) and value != value:
             return None
+        if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) >= ALL_DIGITS_FROM:
+            # A phone stored as a number: Excel's General format would show 9.19877E+11, and a
+            # sheet saved again from that view loses the digits.
+            out = WriteOnlyCell(sheet, value=value)
+            out.number_format = "0"
+            return out
         return value
 
     sheet.append([cell(h) for h in headers])
@@ -200,6 +206,10 @@ def _write_xlsx(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> Non
         sheet.append([cell(v) for v in row])
     workbook.save(handle)
 
+
+#: Whole numbers this large (11 digits: a phone number with its country code) are written with
+#: every digit showing.
+ALL_DIGITS_FROM = 10_000_000_000
 
 #: What Excel would not show as written: ``_xHHHH_`` (which it reads as the character HHHH) and
 #: a carriage return (which XML reads as a line feed).

@@ -207,3 +207,19 @@ def test_a_stray_control_character_is_written_as_a_replacement_mark_not_a_crash(
         sheet = load_workbook(written).active
         assert sheet is not None
         assert sheet["B6"].value == "bad\ufffdname"
+
+
+def test_a_phone_stored_as_a_number_shows_every_digit_in_the_excel_report(tmp_path: Path) -> None:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone", "Priority"])
+    sheet.append([919876543210, 500])  # the priority is wrong, so the report has something to mark
+    source = tmp_path / "leads.xlsx"
+    book.save(source)
+    report = tmp_path / "errors.xlsx"
+    assert main(["validate", str(source), "--default-region", "IN", "--report", str(report)]) == 1
+    written = load_workbook(report).active
+    assert written is not None
+    assert (written["A2"].value, written["A2"].number_format) == (919876543210, "0")  # not 9.19877E+11
+    assert written["B2"].number_format == "General"

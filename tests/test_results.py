@@ -304,8 +304,19 @@ def test_xlsx_results_keep_excel_cell_types(tmp_path: Path, ctx: Context) -> Non
     workbook.save(source)
     out = tmp_path / "leads.results.xlsx"
     write_results(out, *results_of(read_sheet(source), ctx))
-    row = [c.value for c in next(load_workbook(out).active.iter_rows(min_row=2))]
-    assert row == [919876543210, dt.datetime(2030, 5, 28, 9, 30), True, 2.5, 2, "valid", None, None]
+    row = next(load_workbook(out).active.iter_rows(min_row=2))
+    assert [c.value for c in row] == [
+        919876543210,
+        dt.datetime(2030, 5, 28, 9, 30),
+        True,
+        2.5,
+        2,
+        "valid",
+        None,
+        None,
+    ]
+    # Every digit of a phone stored as a number shows (Excel's General format: 9.19877E+11).
+    assert row[0].number_format == "0" and row[3].number_format == "General"
 
 
 @pytest.mark.parametrize(
