@@ -387,6 +387,9 @@ def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
         if result.batch_id and not result.dry_run:
             _say(f"campaign: {result.batch_id}")
         _say(f"results: {result.results_path}")
+    elif result.exit_code == 1 and not result.stopped:
+        # Under cron nobody sees the exit code: a quiet run must still say when rows need a person.
+        _print_needing_a_person(result)
     if result.stopped:
         print(
             f"{PROG}: stopped before every row was sent; run the same command again to resume",
@@ -395,6 +398,22 @@ def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
     if result.refused is not None:
         _print_error(result.refused)
     return result.exit_code
+
+
+def _print_needing_a_person(result: RunResult) -> None:
+    """One line on stderr: how many rows need a person, by status, and where to read why."""
+    from loader.pipeline import SETTLED, SETTLED_DRY, STATUS_ORDER
+
+    settled = SETTLED_DRY if result.dry_run else SETTLED
+    needing = {s: n for s, n in result.counts.items() if s not in settled and n}
+    total = sum(needing.values())
+    order = {status: i for i, status in enumerate(STATUS_ORDER)}
+    parts = ", ".join(f"{s} {n}" for s, n in sorted(needing.items(), key=lambda item: order.get(item[0], 99)))
+    print(
+        f"{PROG}: {total} row{'s' if total != 1 else ''} need{'' if total != 1 else 's'} a person "
+        f"({parts}); read callkaro_message in {result.results_path}",
+        file=sys.stderr,
+    )
 
 
 def _cmd_validate(args: argparse.Namespace, options: InputOptions) -> int:

@@ -557,6 +557,17 @@ def test_quiet_run_prints_nothing_when_nothing_is_wrong(
     assert (code, out, err) == (0, "", "")
 
 
+def test_quiet_run_with_rows_needing_a_person_says_so_on_stderr_for_cron_to_mail(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Cron mails only what is printed; exit 1 alone would go unseen.
+    code, out, err = run(capsys, *SANDBOX_RUN, "--default-region", "IN", "--quiet")
+    assert (code, out) == (1, "")
+    assert err == (
+        "callkaro-loader: 2 rows need a person (invalid 2); read callkaro_message in contacts.results.csv\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("campaign_answer", "line", "hint"),
     [
