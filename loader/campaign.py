@@ -142,6 +142,9 @@ class SendJob:
     def _leave_pending(self, message: str) -> None:
         for row in self.rows:
             self.state.mark(int(row), "pending", message=message)
+            if self.events is not None:
+                # --log-file gets its line per row, with why it was not sent.
+                self.events.outcome(int(row), "pending", call_id=None, message=message, attempts=0)
 
 
 @contextlib.contextmanager

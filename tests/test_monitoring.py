@@ -168,6 +168,35 @@ def test_log_file_has_a_json_line_per_row_outcome_and_per_retry_and_never_the_ke
         assert KEY not in written.read_text(encoding="utf-8")
 
 
+def test_log_file_says_why_each_row_is_pending_when_the_campaign_could_not_be_created(
+    tmp_path: Path,
+) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+    down = Sandbox(api_key=KEY, agents=["demo-agent"], faults=Faults(error_rate=1.0, seed=1))
+    result = loader.load_campaign(
+        tmp_path / "contacts.csv",
+        agent_id="demo-agent",
+        default_region="IN",
+        log_file=tmp_path / "run.jsonl",
+        api_key=KEY,
+        transport=SandboxTransport(down),
+        base_url="http://127.0.0.1",
+        retry=RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.002),
+        no_progress=True,
+    )
+    assert result.counts["pending"] == 22
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text(encoding="utf-8").splitlines()]
+    outcomes = [line for line in lines if line["event"] == "outcome"]
+    rows = results(tmp_path / "contacts.results.csv")
+    assert sorted(line["source_row"] for line in outcomes) == sorted(int(r["source_row"]) for r in rows)
+    pending = [line for line in outcomes if line["status"] == "pending"]
+    assert len(pending) == 22
+    assert all(
+        line["message"].startswith("the campaign could not be created: HTTP 500") and line["attempt"] == 0
+        for line in pending
+    )
+
+
 def test_a_key_echoed_by_the_server_is_redacted_in_the_log(tmp_path: Path) -> None:
     from loader.monitoring import JsonLinesLog
     from loader.secrets import ApiKey
