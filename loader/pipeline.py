@@ -87,10 +87,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        if self.refused is not None:
-            return self.refused.exit_code
-        settled = SETTLED_DRY if self.dry_run else SETTLED
-        return 0 if set(self.counts) <= settled else 1
+        return _exit_code(self.counts, self.refused, dry_run=self.dry_run)
 
     @property
     def campaign_id(self) -> str | None:
@@ -538,7 +535,15 @@ def _load_campaign(
             if failure is None:
                 raise  # the state failing mid-run is already the error to report
         if log is not None:
-            log.write("run_finished", batch_id=job.batch_id, counts=counts, results_path=str(out))
+            log.write(
+                "run_finished",
+                batch_id=job.batch_id,
+                counts=counts,
+                results_path=str(out),
+                exit_code=1 if failure is not None else _exit_code(counts, report.refused, dry_run=False),
+                stopped=report.stopped,
+                refused=str(report.refused) if report.refused is not None else None,
+            )
         if failure is not None:
             # Sending had begun and the results are written: rows need a person (exit 1), and
             # "nothing was sent" (exit 2) would not be true.
@@ -595,6 +600,13 @@ def _ordered(counts: Mapping[str, int]) -> list[str]:
 def _in_order(counts: Mapping[str, int]) -> dict[str, int]:
     """``counts`` in the order the summary prints them: scheduled first, pending last."""
     return {status: counts[status] for status in _ordered(counts)}
+
+
+def _exit_code(counts: Mapping[str, int], refused: ApiRefusedError | None, *, dry_run: bool) -> int:
+    """What ``callkaro-loader run`` exits with for a run that got this far."""
+    if refused is not None:
+        return refused.exit_code
+    return 0 if set(counts) <= (SETTLED_DRY if dry_run else SETTLED) else 1
 
 
 def _refuse_orphaned_results(out: Path) -> None:

@@ -124,6 +124,23 @@ def test_a_dry_run_summary_counts_valid_rows(here: Path, capsys: pytest.CaptureF
 # --- --log-file ---------------------------------------------------------------------------------
 
 
+def test_log_file_ends_saying_the_api_refused_the_run_and_the_exit_code(tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+    result = loader.load_campaign(
+        tmp_path / "contacts.csv",
+        agent_id="demo-agent",
+        default_region="IN",
+        log_file=tmp_path / "run.jsonl",
+        api_key="not-the-key",
+        transport=SandboxTransport(Sandbox(api_key=KEY, agents=["demo-agent"])),
+        base_url="http://127.0.0.1",
+        no_progress=True,
+    )
+    last = json.loads((tmp_path / "run.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert (last["event"], last["exit_code"], result.exit_code) == ("run_finished", 3, 3)
+    assert last["refused"].startswith("the API refused the key") and "not-the-key" not in last["refused"]
+
+
 def test_log_file_has_a_json_line_per_row_outcome_and_per_retry_and_never_the_key(tmp_path: Path) -> None:
     shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
     flaky = Sandbox(api_key=KEY, agents=["demo-agent"], faults=Faults(error_rate=0.3, seed=11))
@@ -143,6 +160,11 @@ def test_log_file_has_a_json_line_per_row_outcome_and_per_retry_and_never_the_ke
     lines = [json.loads(line) for line in text.splitlines()]
     assert lines[0]["event"] == "run_started" and lines[-1]["event"] == "run_finished"
     assert lines[-1]["counts"] == result.counts
+    assert (lines[-1]["exit_code"], lines[-1]["stopped"], lines[-1]["refused"]) == (
+        result.exit_code,
+        False,
+        None,
+    )
     assert all(set(line) >= {"time", "event"} for line in lines)
 
     outcomes = [line for line in lines if line["event"] == "outcome"]
