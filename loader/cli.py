@@ -362,7 +362,7 @@ def _started(args: argparse.Namespace, kind: type[O]) -> O:
         try:
             options.check()
         except LoaderError as exc:
-            if options.summary_json is not None:
+            if options.summary_json is not None or options.log_file is not None:
                 from loader.pipeline import record_failure
                 from loader.state import utc_now
 

@@ -307,25 +307,31 @@ def load_campaign(
 def record_failure(
     options: RunOptions, path: Path, exc: LoaderError, *, started: dt.datetime, finished: dt.datetime
 ) -> None:
-    """Record in ``--summary-json`` (if given) that the run stopped with ``exc``.
+    """Record in ``--summary-json`` and ``--log-file`` (those given) that the run stopped with ``exc``.
 
-    Monitoring must see tonight's failure, not last night's success; a summary
-    that cannot be written does not hide ``exc`` itself.
+    Monitoring must see tonight's failure, not last night's success; a file that cannot be
+    written does not hide ``exc`` itself.
     """
-    if options.summary_json is None:
-        return
-    with contextlib.suppress(LoaderError, OSError):
-        write_json(
-            options.summary_json,
-            {
-                "input": str(path),
-                "error": exc.message,
-                "exit_code": exc.exit_code,
-                "counts": exc.counts or {},
-                "started_at": iso(started),
-                "finished_at": iso(finished),
-            },
-        )
+    if options.summary_json is not None:
+        with contextlib.suppress(LoaderError, OSError):
+            write_json(
+                options.summary_json,
+                {
+                    "input": str(path),
+                    "error": exc.message,
+                    "exit_code": exc.exit_code,
+                    "counts": exc.counts or {},
+                    "started_at": iso(started),
+                    "finished_at": iso(finished),
+                },
+            )
+    if options.log_file is not None:
+        with contextlib.suppress(LoaderError, OSError):
+            log = JsonLinesLog(options.log_file)
+            try:
+                log.write("run_failed", input=str(path), error=exc.message, exit_code=exc.exit_code)
+            finally:
+                log.close()
 
 
 def _load_campaign(

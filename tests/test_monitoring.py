@@ -141,6 +141,20 @@ def test_log_file_ends_saying_the_api_refused_the_run_and_the_exit_code(tmp_path
     assert last["refused"].startswith("the API refused the key") and "not-the-key" not in last["refused"]
 
 
+@pytest.mark.parametrize("sheet", ["header only", "no such file"])
+def test_a_run_that_fails_writes_its_error_as_the_log_files_last_line(tmp_path: Path, sheet: str) -> None:
+    log = tmp_path / "run.jsonl"
+    log.write_text('{"event": "run_finished", "counts": {"scheduled": 3}}\n', encoding="utf-8")  # last night
+    path = tmp_path / "leads.csv"
+    if sheet == "header only":
+        path.write_text("Name,Phone\n", encoding="utf-8")
+    code = main(["run", str(path), "--agent-id", "demo-agent", "--sandbox", "--log-file", str(log)])
+    assert code == 2
+    last = json.loads(log.read_text(encoding="utf-8").splitlines()[-1])
+    assert (last["event"], last["exit_code"], last["input"]) == ("run_failed", 2, str(path))
+    assert last["error"].startswith(str(path))
+
+
 def test_log_file_has_a_json_line_per_row_outcome_and_per_retry_and_never_the_key(tmp_path: Path) -> None:
     shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
     flaky = Sandbox(api_key=KEY, agents=["demo-agent"], faults=Faults(error_rate=0.3, seed=11))
