@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from test_e2e import Sandbox, run_loader, sandbox_process
 
@@ -139,3 +140,26 @@ def test_the_same_load_from_python_and_from_the_cli_sends_identical_calls(
     assert result.counts == cli.counts()
     names = {c["batch_id"]: c["name"] for c in sandbox.campaigns()}
     assert names[result.batch_id] == names[cli.batch_id]
+
+
+def test_a_library_run_sends_to_the_base_url_in_the_environment_as_the_cli_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+    monkeypatch.setenv("CALLKARO_BASE_URL", "https://staging.callkaro.test")
+    hosts = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return httpx.Response(401, json={"detail": "wrong key"})
+
+    result = loader.load_campaign(
+        tmp_path / "contacts.csv",
+        agent_id="a1",
+        api_key="staging-key",
+        default_region="IN",
+        transport=httpx.MockTransport(refuse),
+        no_progress=True,
+    )
+    assert hosts == ["staging.callkaro.test"]
+    assert isinstance(result.refused, loader.AuthError)
