@@ -163,3 +163,23 @@ def test_a_library_run_sends_to_the_base_url_in_the_environment_as_the_cli_does(
     )
     assert hosts == ["staging.callkaro.test"]
     assert isinstance(result.refused, loader.AuthError)
+
+
+@pytest.mark.parametrize(
+    ("keywords", "message"),
+    [
+        ({"concurrency": "8"}, "option concurrency must be a whole number, not '8'"),
+        ({"rate_limit": "5"}, "option rate_limit must be a number, not '5'"),
+        ({"header_row": "2"}, "option header_row must be a whole number, not '2'"),
+        ({"default_region": 91}, "option default_region must be text, not 91"),
+        ({"fresh": "false"}, "option fresh must be True or False, not 'false'"),
+        ({"dry_run": 1}, "option dry_run must be True or False, not 1"),
+        ({"options": {"default_region": "IN"}}, "options= must be loader.options.RunOptions, not dict"),
+    ],
+)
+def test_a_keyword_of_the_wrong_type_is_refused_by_name_before_anything_is_read(
+    tmp_path: Path, keywords: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(loader.UsageError) as refused:
+        loader.load_campaign(tmp_path / "not-read.csv", agent_id="a", sandbox=True, **keywords)
+    assert str(refused.value) == message
