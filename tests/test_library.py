@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import os
 import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import pytest
 from test_e2e import Sandbox, run_loader, sandbox_process
 
 import loader
+from loader.sandbox import Faults
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_data"
@@ -183,3 +187,41 @@ def test_a_keyword_of_the_wrong_type_is_refused_by_name_before_anything_is_read(
     with pytest.raises(loader.UsageError) as refused:
         loader.load_campaign(tmp_path / "not-read.csv", agent_id="a", sandbox=True, **keywords)
     assert str(refused.value) == message
+
+
+class InterruptAfterFirstCall:
+    """Events that press Ctrl-C (as a notebook's "interrupt kernel" does) once the first call is made."""
+
+    def outcome(
+        self, source_row: int, status: str, *, call_id: str | None, message: str | None, attempts: int
+    ) -> None:
+        if status == "scheduled" and call_id is not None and not hasattr(self, "pressed"):
+            self.pressed = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def retry(self, source_row: int, *, attempt: int, delay: float, reason: str) -> None:
+        pass
+
+
+def test_interrupting_a_run_inside_a_notebooks_event_loop_stops_the_calls(tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+
+    async def notebook_cell() -> None:
+        loader.load_campaign(
+            tmp_path / "contacts.csv",
+            agent_id="demo-agent",
+            sandbox=True,
+            sandbox_faults=Faults(latency_ms=200),
+            concurrency=1,
+            default_region="IN",
+            events=InterruptAfterFirstCall(),
+            no_progress=True,
+        )
+
+    # A notebook's loop leaves SIGINT to Python's own handler (asyncio.run would take it over).
+    loop = asyncio.new_event_loop()
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_until_complete(notebook_cell())
+    loop.close()
+    status = loader.read_status(tmp_path / "contacts.results.csv")
+    assert status.counts["pending"] >= 15 and status.counts.get("scheduled", 0) < 5
