@@ -104,6 +104,9 @@ class InputOptions:
         """Options from keyword arguments; an unknown name is a usage error that names it."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         known = set(fields)
+        gap = values.get("gap")
+        if isinstance(gap, list | tuple) and gap and all(type(g) is int for g in gap):
+            values["gap"] = ",".join(map(str, gap))  # gap=[30, 120], as a config file may write it
         for name in values:
             if name not in known:
                 raise UsageError(

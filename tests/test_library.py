@@ -225,3 +225,10 @@ def test_interrupting_a_run_inside_a_notebooks_event_loop_stops_the_calls(tmp_pa
     loop.close()
     status = loader.read_status(tmp_path / "contacts.results.csv")
     assert status.counts["pending"] >= 15 and status.counts.get("scheduled", 0) < 5
+
+
+def test_gap_given_as_a_python_list_is_several_gaps_as_in_a_config_file(tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+    as_list = loader.validate_file(tmp_path / "contacts.csv", default_region="IN", gap=[30, 120])
+    as_text = loader.validate_file(tmp_path / "contacts.csv", default_region="IN", gap="30,120")
+    assert as_list.counts == as_text.counts == {"valid": 22, "invalid": 2, "duplicate": 1}
