@@ -51,8 +51,24 @@ def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
         return asyncio.run(coro)
     import concurrent.futures
 
+    running: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def in_its_own_loop() -> Any:
+        running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
+        return await coro
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+        future = pool.submit(asyncio.run, in_its_own_loop())
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            # As asyncio.run does on Ctrl-C (a notebook's "interrupt kernel"): cancel the sending,
+            # whose state holds every call made, instead of making every remaining call first.
+            started.wait()
+            running["loop"].call_soon_threadsafe(running["task"].cancel)
+            raise
 
 
 @dataclass

@@ -374,12 +374,8 @@ def _started(args: argparse.Namespace, kind: type[O]) -> O:
 
 
 def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
-    import os
-
     from loader.pipeline import load_campaign, summary_lines
 
-    if not options.base_url:
-        options = options.replace(base_url=os.environ.get("CALLKARO_BASE_URL") or None)
     result: RunResult = load_campaign(args.input, options, handle_signals=True)
     if not options.quiet:
         for line in summary_lines(result.counts):

@@ -240,6 +240,12 @@ def _as_list(value: Any) -> list[Any]:
 def make_options(kind: type[O], options: O | None, config: str | Path | None, values: Mapping[str, Any]) -> O:
     """``options`` (or the defaults), then the ``config`` file over them, then ``values`` over both:
     how the library's keywords and the command line's flags both meet a --config file."""
+    if options is not None and not isinstance(options, kind):
+        raise UsageError(
+            f"options= must be loader.options.{kind.__name__}, not {type(options).__name__}",
+            hint="Give the options as keyword arguments, or as loader.options."
+            f"{kind.__name__}(default_region=...).",
+        )
     base = options or kind()
     if config is not None:
         known = {f.name for f in dataclasses.fields(kind)}

@@ -261,7 +261,8 @@ def load_campaign(
     keywords win over the file, the file over ``options`` (do-not-call lists
     from the file and the keywords all apply). The rest replace the world at
     the edges: ``api_key`` (default: ``CALLKARO_API_KEY`` or ``.env``),
-    ``transport`` (an httpx transport instead of the network),
+    ``transport`` (an httpx transport instead of the network; ``base_url``
+    defaults to ``CALLKARO_BASE_URL``, as for the command),
     ``sandbox_faults`` (faults for the in-process sandbox), ``events`` (told
     of each row outcome and retry, see ``loader.send.Events``), ``clock``,
     and a ``stop`` event that ends sending as Ctrl-C does.
@@ -406,7 +407,8 @@ def _load_campaign(
     from loader.send import RetryPolicy, SendReport
 
     simulated = None
-    base_url = options.base_url
+    # As on the command line: the option, else the config file, else the environment.
+    base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
     if options.sandbox:
         from loader.sandbox import Faults, Sandbox, SandboxTransport
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import os
 import re
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from test_e2e import Sandbox, run_loader, sandbox_process
 
 import loader
+from loader.sandbox import Faults
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_data"
@@ -139,3 +144,91 @@ def test_the_same_load_from_python_and_from_the_cli_sends_identical_calls(
     assert result.counts == cli.counts()
     names = {c["batch_id"]: c["name"] for c in sandbox.campaigns()}
     assert names[result.batch_id] == names[cli.batch_id]
+
+
+def test_a_library_run_sends_to_the_base_url_in_the_environment_as_the_cli_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+    monkeypatch.setenv("CALLKARO_BASE_URL", "https://staging.callkaro.test")
+    hosts = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return httpx.Response(401, json={"detail": "wrong key"})
+
+    result = loader.load_campaign(
+        tmp_path / "contacts.csv",
+        agent_id="a1",
+        api_key="staging-key",
+        default_region="IN",
+        transport=httpx.MockTransport(refuse),
+        no_progress=True,
+    )
+    assert hosts == ["staging.callkaro.test"]
+    assert isinstance(result.refused, loader.AuthError)
+
+
+@pytest.mark.parametrize(
+    ("keywords", "message"),
+    [
+        ({"concurrency": "8"}, "option concurrency must be a whole number, not '8'"),
+        ({"rate_limit": "5"}, "option rate_limit must be a number, not '5'"),
+        ({"header_row": "2"}, "option header_row must be a whole number, not '2'"),
+        ({"default_region": 91}, "option default_region must be text, not 91"),
+        ({"fresh": "false"}, "option fresh must be True or False, not 'false'"),
+        ({"dry_run": 1}, "option dry_run must be True or False, not 1"),
+        ({"options": {"default_region": "IN"}}, "options= must be loader.options.RunOptions, not dict"),
+    ],
+)
+def test_a_keyword_of_the_wrong_type_is_refused_by_name_before_anything_is_read(
+    tmp_path: Path, keywords: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(loader.UsageError) as refused:
+        loader.load_campaign(tmp_path / "not-read.csv", agent_id="a", sandbox=True, **keywords)
+    assert str(refused.value) == message
+
+
+class InterruptAfterFirstCall:
+    """Events that press Ctrl-C (as a notebook's "interrupt kernel" does) once the first call is made."""
+
+    def outcome(
+        self, source_row: int, status: str, *, call_id: str | None, message: str | None, attempts: int
+    ) -> None:
+        if status == "scheduled" and call_id is not None and not hasattr(self, "pressed"):
+            self.pressed = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def retry(self, source_row: int, *, attempt: int, delay: float, reason: str) -> None:
+        pass
+
+
+def test_interrupting_a_run_inside_a_notebooks_event_loop_stops_the_calls(tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+
+    async def notebook_cell() -> None:
+        loader.load_campaign(
+            tmp_path / "contacts.csv",
+            agent_id="demo-agent",
+            sandbox=True,
+            sandbox_faults=Faults(latency_ms=200),
+            concurrency=1,
+            default_region="IN",
+            events=InterruptAfterFirstCall(),
+            no_progress=True,
+        )
+
+    # A notebook's loop leaves SIGINT to Python's own handler (asyncio.run would take it over).
+    loop = asyncio.new_event_loop()
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_until_complete(notebook_cell())
+    loop.close()
+    status = loader.read_status(tmp_path / "contacts.results.csv")
+    assert status.counts["pending"] >= 15 and status.counts.get("scheduled", 0) < 5
+
+
+def test_gap_given_as_a_python_list_is_several_gaps_as_in_a_config_file(tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "contacts.csv", tmp_path / "contacts.csv")
+    as_list = loader.validate_file(tmp_path / "contacts.csv", default_region="IN", gap=[30, 120])
+    as_text = loader.validate_file(tmp_path / "contacts.csv", default_region="IN", gap="30,120")
+    assert as_list.counts == as_text.counts == {"valid": 22, "invalid": 2, "duplicate": 1}
