@@ -50,7 +50,7 @@ def outcomes(
             "callkaro_call_id": "",
             "callkaro_message": message.astype(object),
         },
-        index=status.index,
+        index=status.index.rename("source_row"),
     )
     rows: list[int] = []
     found: dict[str, list[str]] = {name: [] for name in OUTCOME_COLUMNS}

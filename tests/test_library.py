@@ -82,6 +82,7 @@ def test_a_run_result_carries_everything_the_summary_needs(tmp_path: Path) -> No
     assert result.started_at is not None and result.finished_at is not None
     assert result.started_at <= result.finished_at
     assert list(result.outcomes.columns) == ["callkaro_status", "callkaro_call_id", "callkaro_message"]
+    assert result.outcomes.index.name == "source_row"  # the row number a person sees in the sheet
     assert result.outcomes.loc[16, "callkaro_status"] == "invalid"
     assert result.exit_code == 1
     summary = result.summary()
