@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
 from loader import memory
 from loader.cells import Cell, arrow_text, blank_mask, cell_text, is_blank, is_text_column, shorten
 from loader.columns import ROW_FIELDS, ColumnMap
 from loader.errors import UsageError
 from loader.normalise import DTYPES, Context, parse_column
+from loader.pandera_quiet import pa
 from loader.read import Sheet
 from schemas import ROW_CHECK_COLUMNS, CallRequests
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import pandera.pandas as pa
-from pandera.typing import Series
+
+from loader.pandera_quiet import Series, pa
 
 E164 = r"^\+[1-9]\d{6,14}$"
 SCHEDULE_AT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$"

@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,30 @@ def test_gap_given_as_a_python_list_is_several_gaps_as_in_a_config_file(tmp_path
     as_list = loader.validate_file(tmp_path / "contacts.csv", default_region="IN", gap=[30, 120])
     as_text = loader.validate_file(tmp_path / "contacts.csv", default_region="IN", gap="30,120")
     assert as_list.counts == as_text.counts == {"valid": 22, "invalid": 2, "duplicate": 1}
+
+
+@pytest.mark.parametrize("spark_ip", [None, "10.0.0.5"])
+def test_checking_a_sheet_leaves_the_callers_environment_as_it_was(
+    tmp_path: Path, spark_ip: str | None
+) -> None:
+    # pandera sets SPARK_LOCAL_IP and PYARROW_IGNORE_TIMEZONE when imported; a notebook's Spark
+    # session started afterwards would bind to 127.0.0.1. A fresh interpreter, as a notebook is.
+    script = (
+        "import json, os, sys\n"
+        "before = dict(os.environ)\n"
+        "import loader\n"
+        "loader.validate_file(sys.argv[1], default_region='IN')\n"
+        "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_LOCAL_IP", "PYARROW_IGNORE_TIMEZONE")}
+    if spark_ip is not None:
+        env["SPARK_LOCAL_IP"] = spark_ip
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(SAMPLES / "contacts.csv")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "{}"
