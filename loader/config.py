@@ -154,6 +154,26 @@ PATH_OPTIONS = frozenset({"output", "history", "summary_json", "log_file"})
 LIST_OF_PATHS = frozenset({"suppress"})
 
 
+#: How a Python caller reads what a config file's key expects.
+_IN_PYTHON = {"true or false": "True or False", "text in quotes": "text"}
+
+
+def checked_keyword(name: str, value: Any) -> Any:
+    """A keyword option's value (``load_campaign(fresh=True)``, or a flag's), checked and
+    converted as the same key of a config file is; paths may also be ``Path`` objects."""
+    if name in PATH_OPTIONS and isinstance(value, Path):
+        return value
+    if name in LIST_OF_PATHS and isinstance(value, list | tuple) and all(isinstance(v, Path) for v in value):
+        return list(value)
+    if name in LIST_OF_PATHS and isinstance(value, Path):
+        return [value]
+    try:
+        return CHECKS[name](value)
+    except _WrongType as wrong:
+        expected = _IN_PYTHON.get(wrong.expected, wrong.expected)
+        raise UsageError(f"option {name} must be {expected}, not {value!r}") from None
+
+
 def _shown(value: Any) -> str:
     """A value as it was written in TOML."""
     if isinstance(value, bool):

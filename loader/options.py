@@ -23,45 +23,9 @@ if TYPE_CHECKING:  # the command line imports this module before pandas: see loa
 
 O = TypeVar("O", bound="InputOptions")  # noqa: E741 - the conventional name for "options"
 
-#: Options that take one kind of value, and how a message names it. A Python caller's
-#: ``fresh="false"`` (true, being non-empty text) must not start a run over and call everyone
-#: again, nor ``concurrency="8"`` fail deep inside with a TypeError.
-_WHOLE = "a whole number"
-_TEXT = "text"
-_FLAG = "True or False"
-KINDS = {
-    "header_row": _WHOLE,
-    "concurrency": _WHOLE,
-    "skip_recent": _WHOLE,
-    "rate_limit": "a number",
-    "encoding": _TEXT,
-    "default_region": _TEXT,
-    "timezone": "text such as 'Asia/Kolkata'",
-    "agent_id": _TEXT,
-    "campaign_name": _TEXT,
-    "batch_id": _TEXT,
-    "base_url": _TEXT,
-    "allow_past": _FLAG,
-    "allow_duplicates": _FLAG,
-    "dry_run": _FLAG,
-    "sandbox": _FLAG,
-    "fresh": _FLAG,
-    "retry_uncertain": _FLAG,
-    "no_progress": _FLAG,
-    "quiet": _FLAG,
-}
 
-
-def _fits(kind: str, value: Any) -> bool:
-    if kind == _FLAG:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind == _WHOLE:
-        return isinstance(value, int)
-    if kind == "a number":
-        return isinstance(value, int | float)
-    return isinstance(value, str)
+def _is_default(value: Any, default: Any) -> bool:
+    return type(value) is type(default) and value == default  # True is not header_row=1
 
 
 #: Option name -> the call field whose blank cells it fills.
@@ -102,23 +66,22 @@ class InputOptions:
     @classmethod
     def make(cls: type[O], **values: Any) -> O:
         """Options from keyword arguments; an unknown name is a usage error that names it."""
+        from loader.config import checked_keyword  # loader.config imports this module
+
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        known = set(fields)
-        gap = values.get("gap")
-        if isinstance(gap, list | tuple) and gap and all(type(g) is int for g in gap):
-            values["gap"] = ",".join(map(str, gap))  # gap=[30, 120], as a config file may write it
         for name in values:
-            if name not in known:
+            if name not in fields:
                 raise UsageError(
                     f"unknown option {name!r}",
-                    hint=f"Options are: {', '.join(sorted(known))}.",
+                    hint=f"Options are: {', '.join(sorted(fields))}.",
                 )
-            kind = KINDS.get(name)
-            if kind is None or (values[name] is None and fields[name].default is None):
-                continue
-            if not _fits(kind, values[name]):
-                raise UsageError(f"option {name} must be {kind}, not {values[name]!r}")
-        return cls(**values)
+        # Checked as a config file's keys are: fresh="false" (true, being non-empty text) must not
+        # start a run over and call everyone again, nor concurrency="8" fail deep inside.
+        checked: dict[str, Any] = {
+            name: value if _is_default(value, fields[name].default) else checked_keyword(name, value)
+            for name, value in values.items()
+        }
+        return cls(**checked)
 
     def replace(self: O, **values: Any) -> O:
         return type(self).make(**{**dataclasses.asdict(self), **values})
