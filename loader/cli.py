@@ -353,22 +353,18 @@ def _refuse_key_flags(argv: Sequence[str]) -> None:
 def _started(args: argparse.Namespace, kind: type[O]) -> O:
     """The command's options, checked; then, while pandas loads, the workbook's parse is set going.
 
-    Options come first: a run that cannot start (no --agent-id, a bad --config file) says so
-    at once instead of after a parse nobody needs, and a sheet chosen in the --config file is
-    the one parsed.
+    Options come first: a run that cannot start (no --agent-id, a bad --config file) is not
+    kept waiting by a parse nobody needs, and a sheet chosen in the --config file is the one
+    parsed.
     """
     options = _options(args, kind)
     if isinstance(options, RunOptions):
         try:
             options.check()
-        except LoaderError as exc:
-            if options.summary_json is not None or options.log_file is not None:
-                from loader.pipeline import record_failure
-                from loader.state import utc_now
-
-                now = utc_now()
-                record_failure(options, args.input, exc, started=now, finished=now)
-            raise
+        except LoaderError:
+            # No parse for a run that cannot start: load_campaign refuses these options itself,
+            # and tells --summary-json and --log-file why, as for a library caller.
+            return options
     early_read.start(args.input, options.sheet)
     return options
 

@@ -291,7 +291,7 @@ def load_campaign(
             handle_signals=handle_signals,
         )
     except LoaderError as exc:
-        record_failure(options, path, exc, started=started, finished=clock())
+        _record_failure(options, path, exc, started=started, finished=clock())
         raise
     if options.summary_json is not None:
         try:
@@ -305,7 +305,7 @@ def load_campaign(
     return result
 
 
-def record_failure(
+def _record_failure(
     options: RunOptions, path: Path, exc: LoaderError, *, started: dt.datetime, finished: dt.datetime
 ) -> None:
     """Record in ``--summary-json`` and ``--log-file`` (those given) that the run stopped with ``exc``.
