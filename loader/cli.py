@@ -394,13 +394,9 @@ def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
 
 def _print_needing_a_person(result: RunResult) -> None:
     """One line on stderr: how many rows need a person, by status, and where to read why."""
-    from loader.pipeline import SETTLED, SETTLED_DRY, STATUS_ORDER
-
-    settled = SETTLED_DRY if result.dry_run else SETTLED
-    needing = {s: n for s, n in result.counts.items() if s not in settled and n}
+    needing = result.needing_a_person
     total = sum(needing.values())
-    order = {status: i for i, status in enumerate(STATUS_ORDER)}
-    parts = ", ".join(f"{s} {n}" for s, n in sorted(needing.items(), key=lambda item: order.get(item[0], 99)))
+    parts = ", ".join(f"{status} {n}" for status, n in needing.items())
     print(
         f"{PROG}: {total} row{'s' if total != 1 else ''} need{'' if total != 1 else 's'} a person "
         f"({parts}); read callkaro_message in {result.results_path}",

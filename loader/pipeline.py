@@ -90,6 +90,12 @@ class RunResult:
         return _exit_code(self.counts, self.refused, dry_run=self.dry_run)
 
     @property
+    def needing_a_person(self) -> dict[str, int]:
+        """Rows per status a person must look at (``invalid``, ``failed``...), in ``counts``' order."""
+        settled = SETTLED_DRY if self.dry_run else SETTLED
+        return {status: n for status, n in self.counts.items() if status not in settled}
+
+    @property
     def campaign_id(self) -> str | None:
         """The campaign's id (the API's ``batch_id``)."""
         return self.batch_id
@@ -435,7 +441,7 @@ def _load_campaign(
             stack.callback(log.close)
         state = stack.enter_context(RunState(out, clock=clock))
         resumed = not (options.fresh or state.is_new())
-        _claim_state(state, path, options, fresh=options.fresh)
+        _claim_state(state, path, options, agent_id=agent_id, batch_id=batch_id)
         run_token = state.run_token()
         if history is not None and options.skip_recent is not None:
             validation = _skip_recent(validation, history, options.skip_recent, ctx, run=run_token)
@@ -526,6 +532,7 @@ def _load_campaign(
                 "twice and writes the results file.",
             ) from None
         finished = clock()
+        refused = str(report.refused) if report.refused is not None else None
         try:
             state.set(
                 summary=json.dumps(
@@ -534,7 +541,7 @@ def _load_campaign(
                         "finished_at": state.timestamp(),
                         "results_path": str(out),
                         "stopped": report.stopped,
-                        "refused": str(report.refused) if report.refused is not None else None,
+                        "refused": refused,
                     },
                     sort_keys=True,
                 )
@@ -550,7 +557,7 @@ def _load_campaign(
                 results_path=str(out),
                 exit_code=1 if failure is not None else _exit_code(counts, report.refused, dry_run=False),
                 stopped=report.stopped,
-                refused=str(report.refused) if report.refused is not None else None,
+                refused=refused,
             )
         if failure is not None:
             # Sending had begun and the results are written: rows need a person (exit 1), and
@@ -642,10 +649,11 @@ def _refuse_orphaned_results(out: Path) -> None:
         )
 
 
-def _claim_state(state: RunState, path: Path, options: RunOptions, *, fresh: bool) -> None:
+def _claim_state(
+    state: RunState, path: Path, options: RunOptions, *, agent_id: str, batch_id: str | None
+) -> None:
     """Make ``state`` this input's: new, resumed, or (``--fresh``) started over."""
-    agent_id = str(options.agent_id).strip()
-    batch_id = str(options.batch_id).strip() if options.batch_id is not None else None
+    fresh = options.fresh
     print_name = state.output
     digest = fingerprint(path)
     if fresh:
