@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from loader.errors import UsageError
+from loader.errors import UsageError, cannot_write
 from loader.results import atomic_write
 from loader.secrets import ApiKey
 from loader.state import Clock, utc_now
@@ -119,4 +119,4 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
             path, lambda handle: handle.write(text), binary=False, encoding="utf-8", make_folder=False
         )
     except OSError as exc:
-        raise UsageError(f"--summary-json {path} cannot be written ({exc.strerror or exc})") from None
+        raise cannot_write(f"--summary-json {path}", exc) from None
