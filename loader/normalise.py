@@ -43,6 +43,10 @@ class Context:
     def local_now(self) -> dt.datetime:  # asked once per distinct date-time cell
         return self.now.astimezone(self.timezone).replace(tzinfo=None)
 
+    @functools.cached_property
+    def instant_now(self) -> dt.datetime:  # ``now`` with an offset, for cells that have one
+        return self.now.astimezone()
+
 
 # --- phone numbers -----------------------------------------------------------
 # The rules live in loader.phones, which also reads whole columns at once.
@@ -79,7 +83,7 @@ def parse_schedule_at(cell: Cell, ctx: Context) -> Parsed:
         return None, "is not a date and time; write it as 2030-05-28 09:30"
     # A value with an offset is an instant: judged against now as one, since local wall-clock
     # times repeat in the hour the clocks go back.
-    now = ctx.now.astimezone() if moment.tzinfo is not None else ctx.local_now
+    now = ctx.instant_now if moment.tzinfo is not None else ctx.local_now
     past = moment.replace(microsecond=0) < now
     if moment.tzinfo is not None:
         moment = moment.astimezone(ctx.timezone)

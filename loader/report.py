@@ -23,7 +23,7 @@ from loader.cells import Cell
 from loader.columns import ColumnMap
 from loader.errors import UsageError, cannot_write
 from loader.read import Sheet
-from loader.results import ALL_DIGITS_FROM, atomic_write, inert, xlsx_text
+from loader.results import atomic_write, inert, shows_in_full, xlsx_text
 from loader.validate import PROBLEM_COLUMNS, Validation, problem_text
 
 MESSAGE_COLUMN = "callkaro_message"
@@ -133,8 +133,8 @@ def _write_xlsx(handle: IO[Any], sheet: Sheet, columns: ColumnMap, validation: V
         made = WriteOnlyCell(out, value=xlsx_text(value) if isinstance(value, str) else value)
         if isinstance(value, str):
             made.data_type = "s"  # a string cell is never run as a formula, whatever it starts with
-        elif isinstance(value, int | float) and not isinstance(value, bool) and abs(value) >= ALL_DIGITS_FROM:
-            made.number_format = "0"  # a phone stored as a number, every digit showing
+        elif shows_in_full(value):
+            made.number_format = "0"
         if lines:
             made.fill = fill
             made.font = font

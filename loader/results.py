@@ -193,9 +193,7 @@ def _write_xlsx(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> Non
             return out
         if isinstance(value, float) and value != value:
             return None
-        if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) >= ALL_DIGITS_FROM:
-            # A phone stored as a number: Excel's General format would show 9.19877E+11, and a
-            # sheet saved again from that view loses the digits.
+        if shows_in_full(value):
             out = WriteOnlyCell(sheet, value=value)
             out.number_format = "0"
             return out
@@ -209,7 +207,15 @@ def _write_xlsx(handle: IO[Any], headers: list[str], cells: pd.DataFrame) -> Non
 
 #: Whole numbers this large (11 digits: a phone number with its country code) are written with
 #: every digit showing.
-ALL_DIGITS_FROM = 10_000_000_000
+_ALL_DIGITS_FROM = 10_000_000_000
+
+
+def shows_in_full(value: Any) -> bool:
+    """Whether an xlsx number cell needs the format ``0``: a phone stored as a number, which
+    Excel's General format would show as 9.19877E+11 (and a sheet saved again from that view
+    would keep only those digits)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) >= _ALL_DIGITS_FROM
+
 
 #: What Excel would not show as written: ``_xHHHH_`` (which it reads as the character HHHH) and
 #: a carriage return (which XML reads as a line feed).
