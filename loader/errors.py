@@ -3,6 +3,8 @@
     LoaderError                     base; ``exit_code`` is what the CLI exits with
     ├── UsageError                  a flag or option that cannot work (exit 2)
     ├── InputFileError              the input file as a whole cannot be used (exit 2)
+    │   ├── NoSuchSheetError        the workbook has no such sheet
+    │   ├── NoRowsError             nothing below the header row
     │   └── ColumnError             the header row cannot be mapped to call fields
     ├── StateError                  the results/state file belongs to another run or is locked (exit 2)
     ├── UnrecordedError             calls were made, but a file reporting them could not be written (exit 1)
@@ -61,6 +63,14 @@ class InputFileError(LoaderError):
         super().__init__(f"{path}: {problem}", hint=hint)
         self.path = Path(path)
         self.problem = problem
+
+
+class NoSuchSheetError(InputFileError):
+    """The workbook has no sheet by the name or index asked for."""
+
+
+class NoRowsError(InputFileError):
+    """The sheet (or file) holds no rows below its header row, or nothing at all."""
 
 
 class ColumnError(InputFileError):

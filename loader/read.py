@@ -31,7 +31,7 @@ import pandas as pd
 
 from loader.cells import Cell, blank_mask, cell_text
 from loader.columnar import cell_at
-from loader.errors import InputFileError, UsageError
+from loader.errors import InputFileError, NoRowsError, UsageError
 from loader.formats import SPREADSHEET_SUFFIXES, SUFFIX_KINDS, SUPPORTED, TEXT_SUFFIXES, sniff
 from loader.text_files import check_encoding_name, read_text_table
 from loader.workbooks import read_workbook
@@ -148,7 +148,7 @@ def _to_sheet(
     where = "the file" if sheet_name is None else f"sheet {sheet_name!r}"
     height = (len(columns[0]) if columns else 0) if columns is not None else len(rows or [])
     if not height:
-        raise InputFileError(path, f"{where} is empty")
+        raise NoRowsError(path, f"{where} is empty")
     if height < header_row:
         raise InputFileError(
             path,
@@ -180,7 +180,7 @@ def _to_sheet(
     blank_rows = np.logical_and.reduce(blank) if blank else np.ones(count, dtype=bool)
     keep = [i for i in range(width) if headers[i] or not blank[i].all()]
     if not keep and header_row == 1:
-        raise InputFileError(path, f"{where} is empty")
+        raise NoRowsError(path, f"{where} is empty")
     if not any(headers[i] for i in keep):
         raise InputFileError(
             path,
@@ -200,7 +200,7 @@ def _to_sheet(
     del body
     cells = pd.DataFrame(data, index=index, columns=pd.RangeIndex(len(keep)), copy=False)
     if cells.empty:
-        raise InputFileError(path, f"has a header row but no data rows below row {header_row}")
+        raise NoRowsError(path, f"has a header row but no data rows below row {header_row}")
     above = [[row[i] if i < len(row) else "" for i in keep] for row in top[: header_row - 1]]
     return Sheet(
         path=path,

@@ -31,7 +31,7 @@ import pandas as pd
 
 from loader.cells import Cell, cell_text, is_blank, shorten
 from loader.columns import map_columns
-from loader.errors import ColumnError, InputFileError, UsageError
+from loader.errors import ColumnError, InputFileError, NoRowsError, NoSuchSheetError, UsageError
 from loader.normalise import Context
 from loader.phones import NOT_VALID, parse_phone_column
 from loader.read import TEXT_SUFFIXES, read_sheet
@@ -119,11 +119,11 @@ def _plain_list(path: Path) -> list[tuple[str, Cell]] | None:
 def _sheet_column(path: Path) -> list[tuple[str, Cell]]:
     try:
         sheet = read_sheet(path)
+        others = _other_sheets(path, sheet.sheet_name) if sheet.kind != "text" else []
     except InputFileError as exc:
         raise InputFileError(path, f"{exc.problem} (a do-not-call list given with --suppress)") from None
     except UsageError as exc:
         raise InputFileError(path, f"cannot be read as a do-not-call list ({exc})") from None
-    others = _other_sheets(path, sheet.sheet_name) if sheet.kind != "text" else []
     if others:
         listed = ", ".join(repr(name) for name in [sheet.sheet_name, *others])
         raise InputFileError(
@@ -151,15 +151,19 @@ def _sheet_column(path: Path) -> list[tuple[str, Cell]]:
 
 
 def _other_sheets(path: Path, read: str | None) -> list[str]:
-    """The workbook's sheets other than ``read`` that hold rows below a header row."""
+    """The workbook's sheets other than ``read`` that hold rows below a header row.
+
+    Each sheet is read as the reader reads any (a list is small); one it cannot read
+    refuses the list, as the first sheet would.
+    """
     names: list[str] = []
     for index in itertools.count():
         try:
             other = read_sheet(path, sheet=index)
-        except InputFileError as exc:
-            if exc.problem.endswith(" is empty") or exc.problem.startswith("has a header row but no data"):
-                continue
-            return names  # past the last sheet ("has no sheet 3")
+        except NoRowsError:
+            continue
+        except NoSuchSheetError:
+            return names  # past the last sheet
         if other.sheet_name != read:
             names.append(str(other.sheet_name))
     return names

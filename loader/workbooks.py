@@ -20,7 +20,7 @@ from loader import calamine_reader, early_read
 from loader.calamine_reader import open_sheet, read_rows, rows_of
 from loader.cells import Cell
 from loader.columnar import Columns, collect_columns
-from loader.errors import InputFileError
+from loader.errors import InputFileError, NoSuchSheetError
 from loader.formats import OLE2, ZIPPED, Kind, by_content
 from loader.limits import MAX_COLUMNS
 from loader.zip_checks import check_zip
@@ -66,8 +66,10 @@ def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str
         names = result["names"]
         listed = ", ".join(repr(n) for n in names)
         if len(names) == 1:
-            raise InputFileError(path, f"has no sheet {sheet!r}; its only sheet is {listed} (or 0)")
-        raise InputFileError(path, f"has no sheet {sheet!r}; its sheets are {listed} (or 0-{len(names) - 1})")
+            raise NoSuchSheetError(path, f"has no sheet {sheet!r}; its only sheet is {listed} (or 0)")
+        raise NoSuchSheetError(
+            path, f"has no sheet {sheet!r}; its sheets are {listed} (or 0-{len(names) - 1})"
+        )
     if problem == "too wide":
         raise InputFileError(
             path,
