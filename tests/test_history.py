@@ -11,6 +11,7 @@ import threading
 import zoneinfo
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,11 +194,10 @@ def test_a_dry_run_shows_what_the_history_would_skip_without_writing_to_it(
     assert dry.counts == {"valid": 40} and not missing.exists()
 
 
-def test_a_history_failing_mid_run_stops_sending_and_still_writes_the_results(
-    sheet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    admitted = 0
+def lock_history_at_second_chunk(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the history fail (locked) when the second chunk of rows asks to be sent; the real admit."""
     real_admit = Claims.admit
+    admitted = 0
 
     def failing_admit(self: Claims, rows: list[int]) -> dict[int, str]:
         nonlocal admitted
@@ -207,6 +207,13 @@ def test_a_history_failing_mid_run_stops_sending_and_still_writes_the_results(
         return real_admit(self, rows)
 
     monkeypatch.setattr(Claims, "admit", failing_admit)
+    return real_admit
+
+
+def test_a_history_failing_mid_run_stops_sending_and_still_writes_the_results(
+    sheet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_admit = lock_history_at_second_chunk(monkeypatch)
     with pytest.raises(StateError, match="database is locked"):
         loader.load_campaign(
             sheet,
@@ -237,17 +244,7 @@ def test_a_history_failing_mid_run_stops_sending_and_still_writes_the_results(
 def test_a_history_failing_after_calls_were_sent_exits_1_and_its_summary_counts_the_rows(
     sheet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_admit = Claims.admit
-    admitted = 0
-
-    def failing_admit(self: Claims, rows: list[int]) -> dict[int, str]:
-        nonlocal admitted
-        admitted += 1
-        if admitted == 2:
-            raise StateError("h.sqlite cannot be written (database is locked)")
-        return real_admit(self, rows)
-
-    monkeypatch.setattr(Claims, "admit", failing_admit)
+    lock_history_at_second_chunk(monkeypatch)
     with pytest.raises(StateError) as raised:
         loader.load_campaign(
             sheet,
