@@ -331,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="share of calls recorded and then left unanswered (the connection is closed)",
     )
+    faults.add_argument(
+        "--gateway-error-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of calls recorded and then answered 502 or 504 with an HTML page, as a load "
+        "balancer in front of a slow API would",
+    )
     faults.add_argument("--seed", type=int, help="make the faults reproducible")
     return parser
 
@@ -471,6 +479,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
             error_rate=args.error_rate,
             rate_limit=args.rate_limit,
             drop_rate=args.drop_rate,
+            gateway_error_rate=args.gateway_error_rate,
             seed=args.seed,
         )
         serve(

@@ -3,22 +3,30 @@
 Every answer that is not a success becomes an exception from
 ``loader.errors``, chosen by what the caller may safely do next:
 
-==========================================  =======================  ==========================
-what happened                               raised                   the row becomes
-==========================================  =======================  ==========================
-200 with an id                              (returns the id)         ``scheduled``
-2xx saying ``error``                        ``RejectedError``        ``failed``
-2xx without an id, or another status        ``NoAnswerError``        ``uncertain``
-400, 404, other 4xx, 501                    ``RejectedError``        ``failed``
-401, 403                                    ``AuthError``            the run stops (exit 3)
-429, 500, 502, 503, 504                     ``TransientError``       retried, then ``failed``
-connection refused, DNS, connect timeout    ``TransientError``       retried, then ``failed``
-sent, then timeout / reset / disconnect     ``NoAnswerError``        ``uncertain``
-==========================================  =======================  ==========================
+===============================================  ===================  ==========================
+what happened                                    raised               the row becomes
+===============================================  ===================  ==========================
+200 with an id                                   (returns the id)     ``scheduled``
+2xx saying ``error``                             ``RejectedError``    ``failed``
+2xx without an id, or another status             ``NoAnswerError``    ``uncertain``
+400, 404, other 4xx                              ``RejectedError``    ``failed``
+401, 403                                         ``AuthError``        the run stops (exit 3)
+429; 503 (any body)                              ``TransientError``   retried, then ``failed``
+other 5xx with the API's own JSON error          ``TransientError``   retried, then ``failed``
+502, 504; other 5xx without it                   ``NoAnswerError``    ``uncertain``
+connection refused, DNS, connect timeout         ``TransientError``   retried, then ``failed``
+sent, then timeout / reset / disconnect          ``NoAnswerError``    ``uncertain``
+===============================================  ===================  ==========================
 
 The API has no idempotency key, so a request that may have reached the
 server is never classed as safe to retry (``loader.transport`` keeps the
-network's errors honest about that).
+network's errors honest about that). An answer is safe to retry only when it
+proves nothing was scheduled: 429 and 503 say "not now" without doing the
+work (a load balancer answers 503 when no server is there to take the
+request), and the API's own error (:func:`is_api_error`) says the API itself
+failed. A 502 or 504, or any other 5xx, comes from a gateway in front of the
+API, which may have passed the request on before giving up on the answer: the
+call may exist, exactly as when the connection drops.
 """
 
 from __future__ import annotations
@@ -44,7 +52,10 @@ from loader.secrets import ApiKey
 from loader.transport import network_transport
 
 DEFAULT_BASE_URL = "https://api.callkaro.ai"
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Answers that say "not now" without doing the work, whoever gives them.
+RETRYABLE_STATUS = frozenset({429, 503})
+#: A gateway's answers: it may have passed the request on before it gave up on the answer.
+GATEWAY_STATUS = frozenset({502, 504})
 #: ``Retry-After`` beyond this is treated as this: a run should not sleep for an hour.
 MAX_RETRY_AFTER = 60.0
 
@@ -224,11 +235,35 @@ def _read_answer(response: httpx.Response, api_key: ApiKey | None = None) -> dic
             status_code=status,
             hint="Check CALLKARO_API_KEY (or .env) holds the key from your CallKaro dashboard.",
         )
-    if status in RETRYABLE_STATUS:
+    if status in RETRYABLE_STATUS or (status >= 500 and status not in GATEWAY_STATUS and is_api_error(response)):
         raise TransientError(
             text, status_code=status, retry_after=parse_retry_after(response.headers.get("Retry-After"))
         )
+    if status >= 500:
+        # Not the API speaking: the request may have reached it, so it must not be sent again.
+        raise NoAnswerError(
+            f"the API answered {text} (a gateway's answer, not the API's own error)", status_code=status
+        )
     raise RejectedError(text, status_code=status)
+
+
+def is_api_error(response: httpx.Response) -> bool:
+    """Whether ``response`` is the API's own documented error: declared JSON, and a JSON object
+    ``{"status": "error", "message": "..."}`` (callkaro-api.md, "Errors").
+
+    Load balancers and proxies answer HTML or plain text, or JSON of another shape (``{"message":
+    "Internal server error"}``); only the API's own error says the API itself failed the request.
+    """
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if not (media_type == "application/json" or media_type.endswith("+json")):
+        return False
+    try:
+        payload = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return (
+        isinstance(payload, dict) and payload.get("status") == "error" and isinstance(payload.get("message"), str)
+    )
 
 
 def _short_text(response: httpx.Response) -> str:

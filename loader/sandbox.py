@@ -11,8 +11,9 @@ silent on types (nulls, NaN, ``3.0`` for an integer, unknown fields): a loader
 that passes against the sandbox sends only values the real API documents.
 
 Faults (:class:`Faults`) make it misbehave the way production services do:
-latency, 429s, 500s and, the case that matters most for a client without
-idempotency keys, a call that is recorded but never answered.
+latency, 429s, 500s and, the cases that matter most for a client without
+idempotency keys, a call that is recorded but never answered, and a call that
+is recorded and then answered 502/504 by a "gateway" in front of the API.
 
 Three ways to use it:
 
@@ -89,13 +90,17 @@ class Faults:
     drop_rate: float = 0.0
     """Probability of recording an accepted call or campaign, then closing the
     connection without an answer: the client cannot tell whether it went through."""
+    gateway_error_rate: float = 0.0
+    """Probability of recording an accepted call, then answering 502 or 504 with an
+    HTML page, as a load balancer does when the API behind it is slow or failing: the
+    call exists, but the answer does not say so. Campaigns are not affected."""
     seed: int | None = None
     """Makes every random decision (and every generated id) reproducible."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
             raise ValueError(f"latency_ms must be 0 or more, not {self.latency_ms}")
-        for name in ("error_rate", "drop_rate"):
+        for name in ("error_rate", "drop_rate", "gateway_error_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {value}")
@@ -132,6 +137,13 @@ class _DroppedConnection(Response):
         # Returning before uvicorn has seen the disconnect would make it answer 500.
         while (await receive())["type"] != "http.disconnect":
             pass
+
+
+def _gateway_page(status_code: int) -> Response:
+    """What nginx or a cloud load balancer answers in front of a slow API: HTML, not the API's JSON."""
+    title = {502: "502 Bad Gateway", 504: "504 Gateway Time-out"}[status_code]
+    page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>\n"
+    return Response(page, status_code, media_type="text/html")
 
 
 def _error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -268,7 +280,7 @@ class Sandbox:
         self.app = Starlette(
             routes=[
                 Route("/call/campaign", self._api(self._create_campaign), methods=["POST"]),
-                Route("/call/outbound", self._api(self._schedule_call), methods=["POST"]),
+                Route("/call/outbound", self._api(self._schedule_call, gateway=True), methods=["POST"]),
                 Route("/_sandbox/calls", self._list_calls, methods=["GET"]),
                 Route("/_sandbox/campaigns", self._list_campaigns, methods=["GET"]),
                 Route("/_sandbox/stats", self._show_stats, methods=["GET"]),
@@ -370,12 +382,12 @@ class Sandbox:
     # --- what every API request goes through -------------------------------------
 
     def _api(
-        self, handle: Callable[[dict[str, Any]], dict[str, Any]]
+        self, handle: Callable[[dict[str, Any]], dict[str, Any]], *, gateway: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             self.stats["requests"] += 1
             try:
-                drop = await self._inject_faults()
+                drop, gateway_error = await self._inject_faults()
                 self._authenticate(request)
                 _require_json_content_type(request)
                 answer = handle(_json_object(await request.body()))
@@ -385,13 +397,17 @@ class Sandbox:
             if drop:
                 self.stats["dropped"] += 1
                 return _DroppedConnection()
+            if gateway and gateway_error is not None:
+                self.stats["gateway_error"] += 1
+                return _gateway_page(gateway_error)
             self.stats["answered_200"] += 1
             return JSONResponse(answer)
 
         return endpoint
 
-    async def _inject_faults(self) -> bool:
-        """Sleep, rate-limit and fail as configured; return whether to drop a success."""
+    async def _inject_faults(self) -> tuple[bool, int | None]:
+        """Sleep, rate-limit and fail as configured; return whether to drop a success, and the
+        gateway error (502 or 504) to answer a success with instead, if any."""
         faults = self.faults
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
@@ -402,9 +418,11 @@ class Sandbox:
         # request always meets the same fate whatever became of the others.
         fail = faults.error_rate > 0 and self._rng.random() < faults.error_rate
         drop = faults.drop_rate > 0 and self._rng.random() < faults.drop_rate
+        # Drawn only when the fault is on, so the seeds of runs without it keep their patterns.
+        gateway = faults.gateway_error_rate > 0 and self._rng.random() < faults.gateway_error_rate
         if fail:
             raise _ApiError(500, "Server error")
-        return drop
+        return drop, (self._rng.choice((502, 504)) if gateway else None)
 
     def _rate_limited(self) -> int | None:
         """Admit the request, or return the whole seconds to wait (Retry-After)."""

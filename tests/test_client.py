@@ -135,9 +135,7 @@ async def test_a_body_holding_nan_or_infinity_is_never_sent(api: respx.MockRoute
         ),
         pytest.param(429, "Too many requests", TransientError, "HTTP 429: Too many requests", id="429"),
         pytest.param(500, "Server error", TransientError, "HTTP 500: Server error", id="500"),
-        pytest.param(502, "Bad gateway", TransientError, "HTTP 502: Bad gateway", id="502"),
         pytest.param(503, "Unavailable", TransientError, "HTTP 503: Unavailable", id="503"),
-        pytest.param(504, "Gateway timeout", TransientError, "HTTP 504: Gateway timeout", id="504"),
     ],
 )
 async def test_each_documented_error_status_becomes_the_error_that_says_what_to_do_next(
@@ -158,22 +156,64 @@ async def test_refused_key_comes_with_a_hint_naming_where_the_key_lives(api: res
     )
 
 
+def html(status: int) -> httpx.Response:
+    page = f"<html><body><h1>{status} Gateway Time-out</h1></body></html>"
+    return httpx.Response(status, text=page, headers={"Content-Type": "text/html"})
+
+
 @pytest.mark.parametrize(
     ("response", "text"),
     [
-        pytest.param(
-            httpx.Response(500, text="upstream exploded"), "HTTP 500: upstream exploded", id="plain text"
-        ),
-        pytest.param(httpx.Response(502, text="<html><h1>502</h1></html>"), "HTTP 502", id="html page"),
-        pytest.param(httpx.Response(503), "HTTP 503", id="empty"),
+        pytest.param(httpx.Response(503), "HTTP 503", id="503 without a body"),
+        pytest.param(html(503), "HTTP 503", id="503 error page"),
+        pytest.param(httpx.Response(500, json=error_body("Server error")), "HTTP 500: Server error", id="500 API"),
     ],
 )
-async def test_an_error_page_that_is_not_json_still_names_the_status(
+async def test_answers_that_prove_nothing_was_scheduled_are_retried(
     api: respx.MockRouter, response: httpx.Response, text: str
 ) -> None:
     with pytest.raises(TransientError) as caught:
         await schedule(api, return_value=response)
     assert str(caught.value) == text
+
+
+@pytest.mark.parametrize(
+    ("response", "text"),
+    [
+        pytest.param(html(502), "HTTP 502", id="502 gateway page"),
+        pytest.param(html(504), "HTTP 504", id="504 gateway page"),
+        # A gateway that happens to answer JSON in the API's shape still does not speak for the API.
+        pytest.param(httpx.Response(502, json=error_body("Bad gateway")), "HTTP 502: Bad gateway", id="502 json"),
+        pytest.param(
+            httpx.Response(504, json=error_body("Gateway timeout")), "HTTP 504: Gateway timeout", id="504 json"
+        ),
+        pytest.param(httpx.Response(500, text="upstream exploded"), "HTTP 500: upstream exploded", id="500 text"),
+        pytest.param(httpx.Response(500), "HTTP 500", id="500 empty"),
+        pytest.param(html(500), "HTTP 500", id="500 html"),
+        pytest.param(
+            httpx.Response(500, json={"message": "Internal server error"}),
+            "HTTP 500: Internal server error",
+            id="500 json without the API's status",
+        ),
+        pytest.param(
+            httpx.Response(
+                500,
+                content=json.dumps(error_body("Server error")).encode(),
+                headers={"Content-Type": "text/html"},
+            ),
+            "HTTP 500: Server error",
+            id="500 API-shaped body not declared as JSON",
+        ),
+        pytest.param(httpx.Response(520, text=""), "HTTP 520", id="520 empty"),
+    ],
+)
+async def test_a_5xx_that_is_not_the_apis_own_error_is_no_answer_because_the_call_may_exist(
+    api: respx.MockRouter, response: httpx.Response, text: str
+) -> None:
+    with pytest.raises(NoAnswerError) as caught:
+        await schedule(api, return_value=response)
+    assert str(caught.value) == f"the API answered {text} (a gateway's answer, not the API's own error)"
+    assert caught.value.status_code == response.status_code
 
 
 async def test_200_whose_body_says_error_is_a_refusal(api: respx.MockRouter) -> None:

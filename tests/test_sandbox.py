@@ -491,6 +491,38 @@ async def test_dropped_call_is_recorded_but_the_client_sees_a_disconnect() -> No
     assert [campaign["name"] for campaign in sandbox.campaigns] == ["Leads"]
 
 
+async def test_gateway_fault_records_the_call_then_answers_502_or_504_as_a_gateway_would() -> None:
+    sandbox = make_sandbox(gateway_error_rate=1.0, seed=5)
+    answers = []
+    async with client_for(sandbox) as client:
+        for _ in range(12):
+            response = await client.post("/call/outbound", json=PLAIN_CALL)
+            answers.append(response.status_code)
+            assert response.headers["content-type"].startswith("text/html")
+            assert f"<h1>{response.status_code} " in response.text
+        # Campaigns are left alone: a second, empty campaign would prove nothing.
+        assert (await client.post("/call/campaign", json={"name": "Leads", "agent_id": CAMPAIGN_AGENT})).status_code == 200
+    assert set(answers) == {502, 504}
+    assert len(sandbox.calls) == 12
+    assert sandbox.stats["gateway_error"] == 12
+
+
+async def test_same_seed_gives_the_same_gateway_errors() -> None:
+    first = await outcomes(make_sandbox(gateway_error_rate=0.5, seed=9), 30)
+    again = make_sandbox(gateway_error_rate=0.5, seed=9)
+    assert await outcomes(again, 30) == first
+    assert {"200", "502", "504"} <= set(first)
+    assert len(again.calls) == 30
+
+
+async def test_refused_call_is_answered_with_its_error_when_gateway_errors_are_on() -> None:
+    sandbox = make_sandbox(gateway_error_rate=1.0)
+    async with client_for(sandbox) as client:
+        response = await client.post("/call/outbound", json=PLAIN_CALL | {"priority": 101})
+    assert response.status_code == 400
+    assert sandbox.calls == []
+
+
 async def test_refused_call_is_still_answered_when_drops_are_on() -> None:
     async with client_for(make_sandbox(drop_rate=1.0)) as client:
         response = await client.post("/call/outbound", json=PLAIN_CALL | {"priority": 101})
@@ -530,6 +562,7 @@ async def test_faults_leave_inspection_alone() -> None:
     [
         ({"error_rate": 1.5}, "error_rate must be between 0 and 1, not 1.5"),
         ({"drop_rate": -0.1}, "drop_rate must be between 0 and 1, not -0.1"),
+        ({"gateway_error_rate": 2}, "gateway_error_rate must be between 0 and 1, not 2"),
         ({"rate_limit": 0}, "rate_limit must be above 0, not 0"),
         ({"latency_ms": -1}, "latency_ms must be 0 or more, not -1"),
     ],

@@ -207,9 +207,8 @@ async def test_retry_after_is_a_minimum_for_the_back_off(
     [
         pytest.param(error(429, "Too many requests"), "HTTP 429: Too many requests", id="429"),
         pytest.param(error(500, "Server error"), "HTTP 500: Server error", id="500"),
-        pytest.param(error(502, "Bad gateway"), "HTTP 502: Bad gateway", id="502"),
         pytest.param(error(503, "Unavailable"), "HTTP 503: Unavailable", id="503"),
-        pytest.param(error(504, "Gateway timeout"), "HTTP 504: Gateway timeout", id="504"),
+        pytest.param(httpx.Response(503), "HTTP 503", id="503 without a body"),
         pytest.param(
             httpx.ConnectError("refused"), "could not reach the API (ConnectError: refused)", id="refused"
         ),
@@ -269,6 +268,21 @@ async def test_failure_that_is_safe_to_retry_is_tried_exactly_the_policys_attemp
             httpx.Response(200, json={"status": "success"}),
             "the API accepted the request but sent no call_id",
             id="success without call_id",
+        ),
+        pytest.param(
+            error(502, "Bad gateway"),
+            "the API answered HTTP 502: Bad gateway (a gateway's answer, not the API's own error)",
+            id="502",
+        ),
+        pytest.param(
+            httpx.Response(504, text="<html>Gateway Time-out</html>", headers={"Content-Type": "text/html"}),
+            "the API answered HTTP 504 (a gateway's answer, not the API's own error)",
+            id="504",
+        ),
+        pytest.param(
+            httpx.Response(500, text="upstream exploded"),
+            "the API answered HTTP 500: upstream exploded (a gateway's answer, not the API's own error)",
+            id="500 that is not the API's own error",
         ),
     ],
 )

@@ -1,0 +1,229 @@
+"""When the API misbehaves: nobody is called twice, nothing is sent late, and an outage says so.
+
+Each test runs the real command (or ``load_campaign``) against the sandbox on a real loopback
+port and counts what the sandbox recorded (``GET /_sandbox/calls``), not only the results file.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import socket
+import subprocess
+import zoneinfo
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sandbox_process import CLI, running_sandbox
+
+KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
+COMMON = ["--agent-id", "demo-agent", "--default-region", "IN", "--timezone", "Asia/Kolkata", "--no-progress"]
+
+
+def write_leads(path: Path, count: int, **columns: str) -> list[str]:
+    """A CSV of ``count`` leads (plus ``columns``, the same value on every row); their E.164 numbers."""
+    numbers = [f"+9198{n:08d}" for n in range(1, count + 1)]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "phone", *columns])
+        for n, number in enumerate(numbers, start=1):
+            writer.writerow([f"Lead {n}", number, *columns.values()])
+    return numbers
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def recorded(url: str) -> Counter[str]:
+    calls = httpx.get(f"{url}/_sandbox/calls", timeout=10).json()
+    return Counter(call["body"]["to_number"] for call in calls)
+
+
+def stats(url: str) -> dict[str, int]:
+    return dict(httpx.get(f"{url}/_sandbox/stats", timeout=10).json())
+
+
+def run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CALLKARO_API_KEY": "sandbox-key",
+        # Never the real user's ledger.
+        "CALLKARO_HISTORY": str(tmp_path / "ledger.sqlite"),
+    }
+    done = subprocess.run([CLI, "run", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- (7) a gateway's 502/504 after the call was scheduled ------------------------------------------
+
+
+def test_a_gateways_502_or_504_after_scheduling_leaves_the_row_uncertain_and_the_person_called_once(
+    tmp_path: Path,
+) -> None:
+    leads = tmp_path / "leads.csv"
+    numbers = write_leads(leads, 10)
+    output = tmp_path / "leads.results.csv"
+    with running_sandbox("--gateway-error-rate", "0.4", "--seed", "3") as sandbox:
+        command = [str(leads), *COMMON, "--base-url", sandbox.url, "--output", str(output)]
+        first = run(command, tmp_path)
+        gateway_errors = stats(sandbox.url).get("gateway_error", 0)
+        again = run(command, tmp_path)
+        calls = recorded(sandbox.url)
+
+    assert gateway_errors >= 2, "the seed should give the run some gateway errors"
+    # Every number reached the API exactly once: a 502/504 was never followed by a second call.
+    assert calls == Counter(numbers)
+    assert (first.returncode, again.returncode) == (1, 1), first.stderr + again.stderr
+    results = read_results(output)
+    uncertain = [r for r in results if r["callkaro_status"] == "uncertain"]
+    assert len(uncertain) == gateway_errors
+    assert {r["callkaro_status"] for r in results} == {"scheduled", "uncertain"}
+    for row in uncertain:
+        assert "a gateway's answer, not the API's own error" in row["callkaro_message"], row
+        assert "not resent" in row["callkaro_message"], row
+
+
+# --- (12) an outage, then the API back -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outage", ["campaign answered 500", "closed port"])
+def test_an_api_outage_exits_4_leaving_rows_pending_and_the_same_command_later_calls_everyone_once(
+    tmp_path: Path, outage: str
+) -> None:
+    leads = tmp_path / "leads.csv"
+    numbers = write_leads(leads, 5)
+    output = tmp_path / "leads.results.csv"
+    summary = tmp_path / "summary.json"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        str(leads), *COMMON, "--base-url", url, "--output", str(output), "--retry-for", "1s",
+        "--summary-json", str(summary), "--quiet",
+    ]  # fmt: skip
+
+    if outage == "closed port":
+        down = run(command, tmp_path)
+        calls_while_down: Counter[str] = Counter()
+    else:
+        with running_sandbox("--port", str(port), "--error-rate", "1") as sandbox:
+            down = run(command, tmp_path)
+            calls_while_down = recorded(sandbox.url)
+            assert stats(sandbox.url)["answered_500"] >= 2, "the campaign was asked for more than once"
+
+    assert down.returncode == 4, down.stdout + down.stderr
+    assert calls_while_down == Counter()
+    # The quiet run's one line (what cron mails) says the API was unavailable, not "rows need a person".
+    assert "the API was unavailable" in down.stderr
+    assert "need a person" not in down.stderr
+    assert "run the same command again later" in down.stderr
+    results = read_results(output)
+    assert [r["callkaro_status"] for r in results] == ["pending"] * 5
+    for row in results:
+        assert row["callkaro_message"].startswith("the API was unavailable"), row
+    assert '"exit_code": 4' in summary.read_text(encoding="utf-8")
+
+    with running_sandbox("--port", str(port)) as sandbox:
+        back = run(command, tmp_path)
+        calls = recorded(sandbox.url)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert calls == Counter(numbers)
+    assert [r["callkaro_status"] for r in read_results(output)] == ["scheduled"] * 5
+
+
+# --- (8) times checked when the request leaves ------------------------------------------------------
+
+
+class SteppingClock:
+    """A clock that moves one second each time a row's outcome is recorded: a slow run, told
+    exactly how slow, without waiting."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    # loader.send.Events
+    def outcome(self, source_row: int, status: str, **_: Any) -> None:
+        self.now += dt.timedelta(seconds=1)
+
+    def retry(self, source_row: int, **_: Any) -> None:
+        pass
+
+
+def test_a_slow_run_never_sends_a_schedule_at_that_has_passed(tmp_path: Path) -> None:
+    from loader import load_campaign
+
+    start = dt.datetime(2030, 1, 1, 10, 0, 0, tzinfo=KOLKATA)
+    leads = tmp_path / "leads.csv"
+    # 10:00:03 (3.5 s after the start, written to the second); each answer moves the clock 1 s.
+    at = (start + dt.timedelta(seconds=3, milliseconds=500)).strftime("%Y-%m-%d %H:%M:%S")
+    numbers = write_leads(leads, 8, schedule_at=at)
+    clock = SteppingClock(start)
+    with running_sandbox() as sandbox:
+        result = load_campaign(
+            leads,
+            agent_id="demo-agent",
+            default_region="IN",
+            timezone="Asia/Kolkata",
+            base_url=sandbox.url,
+            api_key="sandbox-key",
+            concurrency=1,
+            rate_limit=50.0,
+            no_progress=True,
+            clock=clock,
+            events=clock,
+        )
+        calls = recorded(sandbox.url)
+
+    # Rows 1-4 leave at 10:00:00..10:00:03, in time; the rest would have arrived late.
+    assert calls == Counter(numbers[:4])
+    assert result.counts == {"scheduled": 4, "invalid": 4}
+    assert result.exit_code == 1
+    expired = result.outcomes[result.outcomes["callkaro_status"] == "invalid"]
+    for message in expired["callkaro_message"]:
+        assert message == (
+            f"schedule_at {at.replace(' ', 'T')} passed during the run, before this row could be sent; "
+            "not sent (give it a later time and run again)"
+        )
+
+
+def test_with_allow_past_a_time_that_passes_during_the_run_is_still_sent(tmp_path: Path) -> None:
+    from loader import load_campaign
+
+    start = dt.datetime(2030, 1, 1, 10, 0, 0, tzinfo=KOLKATA)
+    leads = tmp_path / "leads.csv"
+    at = (start + dt.timedelta(seconds=1, milliseconds=500)).strftime("%Y-%m-%d %H:%M:%S")
+    numbers = write_leads(leads, 4, schedule_at=at)
+    clock = SteppingClock(start)
+    with running_sandbox() as sandbox:
+        result = load_campaign(
+            leads,
+            agent_id="demo-agent",
+            default_region="IN",
+            timezone="Asia/Kolkata",
+            base_url=sandbox.url,
+            api_key="sandbox-key",
+            concurrency=1,
+            allow_past=True,
+            no_progress=True,
+            clock=clock,
+            events=clock,
+        )
+        calls = recorded(sandbox.url)
+    assert calls == Counter(numbers)
+    assert result.counts == {"scheduled": 4}
