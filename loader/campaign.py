@@ -30,11 +30,14 @@ from loader.history import Claims
 from loader.payload import build_bodies
 from loader.read import Sheet
 from loader.send import (
+    UNAVAILABLE,
     Events,
+    Expiry,
     Progress,
     RetryPolicy,
     SendReport,
     Stopped,
+    is_transient,
     send_calls,
     stoppable_sleep,
     with_retries,
@@ -90,6 +93,8 @@ class SendJob:
     stop: asyncio.Event | None
     handle_signals: bool = False
     claims: Claims | None = None
+    #: Asked right before each request leaves (``loader.send.expiry_check``); None with --allow-past.
+    expiry: Expiry | None = None
 
     async def run(self, progress: Progress) -> SendReport:
         stop = self.stop or asyncio.Event()
@@ -106,9 +111,14 @@ class SendJob:
                 except ApiRefusedError as exc:
                     return SendReport(refused=exc)
                 except (TransientError, NoAnswerError, Stopped) as exc:
-                    reason = str(exc) or "the run was stopped"
-                    self._leave_pending(f"the campaign could not be created: {reason}")
-                    return SendReport(stopped=stop.is_set())
+                    if isinstance(exc, Stopped) or stop.is_set():
+                        reason = str(exc) or "the run was stopped"
+                        self._leave_pending(f"the campaign could not be created: {reason}")
+                        return SendReport(stopped=True)
+                    # Nothing was sent, so nothing is lost: an outage, to be run again later (exit 4).
+                    reason = f"the campaign could not be created: {exc}"
+                    self._leave_pending(UNAVAILABLE.format(reason=reason))
+                    return SendReport(unavailable=reason)
             bodies = build_bodies(
                 self.sheet, self.validation, agent_id=self.agent_id, batch_id=self.batch_id, rows=self.rows
             )
@@ -125,6 +135,7 @@ class SendJob:
                 events=self.events,
                 stop=stop,
                 admit=self.claims.admit if self.claims is not None else None,
+                expiry=self.expiry,
             )
 
     async def _create_campaign(self, stop: asyncio.Event) -> str:
@@ -140,6 +151,7 @@ class SendJob:
                 self.retry,
                 stop=stop,
                 sleep=stoppable_sleep(stop),
+                retry_on=_campaign_retryable,
             )
         except RejectedError as exc:
             if exc.status_code == 404:
@@ -161,6 +173,12 @@ class SendJob:
             if self.events is not None:
                 # --log-file gets its line per row, with why it was not sent.
                 self.events.outcome(int(row), "pending", call_id=None, message=message, attempts=0)
+
+
+def _campaign_retryable(exc: BaseException) -> bool:
+    """A campaign request may also be retried after a gateway's 5xx: it calls nobody, and at
+    worst leaves an empty campaign beside the one the calls go into."""
+    return is_transient(exc) or (isinstance(exc, NoAnswerError) and (exc.status_code or 0) >= 500)
 
 
 @contextlib.contextmanager

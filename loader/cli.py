@@ -6,6 +6,7 @@ and maps outcomes to the documented exit codes:
 
     0  nothing needs a person        2  usage, configuration or input-file error
     1  some rows need a person       3  the API refused the run (key or agent)
+    4  the API was unavailable; nothing is lost: run the same command again later
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ exit codes:
      (or calls were made but the results file or summary could not be written)
   2  usage, configuration or input-file error; nothing was sent
   3  the API refused the run itself (key or agent); nothing more was sent
+  4  the API was unavailable (unreachable, or 5xx for the campaign or every
+     request) past --retry-for; nothing is lost: run the same command again later
 """
 
 
@@ -194,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="start at most R requests per second (default: no limit, but slow down when the API "
         "answers 429)",
+    )
+    group.add_argument(
+        "--retry-for",
+        metavar="DURATION",
+        help="keep retrying failures that prove nothing was scheduled (unreachable, 429, 503, the "
+        "API's own 5xx error) this long, e.g. 30m, 90s, 2h, before leaving rows pending and exiting 4 "
+        "(default: 5 tries over a few seconds)",
     )
     group.add_argument(
         "--dry-run", action="store_true", help="check every row and build every request, send nothing"
@@ -397,6 +407,9 @@ def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
         )
     if result.refused is not None:
         _print_error(result.refused)
+    elif result.unavailable is not None:
+        # Also under --quiet: cron's one line says the API was down, not that rows need a person.
+        _print_error(result.unavailable)
     return result.exit_code
 
 

@@ -99,6 +99,12 @@ def _map(value: Any) -> list[str] | dict[str, str]:
     raise _WrongType('a list such as ["Mobile No=to_number"], or a table of "HEADER" = "FIELD"')
 
 
+def _duration(value: Any) -> str | dt.timedelta:
+    if isinstance(value, str | dt.timedelta):
+        return value
+    raise _WrongType('a duration in quotes, e.g. "30m", "90s" or "2h"')
+
+
 def _path(value: Any) -> str:
     if isinstance(value, str) and value.strip():
         return value
@@ -137,6 +143,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "output": _path,
     "concurrency": _whole,
     "rate_limit": _number,
+    "retry_for": _duration,
     "dry_run": _flag,
     "sandbox": _flag,
     "base_url": _text,

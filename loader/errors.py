@@ -11,6 +11,7 @@
     ├── ApiRefusedError             the API refused the run itself (exit 3)
     │   ├── AuthError               401/403: the key is missing, wrong or not allowed
     │   └── NotFoundError           404 for the agent or the campaign
+    ├── ApiUnavailableError         the API could not be reached, or failed every request (exit 4)
     └── RequestError                one request did not schedule a call; becomes a row outcome
         ├── RejectedError           400/404 and other final answers: the row is ``failed``
         ├── TransientError          429, 5xx, or never reached the server: safe to retry
@@ -105,6 +106,14 @@ class AuthError(ApiRefusedError):
 
 class NotFoundError(ApiRefusedError):
     """The API answered 404 for the run's agent or campaign."""
+
+
+class ApiUnavailableError(LoaderError):
+    """The API was unreachable, or failed the campaign or every request, for as long as the run
+    kept retrying (``--retry-for``): rows not sent are ``pending``, nothing is lost, and the same
+    command run later resumes."""
+
+    exit_code = 4
 
 
 class RequestError(LoaderError):

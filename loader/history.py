@@ -327,7 +327,7 @@ class Claims:
         self._reported.add(source_row)
         if status == "scheduled":
             self._scheduled.append((source_row, call_id, self._clock()))
-        elif status in ("failed", "pending"):
+        elif status in ("failed", "pending", "invalid"):  # invalid: expired before it was sent
             self._released.append(source_row)
         # uncertain: the call may exist, so the claim stays.
 
@@ -363,4 +363,4 @@ class Claims:
 
 def _released(record: RowState | None) -> bool:
     """True when the state says the row's call does not exist, so its claim can go."""
-    return record is None or record.status in ("pending", "failed", "suppressed")
+    return record is None or record.status in ("pending", "failed", "suppressed", "invalid")

@@ -9,7 +9,9 @@ anything up.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,27 @@ DEFAULT_FIELDS = {
     "gap": "gap_between_retries",
     "priority": "priority",
 }
+
+
+#: ``--retry-for``: one or more amounts with a unit, e.g. ``90s``, ``30m``, ``2h``, ``1h30m``.
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?[smhd])+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | dt.timedelta, option: str = "--retry-for") -> float:
+    """Seconds in ``value`` (``"30m"``, ``"90s"``, ``"2h"``, ``"1h30m"``, or a ``timedelta``)."""
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        if not _DURATION.fullmatch(text):
+            hint = " (add a unit: s, m or h)" if re.fullmatch(r"[0-9.]+", text) else ""
+            raise UsageError(f"{option} {value!r} is not a duration{hint}; write it as 90s, 30m or 2h")
+        seconds = sum(float(n) * _SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    if not 0 <= seconds < math.inf:
+        raise UsageError(f"{option} must be a duration of 0 or more, not {value!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -119,6 +142,8 @@ class RunOptions(InputOptions):
     output: str | Path | None = None
     concurrency: int = 8
     rate_limit: float | None = None
+    #: Keep retrying transient failures this long (``"30m"``); None: a few tries over seconds.
+    retry_for: str | dt.timedelta | None = None
     dry_run: bool = False
     sandbox: bool = False
     base_url: str | None = None
@@ -156,6 +181,7 @@ class RunOptions(InputOptions):
             )
         if self.header_row < 1:
             raise UsageError(f"--header-row must be 1 or more, not {self.header_row}")
+        self.retry_for_seconds()
         if self.skip_recent is not None:
             if self.history is None:
                 raise UsageError(
@@ -166,6 +192,10 @@ class RunOptions(InputOptions):
                 raise UsageError(
                     f"--skip-recent must be a whole number of days, 1 or more, not {self.skip_recent}"
                 )
+
+    def retry_for_seconds(self) -> float | None:
+        """``retry_for`` in seconds, or None when not given (a usage error when it is not a duration)."""
+        return None if self.retry_for is None else parse_duration(self.retry_for)
 
     def settings(self) -> dict[str, Any]:
         """What a state file records of the run's options (paths as text)."""

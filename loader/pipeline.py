@@ -11,6 +11,7 @@ what ``callkaro-loader run`` and ``callkaro-loader validate`` do, including
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -27,7 +28,14 @@ import phonenumbers
 from loader import memory
 from loader.columns import ColumnMap, map_columns
 from loader.config import make_options
-from loader.errors import ApiRefusedError, LoaderError, StateError, UnrecordedError, UsageError
+from loader.errors import (
+    ApiRefusedError,
+    ApiUnavailableError,
+    LoaderError,
+    StateError,
+    UnrecordedError,
+    UsageError,
+)
 from loader.history import Claims, History
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
@@ -69,7 +77,8 @@ class RunResult:
     ``campaign_id``): the campaign the calls went into. ``durations``:
     ``validate_seconds``, ``send_seconds`` and ``total_seconds``. ``exit_code``:
     what ``callkaro-loader run`` exits with (0 nothing needs a person, 1 some
-    rows do, 3 the API refused the run).
+    rows do, 3 the API refused the run, 4 the API was unavailable: ``unavailable``
+    says why, and the same call later resumes).
     """
 
     results_path: Path
@@ -79,6 +88,7 @@ class RunResult:
     dry_run: bool
     stopped: bool = False
     refused: ApiRefusedError | None = None
+    unavailable: ApiUnavailableError | None = None
     durations: dict[str, float] = field(default_factory=dict)
     input_path: Path | None = None
     campaign_name: str | None = None
@@ -87,7 +97,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return _exit_code(self.counts, self.refused, dry_run=self.dry_run)
+        return _exit_code(self.counts, self.refused, dry_run=self.dry_run, unavailable=self.unavailable)
 
     @property
     def needing_a_person(self) -> dict[str, int]:
@@ -113,6 +123,7 @@ class RunResult:
             "exit_code": self.exit_code,
             "stopped": self.stopped,
             "refused": str(self.refused) if self.refused is not None else None,
+            "unavailable": str(self.unavailable) if self.unavailable is not None else None,
             "started_at": iso(self.started_at) if self.started_at else None,
             "finished_at": iso(self.finished_at) if self.finished_at else None,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
@@ -410,7 +421,7 @@ def _load_campaign(
     # Only a run that sends loads the HTTP stack (see loader.campaign).
     from loader.campaign import SendJob, run_coroutine
     from loader.client import DEFAULT_BASE_URL, CallKaroClient, check_base_url
-    from loader.send import RetryPolicy, SendReport
+    from loader.send import RetryPolicy, SendReport, expiry_check
 
     simulated = None
     # As on the command line: the option, else the config file, else the environment.
@@ -499,11 +510,13 @@ def _load_campaign(
             ),
             concurrency=concurrency,
             rate_limit=options.rate_limit,
-            retry=retry or RetryPolicy(),
+            retry=_retry_policy(retry or RetryPolicy(), options),
             events=FanOut(claims, log, events) if (claims or log) else events,
             stop=stop,
             handle_signals=handle_signals,
             claims=claims,
+            # A time that passes while the run waits its turn is not sent (unless past times were asked for).
+            expiry=None if options.allow_past else expiry_check(ctx.timezone, clock),
         )
         bar = make_progress(len(to_send), enabled=not (options.no_progress or options.quiet))
         failure: LoaderError | None = None
@@ -533,6 +546,7 @@ def _load_campaign(
             ) from None
         finished = clock()
         refused = str(report.refused) if report.refused is not None else None
+        unavailable = _unavailable(report.unavailable, counts)
         try:
             state.set(
                 summary=json.dumps(
@@ -542,6 +556,7 @@ def _load_campaign(
                         "results_path": str(out),
                         "stopped": report.stopped,
                         "refused": refused,
+                        "unavailable": str(unavailable) if unavailable is not None else None,
                     },
                     sort_keys=True,
                 )
@@ -555,7 +570,9 @@ def _load_campaign(
                 batch_id=job.batch_id,
                 counts=counts,
                 results_path=str(out),
-                exit_code=1 if failure is not None else _exit_code(counts, report.refused, dry_run=False),
+                exit_code=1
+                if failure is not None
+                else _exit_code(counts, report.refused, dry_run=False, unavailable=unavailable),
                 stopped=report.stopped,
                 refused=refused,
             )
@@ -579,6 +596,7 @@ def _load_campaign(
         dry_run=False,
         stopped=report.stopped,
         refused=report.refused,
+        unavailable=unavailable,
         durations=durations,
         input_path=path,
         campaign_name=created_name,
@@ -617,11 +635,41 @@ def _in_order(counts: Mapping[str, int]) -> dict[str, int]:
     return {status: counts[status] for status in _ordered(counts)}
 
 
-def _exit_code(counts: Mapping[str, int], refused: ApiRefusedError | None, *, dry_run: bool) -> int:
-    """What ``callkaro-loader run`` exits with for a run that got this far."""
+def _exit_code(
+    counts: Mapping[str, int],
+    refused: ApiRefusedError | None,
+    *,
+    dry_run: bool,
+    unavailable: ApiUnavailableError | None = None,
+) -> int:
+    """What ``callkaro-loader run`` exits with for a run that got this far.
+
+    An outage (4) comes before rows needing a person (1): the same command run later is what
+    the user must do first, and it exits 1 then if rows still need a person.
+    """
     if refused is not None:
         return refused.exit_code
+    if unavailable is not None:
+        return unavailable.exit_code
     return 0 if set(counts) <= (SETTLED_DRY if dry_run else SETTLED) else 1
+
+
+def _retry_policy(policy: RetryPolicy, options: RunOptions) -> RetryPolicy:
+    """``policy``, retrying for ``--retry-for`` when it was given."""
+    seconds = options.retry_for_seconds()
+    return policy if seconds is None else dataclasses.replace(policy, retry_for=seconds)
+
+
+def _unavailable(reason: str | None, counts: Mapping[str, int]) -> ApiUnavailableError | None:
+    """The outage the send stage met, said as the CLI prints it, or None."""
+    if reason is None:
+        return None
+    pending = counts.get("pending", 0)
+    return ApiUnavailableError(
+        f"the API was unavailable ({reason}); {pending:,} row{'s' if pending != 1 else ''} left pending, "
+        "nothing is lost: run the same command again later",
+        hint="--retry-for 30m (config: retry_for) keeps retrying that long before giving up.",
+    )
 
 
 def _refuse_orphaned_results(out: Path) -> None:

@@ -5,19 +5,29 @@ For each row: mark it ``sending`` (committed), post it, record the answer
 rows leaving, and the answers arriving, in one turn of the event loop share
 one transaction, so bookkeeping costs little however many are in flight.
 
-Requests that never reached the server and answers that mean "try later"
-(429, 500, 502, 503, 504) are retried with exponential back-off and full
-jitter, honouring ``Retry-After``; anything that may have reached the
-server without an answer becomes ``uncertain`` and is never resent here.
-A refusal of the run itself (401/403, unknown agent or campaign) stops new
-requests, lets those in flight finish, and is raised once the workers are
-done.
+Requests that never reached the server and answers that prove nothing was
+scheduled (429, 503, the API's own 5xx error: see ``loader.client``) are
+retried with exponential back-off and full jitter, honouring ``Retry-After``,
+for ``RetryPolicy.attempts`` tries or, with ``--retry-for``, that long;
+anything that may have reached the server without an answer becomes
+``uncertain`` and is never resent here. A refusal of the run itself (401/403,
+unknown agent or campaign) stops new requests, lets those in flight finish,
+and is raised once the workers are done.
+
+An outage is its own outcome: when a row gives up retrying and no request of
+the run was answered by the API since that row's first try, the API is
+unavailable. Sending stops, and every row not scheduled stays ``pending``
+with ``UNAVAILABLE`` as its message (exit 4: run the same command later).
+
+A row whose ``schedule_at`` has passed by the moment its request would leave
+is not sent (``invalid``, ``EXPIRED``): the API dials a past time at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import re
 import sqlite3
@@ -29,9 +39,10 @@ from typing import Any, Protocol, TypeVar
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_any,
+    stop_before_delay,
     wait_random_exponential,
 )
 from tenacity.stop import stop_base
@@ -64,6 +75,18 @@ class RetryPolicy:
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
+    #: ``--retry-for``: retry for this many seconds from the first try instead of ``attempts`` times
+    #: (a retry whose back-off would end past it is not made).
+    retry_for: float | None = None
+
+    def give_up(self) -> stop_base:
+        if self.retry_for is not None:
+            return stop_before_delay(self.retry_for)
+        return stop_after_attempt(self.attempts)
+
+
+#: A row whose request never left because the API was unavailable (``{reason}``: the last error).
+UNAVAILABLE = "the API was unavailable ({reason}); run the same command again later"
 
 
 class Progress(Protocol):
@@ -99,6 +122,8 @@ class SendReport:
     slowdowns: int = 0
     peak_in_flight: int = 0
     refused: ApiRefusedError | None = None
+    #: Why the API counts as unavailable (the last error), when it did: rows not sent are ``pending``.
+    unavailable: str | None = None
     stopped: bool = False
     statuses: dict[str, int] = field(default_factory=dict)
     #: CPU time this process spent in the send loop (all threads), and state transactions committed.
@@ -135,17 +160,24 @@ class _StopWhenSet(stop_base):
         return self._event.is_set()
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Safe to send again: it never reached the server, or the server said it did nothing."""
+    return isinstance(exc, TransientError)
+
+
 def retrying(
     policy: RetryPolicy,
     *,
     stop: asyncio.Event,
     sleep: Sleep,
     before_sleep: Callable[[RetryCallState], None] | None = None,
+    retry_on: Callable[[BaseException], bool] = is_transient,
 ) -> AsyncRetrying:
-    """Retry ``TransientError`` only, with back-off, until attempts run out or the run stops."""
+    """Retry what ``retry_on`` allows (``TransientError``), with back-off, until the policy gives up
+    or the run stops."""
     return AsyncRetrying(
-        retry=retry_if_exception_type(TransientError),
-        stop=stop_any(stop_after_attempt(policy.attempts), _StopWhenSet(stop)),
+        retry=retry_if_exception(retry_on),
+        stop=stop_any(policy.give_up(), _StopWhenSet(stop)),
         wait=_WaitWithRetryAfter(policy),
         sleep=sleep,
         before_sleep=before_sleep,
@@ -157,6 +189,33 @@ class Stopped(Exception):
     """The run was stopping before this request could be sent."""
 
 
+class Expired(Exception):
+    """The row's ``schedule_at`` passed before its request could leave; the message says so."""
+
+
+#: What an expired row's ``callkaro_message`` says.
+EXPIRED = (
+    "schedule_at {at} passed during the run, before this row could be sent; "
+    "not sent (give it a later time and run again)"
+)
+#: Asked right before each request leaves: why the body must not be sent any more, or None.
+Expiry = Callable[[Mapping[str, Any]], "str | None"]
+
+
+def expiry_check(timezone: dt.tzinfo, clock: Callable[[], dt.datetime]) -> Expiry:
+    """Refuse a body whose ``schedule_at`` (wall time in ``timezone``, the API's frame) is before
+    ``clock()``'s now: the API would dial it at once, not when the row asked."""
+
+    def expired(body: Mapping[str, Any]) -> str | None:
+        at = body.get("schedule_at")
+        if not isinstance(at, str):
+            return None
+        now = clock().astimezone(timezone).replace(tzinfo=None)
+        return EXPIRED.format(at=at) if dt.datetime.fromisoformat(at) < now else None
+
+    return expired
+
+
 async def with_retries(
     call: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
@@ -164,8 +223,9 @@ async def with_retries(
     stop: asyncio.Event,
     sleep: Sleep,
     before_sleep: Callable[[RetryCallState], None] | None = None,
+    retry_on: Callable[[BaseException], bool] = is_transient,
 ) -> T:
-    """``await call()``, retrying ``TransientError`` per ``policy``.
+    """``await call()``, retrying ``TransientError`` (or what ``retry_on`` allows) per ``policy``.
 
     A stop request during a back-off ends the wait and re-raises the last
     error instead of sending once more: a stopping run starts no request.
@@ -179,12 +239,24 @@ async def with_retries(
         if before_sleep is not None:
             before_sleep(retry_state)
 
-    async for attempt in retrying(policy, stop=stop, sleep=sleep, before_sleep=remember):
+    async for attempt in retrying(policy, stop=stop, sleep=sleep, before_sleep=remember, retry_on=retry_on):
         if stop.is_set():
             raise last if last is not None else Stopped()
         with attempt:
             result = await call()
     return result
+
+
+def _leave_pending(
+    state: RunState, bodies: Mapping[int, Any], gave_up: list[int], message: str, events: Events
+) -> None:
+    """After an outage: every row not sent, and every row that gave up retrying before the outage
+    was known (none of them was scheduled), is ``pending`` with ``message``."""
+    recorded = state.rows()
+    rows = [row for row in bodies if row in gave_up or (row in recorded and recorded[row].status == "pending")]
+    state.apply([RowWrite(row, "pending", None, message) for row in rows])
+    for row in rows:
+        events.outcome(row, "pending", call_id=None, message=message, attempts=0)
 
 
 def stoppable_sleep(stop: asyncio.Event) -> Sleep:
@@ -212,6 +284,7 @@ async def send_calls(
     rate_limit: float | None = None,
     pacer: Pacer | None = None,
     admit: Admit | None = None,
+    expiry: Expiry | None = None,
 ) -> SendReport:
     """Send ``bodies`` (row -> body); every outcome is committed to ``state`` as it arrives.
 
@@ -221,7 +294,9 @@ async def send_calls(
     chunks of twice ``concurrency`` (at least 16); rows it refuses become ``suppressed``.
     If it raises, or a row's outcome cannot be committed to ``state``, sending
     stops as on a stop request and the error is raised once the requests in
-    flight are done (a ``sqlite3`` error as ``StateError``).
+    flight are done (a ``sqlite3`` error as ``StateError``). ``expiry``, when
+    given, is asked right before each request leaves; a body it refuses is not
+    sent and its row becomes ``invalid`` with the reason.
     """
     cpu_started = time.process_time()
     retry = retry or RetryPolicy()
@@ -236,6 +311,9 @@ async def send_calls(
     admit_failed: list[BaseException] = []
     #: A worker that could not record a row (the state cannot be written): the run stops, then says so.
     worker_failed: list[BaseException] = []
+    #: Answers from the API itself (not "try later"), and rows that gave up retrying: for outages.
+    answers = 0
+    gave_up: list[int] = []
 
     pause = sleep or stoppable_sleep(stop)
 
@@ -248,14 +326,25 @@ async def send_calls(
         if progress is not None:
             progress.advance(status)
 
+    def unavailable(reason: str) -> None:
+        """No answer from the API for as long as a row kept retrying: stop, leave the rest pending."""
+        if report.unavailable is None:
+            report.unavailable = reason
+        stop.set()
+
     async def send_one(row: int, body: dict[str, Any]) -> None:
+        nonlocal answers
         attempts = 0
+        answers_before = answers
 
         async def attempt() -> str:
-            nonlocal attempts
+            nonlocal attempts, answers
             async with pacer.slot():
                 if stop.is_set():
                     raise Stopped()
+                why = expiry(body) if expiry is not None else None
+                if why is not None:
+                    raise Expired(why)
                 attempts += 1
                 # Committed (with the other requests leaving now) before this one leaves.
                 await writer.write(RowWrite(row, "sending"))
@@ -266,6 +355,11 @@ async def send_calls(
                     if exc.status_code == 429:
                         await pacer.slow_down()
                     raise
+                except (RejectedError, NoAnswerError) as exc:
+                    if isinstance(exc, RejectedError) or (exc.status_code or 500) < 500:
+                        answers += 1  # the API itself answered (a gateway's 5xx or a drop is not it)
+                    raise
+                answers += 1
                 await pacer.succeeded()
                 return call_id
 
@@ -284,9 +378,17 @@ async def send_calls(
             call_id = await with_retries(attempt, retry, stop=stop, sleep=pause, before_sleep=before_sleep)
         except Stopped:
             return  # never sent: the row stays pending
+        except Expired as exc:
+            await record(row, "invalid", message=str(exc), attempts=attempts)
         except TransientError as exc:
             tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-            if stop.is_set() and attempts < retry.attempts:
+            if report.unavailable is None and not stop.is_set() and answers == answers_before:
+                unavailable(str(exc))
+            if report.unavailable is not None:
+                await record(
+                    row, "pending", message=UNAVAILABLE.format(reason=report.unavailable), attempts=attempts
+                )
+            elif stop.is_set() and (retry.retry_for is not None or attempts < retry.attempts):
                 await record(
                     row,
                     "pending",
@@ -294,6 +396,7 @@ async def send_calls(
                     attempts=attempts,
                 )
             else:
+                gave_up.append(row)
                 await record(row, "failed", message=f"{exc} (gave up after {tries})", attempts=attempts)
         except NoAnswerError as exc:
             await record(
@@ -377,7 +480,9 @@ async def send_calls(
     report.transactions = writer.transactions
     report.slowdowns = pacer.slowdowns
     report.peak_in_flight = pacer.peak_in_flight
-    report.stopped = stop.is_set() and report.refused is None
+    report.stopped = stop.is_set() and report.refused is None and report.unavailable is None
+    if report.unavailable is not None and not worker_failed:
+        _leave_pending(state, bodies, gave_up, UNAVAILABLE.format(reason=report.unavailable), events)
     if admit_failed:
         raise admit_failed[0]
     if worker_failed:

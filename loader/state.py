@@ -32,8 +32,9 @@ from loader.errors import StateError, cannot_write
 
 SCHEMA_VERSION = "1"
 #: Statuses the state keeps; validation outcomes are recomputed from the input each run.
-#: ``suppressed`` here is a row refused right before sending (``--history``: another run claimed it).
-SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain", "suppressed")
+#: ``suppressed`` here is a row refused right before sending (``--history``: another run claimed it);
+#: ``invalid``, a row whose ``schedule_at`` passed before its request could leave.
+SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain", "suppressed", "invalid")
 
 #: What a row left ``sending`` (its request cut off in flight) is reported with, as ``uncertain``.
 IN_FLIGHT_MESSAGE = (

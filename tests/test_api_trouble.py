@@ -133,7 +133,8 @@ def test_an_api_outage_exits_4_leaving_rows_pending_and_the_same_command_later_c
     results = read_results(output)
     assert [r["callkaro_status"] for r in results] == ["pending"] * 5
     for row in results:
-        assert row["callkaro_message"].startswith("the API was unavailable"), row
+        assert row["callkaro_message"].startswith("not sent: the API was unavailable ("), row
+        assert row["callkaro_message"].endswith("run the same command again later"), row
     assert '"exit_code": 4' in summary.read_text(encoding="utf-8")
 
     with running_sandbox("--port", str(port)) as sandbox:

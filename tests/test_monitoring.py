@@ -221,6 +221,7 @@ def test_log_file_says_why_each_row_is_pending_when_the_campaign_could_not_be_cr
         no_progress=True,
     )
     assert result.counts["pending"] == 22
+    assert result.exit_code == 4
     lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text(encoding="utf-8").splitlines()]
     outcomes = [line for line in lines if line["event"] == "outcome"]
     rows = results(tmp_path / "contacts.results.csv")
@@ -228,7 +229,8 @@ def test_log_file_says_why_each_row_is_pending_when_the_campaign_could_not_be_cr
     pending = [line for line in outcomes if line["status"] == "pending"]
     assert len(pending) == 22
     assert all(
-        line["message"].startswith("the campaign could not be created: HTTP 500") and line["attempt"] == 0
+        line["message"].startswith("the API was unavailable (the campaign could not be created: HTTP 500")
+        and line["attempt"] == 0
         for line in pending
     )
 

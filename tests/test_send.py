@@ -220,7 +220,7 @@ async def test_retry_after_is_a_minimum_for_the_back_off(
     ],
 )
 @pytest.mark.parametrize("attempts", [1, 3, 5])
-async def test_failure_that_is_safe_to_retry_is_tried_exactly_the_policys_attempts_then_failed(
+async def test_failure_that_is_safe_to_retry_is_tried_exactly_the_policys_attempts_then_left_pending_as_an_outage(
     api: respx.MockRouter,
     client: CallKaroClient,
     state: RunState,
@@ -236,10 +236,57 @@ async def test_failure_that_is_safe_to_retry_is_tried_exactly_the_policys_attemp
     )
     assert route.call_count == attempts
     assert len(delays.asked) == attempts - 1
-    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-    assert (rows[2].status, rows[2].message) == ("failed", f"{message} (gave up after {tries})")
+    # Nothing from the API itself all the while: it is down, and the row simply was not sent.
+    assert report.unavailable == message
+    assert (rows[2].status, rows[2].message) == (
+        "pending",
+        f"the API was unavailable ({message}); run the same command again later",
+    )
     assert rows[2].attempts == attempts
-    assert report.statuses == {"failed": 1}
+    assert report.stopped is False
+
+
+async def test_a_row_that_keeps_failing_while_the_api_answers_others_is_failed(
+    api: respx.MockRouter, client: CallKaroClient, state: RunState
+) -> None:
+    api.post("/call/outbound").mock(
+        side_effect=lambda request: error(503, "Unavailable") if row_of(request) == 2 else ok(request)
+    )
+    report, rows = await send(client, state, range(2, 8), concurrency=2)
+    assert (rows[2].status, rows[2].message) == ("failed", "HTTP 503: Unavailable (gave up after 3 attempts)")
+    assert {rows[r].status for r in range(3, 8)} == {"scheduled"}
+    assert report.unavailable is None
+
+
+async def test_an_outage_stops_sending_and_leaves_every_row_not_sent_pending_saying_why(
+    api: respx.MockRouter, client: CallKaroClient, state: RunState
+) -> None:
+    route = api.post("/call/outbound").mock(return_value=error(500, "Server error"))
+    report, rows = await send(client, state, range(2, 42), concurrency=4)
+    message = "the API was unavailable (HTTP 500: Server error); run the same command again later"
+    assert {(row.status, row.message) for row in rows.values()} == {("pending", message)}
+    # The first rows found the outage; the others were never sent.
+    assert route.call_count <= 4 * FAST.attempts
+    assert report.unavailable == "HTTP 500: Server error"
+
+
+async def test_retry_for_keeps_retrying_past_the_usual_attempts(
+    api: respx.MockRouter, client: CallKaroClient, state: RunState
+) -> None:
+    answers = iter([error(503, "Unavailable")] * 12)
+    route = api.post("/call/outbound").mock(side_effect=lambda request: next(answers, ok(request)))
+    delays = Delays()
+    report, rows = await send(client, state, range(2, 3), sleep=delays, retry=RetryPolicy(retry_for=3600))
+    assert rows[2].status == "scheduled"
+    assert route.call_count == 13
+    assert len(delays.asked) == 12
+
+
+async def test_retry_for_zero_tries_once(api: respx.MockRouter, client: CallKaroClient, state: RunState) -> None:
+    route = api.post("/call/outbound").mock(return_value=error(503, "Unavailable"))
+    report, rows = await send(client, state, range(2, 3), retry=RetryPolicy(retry_for=0))
+    assert route.call_count == 1
+    assert rows[2].status == "pending"
 
 
 # --- sent but unanswered --------------------------------------------------------------------------

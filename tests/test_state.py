@@ -105,8 +105,8 @@ def test_adding_pending_rows_again_keeps_what_they_already_did(state: RunState) 
 
 def test_status_the_state_does_not_keep_is_refused(state: RunState) -> None:
     state.add_pending([2])
-    with pytest.raises(ValueError, match="^not a send status: invalid$"):
-        state.mark(2, "invalid")
+    with pytest.raises(ValueError, match="^not a send status: duplicate$"):
+        state.mark(2, "duplicate")
 
 
 def test_interrupted_request_is_recovered_as_uncertain_and_nothing_else_changes(state: RunState) -> None:
