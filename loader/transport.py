@@ -27,12 +27,29 @@ Only the first three are safe to retry (``loader.client`` raises
 ``TransientError``); everything else becomes ``NoAnswerError``, and the row
 ``uncertain``. aiohttp itself never resends a POST on a broken keep-alive
 connection (it only does that for idempotent methods).
+
+A keep-alive connection the server closed while it sat idle (servers and load
+balancers do after a few seconds, some after 0.2 s) is the one case where a
+"sent" request may provably not have left. aiohttp drops such a connection
+from its pool once the event loop has read the server's FIN; but a loop busy
+elsewhere (committing the state) has not read it yet, and aiohttp then writes
+the request onto the dead connection. The server never reads it, yet all the
+client sees is ``ServerDisconnectedError``, which is also what a server that
+read the request and then died looks like: the error alone proves nothing, so
+it stays ``uncertain``. What can be proven is the state of the socket before
+anything is written: ``_FreshConnector`` looks at a pooled connection's socket
+(a non-blocking ``MSG_PEEK``) right before handing it out, and a connection on
+which the server has already said anything (its FIN, a reset, an unasked-for
+byte) is closed and another one used. Only a close that arrives in the
+instant between that look and the write is left, and it stays ``uncertain``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -76,6 +93,39 @@ def map_error(exc: BaseException, request: httpx.Request) -> httpx.TransportErro
     return httpx.ReadError(text, request=request)
 
 
+def closed_by_server(protocol: Any) -> bool:
+    """Whether an idle pooled connection's socket shows that the server is done with it.
+
+    An idle HTTP/1.1 connection receives nothing until the next request: any byte waiting
+    in the socket (TLS's close_notify, a 408 page) or its end (FIN) or a reset means the
+    server closed it. Looking does not consume anything (``MSG_PEEK``) and never waits.
+    """
+    transport = getattr(protocol, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        # A duplicate descriptor: asyncio's own socket object does not offer recv().
+        with socket.fromfd(sock.fileno(), sock.family, sock.type) as probe:
+            probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False  # nothing from the server: still open
+    except OSError:
+        return True  # reset, or not a socket any more
+    return True  # its FIN, or bytes nobody asked for
+
+
+class _FreshConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, never handing out a pooled connection the server already closed."""
+
+    async def _get(self, key: Any, traces: Any) -> Any:
+        while (conn := await super()._get(key, traces)) is not None:
+            if not closed_by_server(conn.protocol):
+                return conn
+            conn.close()  # nothing was written to it: the request goes out on another connection
+        return None
+
+
 class _SafeStream(httpx.AsyncByteStream):
     """The response body, with errors while reading it mapped the same way (it was sent)."""
 
@@ -98,7 +148,20 @@ class _SafeStream(httpx.AsyncByteStream):
 
 
 class SafeAiohttpTransport(AiohttpTransport):
-    """``httpx_aiohttp.AiohttpTransport`` that never calls a sent request "not sent"."""
+    """``httpx_aiohttp.AiohttpTransport`` that never calls a sent request "not sent", and never
+    sends one on a pooled connection the server has already closed."""
+
+    def get_client(self) -> aiohttp.ClientSession:
+        if self.client is not None:
+            return super().get_client()
+        limit = self.limits.max_connections
+        connector = _FreshConnector(
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+            local_addr=(self.local_address, 0) if self.local_address else None,
+            **({"limit": limit} if limit is not None else {}),
+        )
+        return aiohttp.ClientSession(connector=connector)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import socket
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,3 +171,83 @@ def test_each_aiohttp_error_says_whether_the_request_was_sent(
 
 def test_an_error_whose_cause_is_unknown_counts_as_sent() -> None:
     assert type(map_error(httpx.ConnectTimeout("no cause"), REQUEST)) is httpx.ReadError
+
+
+# --- a keep-alive connection the server closed while it sat idle ---------------------------------
+
+
+class IdleClosingServer:
+    """A small HTTP/1.1 server that keeps connections alive, then closes one left idle 0.2 s
+    after its answer, as many servers and load balancers do. It counts what really arrived."""
+
+    IDLE = 0.2
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.closed_idle = threading.Event()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+
+    def __enter__(self) -> IdleClosingServer:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.IDLE)
+                except (TimeoutError, asyncio.IncompleteReadError):
+                    return
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+                self.requests.append(await reader.readexactly(length))
+                answer = json.dumps({"status": "success", "call_id": f"c{len(self.requests)}"}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )
+                await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            self.closed_idle.set()
+
+
+def test_a_request_is_never_written_to_a_keep_alive_connection_the_server_already_closed() -> None:
+    body = bodies(1)[2]
+    with IdleClosingServer() as server:
+
+        async def main() -> list[str]:
+            async with CallKaroClient(api_key=KEY, base_url=f"http://127.0.0.1:{server.port}") as client:
+                ids = [await client.schedule_call(body)]
+                # Hold this event loop (on purpose) until the server has closed the idle connection:
+                # the loop cannot see the close, as when it is busy committing the state.
+                assert server.closed_idle.wait(10)
+                ids.append(await client.schedule_call(body))
+                return ids
+
+        ids = asyncio.run(main())
+    # The second request went out on a new connection and was answered, not lost on the dead one.
+    assert ids == ["c1", "c2"]
+    assert len(server.requests) == 2
+    assert server.connections == 2
