@@ -235,7 +235,9 @@ def _read_answer(response: httpx.Response, api_key: ApiKey | None = None) -> dic
             status_code=status,
             hint="Check CALLKARO_API_KEY (or .env) holds the key from your CallKaro dashboard.",
         )
-    if status in RETRYABLE_STATUS or (status >= 500 and status not in GATEWAY_STATUS and is_api_error(response)):
+    if status in RETRYABLE_STATUS or (
+        status >= 500 and status not in GATEWAY_STATUS and is_api_error(response)
+    ):
         raise TransientError(
             text, status_code=status, retry_after=parse_retry_after(response.headers.get("Retry-After"))
         )
@@ -262,7 +264,9 @@ def is_api_error(response: httpx.Response) -> bool:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
     return (
-        isinstance(payload, dict) and payload.get("status") == "error" and isinstance(payload.get("message"), str)
+        isinstance(payload, dict)
+        and payload.get("status") == "error"
+        and isinstance(payload.get("message"), str)
     )
 
 

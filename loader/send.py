@@ -253,7 +253,9 @@ def _leave_pending(
     """After an outage: every row not sent, and every row that gave up retrying before the outage
     was known (none of them was scheduled), is ``pending`` with ``message``."""
     recorded = state.rows()
-    rows = [row for row in bodies if row in gave_up or (row in recorded and recorded[row].status == "pending")]
+    rows = [
+        row for row in bodies if row in gave_up or (row in recorded and recorded[row].status == "pending")
+    ]
     state.apply([RowWrite(row, "pending", None, message) for row in rows])
     for row in rows:
         events.outcome(row, "pending", call_id=None, message=message, attempts=0)

@@ -159,7 +159,7 @@ class SafeAiohttpTransport(AiohttpTransport):
             keepalive_timeout=self.limits.keepalive_expiry,
             ssl=self.ssl_context,
             local_addr=(self.local_address, 0) if self.local_address else None,
-            **({"limit": limit} if limit is not None else {}),
+            limit=0 if limit is None else limit,  # aiohttp's 0 is httpx's None: no limit
         )
         return aiohttp.ClientSession(connector=connector)
 

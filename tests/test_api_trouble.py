@@ -228,3 +228,65 @@ def test_with_allow_past_a_time_that_passes_during_the_run_is_still_sent(tmp_pat
         calls = recorded(sandbox.url)
     assert calls == Counter(numbers)
     assert result.counts == {"scheduled": 4}
+
+
+# --- a gateway's answer to the campaign --------------------------------------------------------------
+
+
+def gateway_then_api(campaign_answers: list[int]) -> tuple[httpx.MockTransport, Counter[str]]:
+    """An API behind a gateway: the campaign requests get ``campaign_answers`` (a status each; 200
+    creates it), then the API's own answers; every call is accepted."""
+    seen: Counter[str] = Counter()
+    answers = iter(campaign_answers)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] += 1
+        if request.url.path == "/call/campaign":
+            status = next(answers, 200)
+            if status != 200:
+                return httpx.Response(
+                    status, text="<html>Gateway Time-out</html>", headers={"Content-Type": "text/html"}
+                )
+            return httpx.Response(200, json={"status": "success", "batch_id": f"b{seen['/call/campaign']}"})
+        return httpx.Response(200, json={"status": "success", "call_id": f"c{seen['/call/outbound']}"})
+
+    return httpx.MockTransport(handle), seen
+
+
+def test_a_gateways_answer_to_the_campaign_is_retried_as_it_calls_nobody(tmp_path: Path) -> None:
+    from loader import load_campaign
+    from loader.send import RetryPolicy
+
+    leads = tmp_path / "leads.csv"
+    write_leads(leads, 3)
+    transport, seen = gateway_then_api([504, 502])
+    result = load_campaign(
+        leads, agent_id="demo-agent", default_region="IN", api_key="k", base_url="https://api.callkaro.ai",
+        transport=transport, retry=RetryPolicy(base_delay=0.001, max_delay=0.002), no_progress=True,
+    )  # fmt: skip
+    assert seen == {"/call/campaign": 3, "/call/outbound": 3}
+    assert (result.counts, result.batch_id, result.exit_code) == ({"scheduled": 3}, "b3", 0)
+
+
+def test_a_campaign_the_gateway_keeps_failing_is_an_outage(tmp_path: Path) -> None:
+    from loader import load_campaign
+    from loader.send import RetryPolicy
+
+    leads = tmp_path / "leads.csv"
+    write_leads(leads, 3)
+    transport, seen = gateway_then_api([502] * 10)
+    result = load_campaign(
+        leads, agent_id="demo-agent", default_region="IN", api_key="k", base_url="https://api.callkaro.ai",
+        transport=transport, retry=RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002),
+        no_progress=True,
+    )  # fmt: skip
+    assert seen == {"/call/campaign": 3}
+    assert (result.counts, result.exit_code) == ({"pending": 3}, 4)
+    assert result.unavailable is not None
+    assert str(result.unavailable).startswith(
+        "the API was unavailable (the campaign could not be created: the API answered HTTP 502"
+    )
+    assert str(result.unavailable).endswith(
+        "3 rows left pending, nothing is lost: run the same command again later"
+    )
+    assert result.summary()["unavailable"] == str(result.unavailable)

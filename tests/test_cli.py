@@ -55,6 +55,7 @@ SPEC_RUN_OPTIONS = [
     "--skip-recent",
     "--concurrency",
     "--rate-limit",
+    "--retry-for",
     "--dry-run",
     "--sandbox",
     "--base-url",
@@ -181,7 +182,10 @@ def test_spec_options_missing_from_run_are_exactly_the_known_gaps() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--help"], ["run", "validate", "sandbox", "exit codes:", "--version"]),
+        (
+            ["--help"],
+            ["run", "validate", "sandbox", "exit codes:", "--version", "4  the API was unavailable"],
+        ),
         (
             ["validate", "--help"],
             ["--report", "--default-region", "--timezone", "--map", "--sheet", "--quiet"],
@@ -197,6 +201,7 @@ def test_spec_options_missing_from_run_are_exactly_the_known_gaps() -> None:
                 "--error-rate",
                 "--rate-limit",
                 "--drop-rate",
+                "--gateway-error-rate",
                 "--seed",
             ],
         ),
@@ -353,6 +358,19 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
             "callkaro-loader: error: --rate-limit must be a number of requests per second above 0, not inf",
             None,
             id="rate limit infinite",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--retry-for", "30"],
+            "callkaro-loader: error: --retry-for '30' is not a duration (add a unit: s, m or h); "
+            "write it as 90s, 30m or 2h",
+            None,
+            id="retry-for without a unit",
+        ),
+        pytest.param(
+            [*SANDBOX_RUN, "--default-region", "IN", "--retry-for", "soon"],
+            "callkaro-loader: error: --retry-for 'soon' is not a duration; write it as 90s, 30m or 2h",
+            None,
+            id="retry-for not a duration",
         ),
         pytest.param(
             [*SANDBOX_RUN, "--concurrency", "many"],

@@ -166,7 +166,9 @@ def html(status: int) -> httpx.Response:
     [
         pytest.param(httpx.Response(503), "HTTP 503", id="503 without a body"),
         pytest.param(html(503), "HTTP 503", id="503 error page"),
-        pytest.param(httpx.Response(500, json=error_body("Server error")), "HTTP 500: Server error", id="500 API"),
+        pytest.param(
+            httpx.Response(500, json=error_body("Server error")), "HTTP 500: Server error", id="500 API"
+        ),
     ],
 )
 async def test_answers_that_prove_nothing_was_scheduled_are_retried(
@@ -183,11 +185,17 @@ async def test_answers_that_prove_nothing_was_scheduled_are_retried(
         pytest.param(html(502), "HTTP 502", id="502 gateway page"),
         pytest.param(html(504), "HTTP 504", id="504 gateway page"),
         # A gateway that happens to answer JSON in the API's shape still does not speak for the API.
-        pytest.param(httpx.Response(502, json=error_body("Bad gateway")), "HTTP 502: Bad gateway", id="502 json"),
         pytest.param(
-            httpx.Response(504, json=error_body("Gateway timeout")), "HTTP 504: Gateway timeout", id="504 json"
+            httpx.Response(502, json=error_body("Bad gateway")), "HTTP 502: Bad gateway", id="502 json"
         ),
-        pytest.param(httpx.Response(500, text="upstream exploded"), "HTTP 500: upstream exploded", id="500 text"),
+        pytest.param(
+            httpx.Response(504, json=error_body("Gateway timeout")),
+            "HTTP 504: Gateway timeout",
+            id="504 json",
+        ),
+        pytest.param(
+            httpx.Response(500, text="upstream exploded"), "HTTP 500: upstream exploded", id="500 text"
+        ),
         pytest.param(httpx.Response(500), "HTTP 500", id="500 empty"),
         pytest.param(html(500), "HTTP 500", id="500 html"),
         pytest.param(

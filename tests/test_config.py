@@ -90,6 +90,12 @@ def test_a_typo_in_a_key_is_refused_naming_the_key_and_the_file(
             "rate_limit = 'fast'", 'c.toml: rate_limit must be a number, not "fast"', None, id="rate"
         ),
         pytest.param(
+            "retry_for = 30",
+            'c.toml: retry_for must be a duration in quotes, e.g. "30m", "90s" or "2h", not 30',
+            None,
+            id="retry_for without quotes",
+        ),
+        pytest.param(
             'allow_past = "yes"',
             'c.toml: allow_past must be true or false, not "yes"',
             None,
@@ -150,6 +156,7 @@ def test_values_keep_toml_types_and_relative_paths_resolve_against_the_files_fol
                 "gap = [30, 120]",
                 "map = { 'Mobile No' = 'to_number' }",
                 "rate_limit = 5",
+                'retry_for = "30m"',
                 "sheet = 0",
             ]
         ),
@@ -165,6 +172,7 @@ def test_values_keep_toml_types_and_relative_paths_resolve_against_the_files_fol
         "gap": "30,120",
         "map": {"Mobile No": "to_number"},
         "rate_limit": 5.0,
+        "retry_for": "30m",
         "sheet": 0,
     }
 
@@ -255,3 +263,14 @@ def test_the_config_in_the_readme_is_accepted(tmp_path: Path) -> None:
     values = load_config(tmp_path / "nightly.toml")
     assert values["skip_recent"] == 7 and values["history"] == tmp_path / "state/calls.sqlite"
     RunOptions.make(**values).check()
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), (" 1.5H ", 5400), ("0s", 0)],
+)
+def test_retry_for_reads_a_duration_with_its_unit(given: str, seconds: float) -> None:
+    from loader.options import RunOptions
+
+    assert RunOptions(agent_id="a", retry_for=given).retry_for_seconds() == seconds
+    assert RunOptions(agent_id="a").retry_for_seconds() is None

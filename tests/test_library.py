@@ -177,6 +177,10 @@ def test_a_library_run_sends_to_the_base_url_in_the_environment_as_the_cli_does(
     [
         ({"concurrency": "8"}, "option concurrency must be a whole number, not '8'"),
         ({"rate_limit": "5"}, "option rate_limit must be a number, not '5'"),
+        (
+            {"retry_for": 30},
+            'option retry_for must be a duration in quotes, e.g. "30m", "90s" or "2h", not 30',
+        ),
         ({"header_row": "2"}, "option header_row must be a whole number, not '2'"),
         ({"default_region": 91}, "option default_region must be text, not 91"),
         ({"fresh": "false"}, "option fresh must be True or False, not 'false'"),

@@ -501,7 +501,9 @@ async def test_gateway_fault_records_the_call_then_answers_502_or_504_as_a_gatew
             assert response.headers["content-type"].startswith("text/html")
             assert f"<h1>{response.status_code} " in response.text
         # Campaigns are left alone: a second, empty campaign would prove nothing.
-        assert (await client.post("/call/campaign", json={"name": "Leads", "agent_id": CAMPAIGN_AGENT})).status_code == 200
+        assert (
+            await client.post("/call/campaign", json={"name": "Leads", "agent_id": CAMPAIGN_AGENT})
+        ).status_code == 200
     assert set(answers) == {502, 504}
     assert len(sandbox.calls) == 12
     assert sandbox.stats["gateway_error"] == 12

@@ -220,7 +220,7 @@ async def test_retry_after_is_a_minimum_for_the_back_off(
     ],
 )
 @pytest.mark.parametrize("attempts", [1, 3, 5])
-async def test_failure_that_is_safe_to_retry_is_tried_exactly_the_policys_attempts_then_left_pending_as_an_outage(
+async def test_safe_to_retry_failure_is_tried_the_policys_attempts_then_left_pending_as_an_outage(
     api: respx.MockRouter,
     client: CallKaroClient,
     state: RunState,
@@ -282,7 +282,9 @@ async def test_retry_for_keeps_retrying_past_the_usual_attempts(
     assert len(delays.asked) == 12
 
 
-async def test_retry_for_zero_tries_once(api: respx.MockRouter, client: CallKaroClient, state: RunState) -> None:
+async def test_retry_for_zero_tries_once(
+    api: respx.MockRouter, client: CallKaroClient, state: RunState
+) -> None:
     route = api.post("/call/outbound").mock(return_value=error(503, "Unavailable"))
     report, rows = await send(client, state, range(2, 3), retry=RetryPolicy(retry_for=0))
     assert route.call_count == 1
