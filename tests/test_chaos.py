@@ -1,8 +1,8 @@
 """Never dial twice, never lose a row: a run killed three times against a faulty API.
 
 The sandbox answers 20% of requests with 500, drops 2% of calls after
-recording them (the ambiguous case), rate-limits at 50 requests a second
-and adds latency. The loader is killed with SIGKILL at three random
+recording them and answers 2% with a gateway's 502/504 after recording them
+(the ambiguous cases), rate-limits at 50 requests a second and adds latency. The loader is killed with SIGKILL at three random
 moments and resumed until it finishes. Afterwards the sandbox's own record
 must agree with the results file: nobody called twice except rows reported
 ``uncertain`` and resent on purpose with ``--retry-uncertain``, every
@@ -55,8 +55,8 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
     _write_leads(leads)
     output = tmp_path / "leads.results.csv"
     with running_sandbox(
-        "--error-rate", "0.2", "--drop-rate", "0.02", "--rate-limit", "50", "--latency-ms", "20",
-        "--seed", str(SEED),
+        "--error-rate", "0.2", "--drop-rate", "0.02", "--gateway-error-rate", "0.02", "--rate-limit", "50",
+        "--latency-ms", "20", "--seed", str(SEED),
     ) as sandbox:  # fmt: skip
         url = sandbox.url
         env = {**os.environ, "CALLKARO_API_KEY": "sandbox-key"}
