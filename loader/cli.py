@@ -399,7 +399,12 @@ def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
         _say(f"results: {result.results_path}")
     elif result.exit_code == 1 and not result.stopped:
         # Under cron nobody sees the exit code: a quiet run must still say when rows need a person.
-        _print_needing_a_person(result)
+        _print_needing_a_person(result, result.needing_a_person)
+    elif result.unavailable is not None:
+        # Rows left pending by the outage are said below; any others (uncertain...) need a person now.
+        others = {status: n for status, n in result.needing_a_person.items() if status != "pending"}
+        if others:
+            _print_needing_a_person(result, others)
     if result.stopped:
         print(
             f"{PROG}: stopped before every row was sent; run the same command again to resume",
@@ -413,9 +418,8 @@ def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
     return result.exit_code
 
 
-def _print_needing_a_person(result: RunResult) -> None:
+def _print_needing_a_person(result: RunResult, needing: dict[str, int]) -> None:
     """One line on stderr: how many rows need a person, by status, and where to read why."""
-    needing = result.needing_a_person
     total = sum(needing.values())
     parts = ", ".join(f"{status} {n}" for status, n in needing.items())
     print(

@@ -15,7 +15,8 @@ unknown agent or campaign) stops new requests, lets those in flight finish,
 and is raised once the workers are done.
 
 An outage is its own outcome: when a row gives up retrying and no request of
-the run was answered by the API since that row's first try, the API is
+the run was answered by the API since that row's first try, or when
+``GATEWAY_STREAK`` requests in a row were answered by a gateway, the API is
 unavailable. Sending stops, and every row not scheduled stays ``pending``
 with ``UNAVAILABLE`` as its message (exit 4: run the same command later).
 
@@ -84,6 +85,10 @@ class RetryPolicy:
             return stop_before_delay(self.retry_for)
         return stop_after_attempt(self.attempts)
 
+
+#: Answers in a row from a gateway (502, 504, a 5xx not from the API) after which the API counts as
+#: unavailable: each may have scheduled its call, so sending on would only make more rows uncertain.
+GATEWAY_STREAK = 5
 
 #: A row whose request never left because the API was unavailable (``{reason}``: the last error).
 UNAVAILABLE = "the API was unavailable ({reason}); run the same command again later"
@@ -313,8 +318,10 @@ async def send_calls(
     admit_failed: list[BaseException] = []
     #: A worker that could not record a row (the state cannot be written): the run stops, then says so.
     worker_failed: list[BaseException] = []
-    #: Answers from the API itself (not "try later"), and rows that gave up retrying: for outages.
+    #: Answers from the API itself (not "try later"), gateway answers since the last of them, and
+    #: rows that gave up retrying: how an outage is told from a bad moment.
     answers = 0
+    gateway_streak = 0
     gave_up: list[int] = []
 
     pause = sleep or stoppable_sleep(stop)
@@ -340,7 +347,7 @@ async def send_calls(
         answers_before = answers
 
         async def attempt() -> str:
-            nonlocal attempts, answers
+            nonlocal attempts, answers, gateway_streak
             async with pacer.slot():
                 if stop.is_set():
                     raise Stopped()
@@ -359,9 +366,14 @@ async def send_calls(
                     raise
                 except (RejectedError, NoAnswerError) as exc:
                     if isinstance(exc, RejectedError) or (exc.status_code or 500) < 500:
-                        answers += 1  # the API itself answered (a gateway's 5xx or a drop is not it)
+                        answers, gateway_streak = answers + 1, 0  # the API itself answered
+                    elif exc.status_code is not None:
+                        gateway_streak += 1
+                        if gateway_streak >= GATEWAY_STREAK:
+                            streak = f"{gateway_streak} requests in a row answered by a gateway"
+                            unavailable(f"{streak}, not the API: {exc}")
                     raise
-                answers += 1
+                answers, gateway_streak = answers + 1, 0
                 await pacer.succeeded()
                 return call_id
 

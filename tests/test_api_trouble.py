@@ -97,6 +97,39 @@ def test_a_gateways_502_or_504_after_scheduling_leaves_the_row_uncertain_and_the
         assert "not resent" in row["callkaro_message"], row
 
 
+def test_a_gateway_failing_every_request_stops_the_run_instead_of_making_everyone_uncertain(
+    tmp_path: Path,
+) -> None:
+    leads = tmp_path / "leads.csv"
+    numbers = write_leads(leads, 12)
+    output = tmp_path / "leads.results.csv"
+    with running_sandbox("--gateway-error-rate", "1") as sandbox:
+        command = [
+            str(leads),
+            *COMMON,
+            "--base-url",
+            sandbox.url,
+            "--output",
+            str(output),
+            "--concurrency",
+            "1",
+        ]
+        done = run([*command, "--quiet"], tmp_path)
+        calls = recorded(sandbox.url)
+
+    assert done.returncode == 4, done.stderr
+    assert calls == Counter(numbers[:5])
+    statuses = [r["callkaro_status"] for r in read_results(output)]
+    assert statuses == ["uncertain"] * 5 + ["pending"] * 7
+    # cron's mail says both: five rows need a person now, and the rest wait for the API.
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("callkaro-loader: 5 rows need a person (uncertain 5)")
+    assert lines[1].startswith(
+        "callkaro-loader: error: the API was unavailable (5 requests in a row answered by a gateway"
+    )
+    assert lines[1].endswith("7 rows left pending, nothing is lost: run the same command again later")
+
+
 # --- (12) an outage, then the API back -------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import respx
 from loader.client import CallKaroClient
 from loader.errors import AuthError, NotFoundError, StateError
 from loader.secrets import ApiKey
-from loader.send import RetryPolicy, SendReport, send_calls
+from loader.send import GATEWAY_STREAK, RetryPolicy, SendReport, send_calls
 from loader.state import RowState, RunState
 
 pytestmark = pytest.mark.anyio
@@ -268,6 +268,38 @@ async def test_an_outage_stops_sending_and_leaves_every_row_not_sent_pending_say
     # The first rows found the outage; the others were never sent.
     assert route.call_count <= 4 * FAST.attempts
     assert report.unavailable == "HTTP 500: Server error"
+
+
+async def test_a_gateway_answering_every_request_stops_the_run_before_everyone_is_uncertain(
+    api: respx.MockRouter, client: CallKaroClient, state: RunState
+) -> None:
+    route = api.post("/call/outbound").mock(
+        return_value=httpx.Response(
+            502, text="<html>Bad Gateway</html>", headers={"Content-Type": "text/html"}
+        )
+    )
+    report, rows = await send(client, state, range(2, 42), concurrency=1)
+    # Each answered request may have scheduled its call, so it is uncertain; after five in a row
+    # with no word from the API itself, the rest are not sent into the outage.
+    assert route.call_count == GATEWAY_STREAK
+    assert [r for r, row in rows.items() if row.status == "uncertain"] == list(range(2, 2 + GATEWAY_STREAK))
+    assert {rows[r].status for r in range(2 + GATEWAY_STREAK, 42)} == {"pending"}
+    assert report.unavailable == (
+        f"{GATEWAY_STREAK} requests in a row answered by a gateway, not the API: "
+        "the API answered HTTP 502 (a gateway's answer, not the API's own error)"
+    )
+
+
+async def test_a_gateway_error_now_and_then_does_not_stop_the_run(
+    api: respx.MockRouter, client: CallKaroClient, state: RunState
+) -> None:
+    gateway = httpx.Response(504, text="<html>Gateway Time-out</html>", headers={"Content-Type": "text/html"})
+    api.post("/call/outbound").mock(
+        side_effect=lambda request: gateway if row_of(request) % 3 == 0 else ok(request)
+    )
+    report, rows = await send(client, state, range(2, 42), concurrency=1)
+    assert report.unavailable is None
+    assert {row.status for row in rows.values()} == {"scheduled", "uncertain"}
 
 
 async def test_retry_for_keeps_retrying_past_the_usual_attempts(
