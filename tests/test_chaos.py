@@ -4,7 +4,8 @@ The sandbox answers 20% of requests with 500, drops 2% of calls after
 recording them and answers 2% with a gateway's 502/504 after recording them
 (the ambiguous cases), rate-limits at 50 requests a second and adds
 latency. The loader is killed with SIGKILL at three random moments and
-resumed until it finishes. Afterwards the sandbox's own record must agree with the results file: nobody called twice except rows reported
+resumed until it finishes. Afterwards the sandbox's own record must agree
+with the results file: nobody called twice except rows reported
 ``uncertain`` and resent on purpose with ``--retry-uncertain``, every
 ``scheduled`` row recorded exactly once under its call id, no row missing,
 one campaign.
