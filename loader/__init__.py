@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from loader.config import load_config
     from loader.errors import (
         ApiRefusedError,
+        ApiUnavailableError,
         AuthError,
         ColumnError,
         InputFileError,
@@ -71,6 +72,7 @@ _HOMES = {
     "map_columns": "loader.columns",
     "load_config": "loader.config",
     "ApiRefusedError": "loader.errors",
+    "ApiUnavailableError": "loader.errors",
     "AuthError": "loader.errors",
     "ColumnError": "loader.errors",
     "InputFileError": "loader.errors",
@@ -115,6 +117,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApiRefusedError",
+    "ApiUnavailableError",
     "AuthError",
     "CallKaroClient",
     "ColumnError",
