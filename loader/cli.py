@@ -467,6 +467,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         campaign += f" ({found.campaign_name})"
     if found.finished and found.refused:
         where = f"refused by the API at {found.finished_at}: {found.refused}"
+    elif found.finished and found.unavailable:
+        where = f"stopped at {found.finished_at}: {found.unavailable}"
     elif found.finished and found.stopped:
         where = (
             f"stopped at {found.finished_at} before every row was sent; run the same command again to resume"

@@ -357,6 +357,8 @@ class RunStatus:
     #: The last run ended early: Ctrl-C or SIGTERM (``stopped``), or the API's refusal of it (``refused``).
     stopped: bool = False
     refused: str | None = None
+    #: The last run found the API unavailable (exit 4): why; its rows not sent are ``pending``.
+    unavailable: str | None = None
 
 
 def read_status(output: str | Path) -> RunStatus:
@@ -414,6 +416,7 @@ def read_status(output: str | Path) -> RunStatus:
         results_path=summary.get("results_path") if summary else None,
         stopped=bool(summary.get("stopped")) if summary and finished else False,
         refused=summary.get("refused") if summary and finished else None,
+        unavailable=summary.get("unavailable") if summary and finished else None,
     )
 
 
