@@ -170,7 +170,9 @@ def test_an_api_outage_exits_4_leaving_rows_pending_and_the_same_command_later_c
         assert row["callkaro_message"].endswith("run the same command again later"), row
     assert '"exit_code": 4' in summary.read_text(encoding="utf-8")
     status = subprocess.run([CLI, "status", str(output)], capture_output=True, text=True, timeout=60)
-    assert "run: stopped at " in status.stdout and ": the API was unavailable (" in status.stdout, status.stdout
+    assert "run: stopped at " in status.stdout and ": the API was unavailable (" in status.stdout, (
+        status.stdout
+    )
 
     with running_sandbox("--port", str(port)) as sandbox:
         back = run(command, tmp_path)
