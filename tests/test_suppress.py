@@ -465,6 +465,35 @@ def test_map_applies_to_lists_from_the_command_line_config_and_library(
         "leads.csv", default_region="IN", suppress=["dnc.csv"], map={"DND Registered": "to_number"}
     )
     assert result.counts == {"valid": 3, "suppressed": 1}
+    ran = loader.load_campaign(
+        "leads.csv",
+        agent_id="demo-agent",
+        sandbox=True,
+        default_region="IN",
+        no_progress=True,
+        suppress=["dnc.csv"],
+        map=["DND Registered=to_number"],
+    )
+    assert ran.counts == {"scheduled": 3, "suppressed": 1}
+
+
+def test_a_list_with_two_phone_alias_columns_reads_both(tmp_path: Path, ctx: Context) -> None:
+    path = tmp_path / "dnc.csv"
+    path.write_text("Phone,Mobile No.\n9876543210,\n,9845012345\n", encoding="utf-8")
+    assert numbers(path, ctx) == {"+919876543210", "+919845012345"}
+
+
+def test_a_number_on_a_hidden_row_of_a_list_is_still_on_the_list(tmp_path: Path, ctx: Context) -> None:
+    # Hidden rows of a lead sheet are not called; on a do-not-call list they still protect the person.
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Phone"])
+    sheet.append(["+91 98765 43210"])
+    sheet.append(["+91 98450 12345"])
+    sheet.row_dimensions[3].hidden = True
+    book.save(tmp_path / "dnc.xlsx")
+    assert numbers(tmp_path / "dnc.xlsx", ctx) == {"+919876543210", "+919845012345"}
 
 
 # --- every entry with digits is matched or refused: properties ---------------------------------------
