@@ -34,7 +34,7 @@ from loader.columnar import cell_at
 from loader.columns import phone_columns
 from loader.errors import ColumnError, InputFileError, NoRowsError, NoSuchSheetError, UsageError
 from loader.formats import SUFFIX_KINDS, sniff
-from loader.list_entries import read_entries
+from loader.list_entries import EntryNumbers, read_entries
 from loader.normalise import Context
 from loader.read import TEXT_SUFFIXES, Sheet, read_sheet
 from loader.validate import Validation
@@ -176,7 +176,7 @@ def _refuse_unread_phone_columns(sheet: Sheet, read: Sequence[int], region: str 
         cells = [c for c in sheet.cells[position].tolist() if not is_blank(c)]
         # Cells spread over the whole column tell whether most are numbers, without reading them all.
         cells = cells[:: -(-len(cells) // _SAMPLED_CELLS)] if cells else cells
-        numbers = sum(1 for found in read_entries(cells, region) if found.numbers)
+        numbers = sum(1 for found in read_entries(cells, region) if _names_a_number(found))
         if cells and numbers * 2 > len(cells):
             name = header or f"column {position + 1}"
             raise ColumnError(
@@ -186,6 +186,12 @@ def _refuse_unread_phone_columns(sheet: Sheet, read: Sequence[int], region: str 
                 hint=f'Read it too with --map "{name}=to_number" (or map in the config file), or remove '
                 "the column from the list if it holds no phone numbers.",
             )
+
+
+def _names_a_number(found: EntryNumbers) -> bool:
+    """Whether an entry is a phone number: read as one, or national and not read only for want of
+    ``--default-region``."""
+    return bool(found.numbers) or (found.problem or "").startswith("has no country code")
 
 
 def _is_entry(cell: Cell) -> bool:

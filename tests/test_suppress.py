@@ -680,3 +680,13 @@ def test_problem_6_lists_against_the_real_api_refuse_or_leave_exactly_one_call(t
         "E": ("suppressed", "on the do-not-call list crm.csv"),
         "F": ("scheduled", ""),
     }
+
+
+def test_without_a_default_region_a_column_of_national_numbers_still_refuses_the_list(
+    tmp_path: Path, ctx: Context
+) -> None:
+    path = tmp_path / "dnc.csv"
+    path.write_text("Phone,Work Phone\n+91 98765 43210,98450 12345\n", encoding="utf-8")
+    no_region = Context(default_region=None, timezone=ctx.timezone, now=ctx.now)
+    with pytest.raises(ColumnError, match="column 'Work Phone' holds phone numbers"):
+        read_suppression_list(path, no_region)
