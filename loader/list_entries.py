@@ -98,10 +98,12 @@ def _plan(cell: Cell, region: str | None) -> _Plan | EntryNumbers:
     if isinstance(cell, int | float):
         if (isinstance(cell, float) and not cell.is_integer()) or cell <= 0:
             return EntryNumbers(frozenset(), "is a number that is not a whole positive number")
-        return [[_readings(str(int(cell)), region, number_cell=True)]]
+        return [[_digit_readings(str(int(cell)), region, number_cell=True)]]
     if isinstance(cell, dt.date | dt.time | dt.timedelta):
         return EntryNumbers(frozenset(), "is a date or time, not a phone number")
     text = cell_text(cell).strip()
+    if text.isascii() and text.isdigit():
+        return [[_digit_readings(text, region)]]  # most entries: nothing else to look for
     if not _DIGIT.search(text):
         return _NOTHING  # N/A, -, none: no number is named
     written_out = _unexported(text)
@@ -145,9 +147,13 @@ def _readings(text: str, region: str | None, *, number_cell: bool = False) -> li
     if not _ONE_NUMBER.match(text):
         return []
     digits = _NON_DIGITS.sub("", text)
-    written = text.strip().lstrip("(").strip()
-    if written.startswith("+"):
+    if text.strip().lstrip("(").strip().startswith("+"):
         return ["+" + digits]
+    return _digit_readings(digits, region, number_cell=number_cell)
+
+
+def _digit_readings(digits: str, region: str | None, *, number_cell: bool = False) -> list[str]:
+    """``_readings`` of a number written without ``+``, as its digits."""
     if digits.startswith("00"):
         return ["+" + digits[2:], digits]
     if region is None:
