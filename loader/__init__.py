@@ -21,6 +21,7 @@ The stages, in the order data flows through them:
     schemas            CallRequests: the API's field rules, as a pandera DataFrameModel
     loader.validate    validate_rows: every problem of every row, and each row's status
     loader.suppress    do-not-call lists (--suppress): listed numbers are 'suppressed'
+                         loader.list_entries: the numbers one list entry holds, or why it is refused
     loader.history     History: numbers scheduled by earlier runs (--history, --skip-recent)
     loader.payload     build_bodies: one JSON body per sendable row, built column-wise
     loader.client      CallKaroClient: the two endpoints, answers mapped to errors

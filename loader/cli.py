@@ -73,7 +73,8 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
         "--map",
         metavar='"HEADER=FIELD"',
         action="append",
-        help='take column HEADER as call field FIELD, e.g. --map "Mobile No=to_number" (repeatable)',
+        help='take column HEADER as call field FIELD, e.g. --map "Mobile No=to_number" (repeatable); '
+        "do-not-call lists also read every column mapped to to_number",
     )
 
     group = parser.add_argument_group("checking rows")

@@ -10,7 +10,8 @@ but neither sent nor treated as metadata.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,8 @@ RUN_FIELDS = ("agent_id", "batch_id", "metadata")
 #: Columns the loader appends to the results file.
 RESULT_COLUMNS = ("source_row", "callkaro_status", "callkaro_call_id", "callkaro_message")
 
+#: Headers of the phone column besides ``to_number``, in input sheets and do-not-call lists alike:
+#: common names, the ones CRM exports use, and Hindi ones (with and without the nukta of फ़).
 PHONE_ALIASES = (
     "phone",
     "phone number",
@@ -44,12 +47,30 @@ PHONE_ALIASES = (
     "contact number",
     "msisdn",
     "telephone",
+    "mobile no",
+    "phone no",
+    "contact no",
+    "cell",
+    "mob",
+    "whatsapp number",
+    "मोबाइल",
+    "मोबाइल नंबर",
+    "मोबाइल नं",
+    "फ़ोन",
+    "फोन",
+    "फ़ोन नंबर",
+    "फोन नंबर",
+    "संपर्क नंबर",
 )
 
 
 def header_key(header: str) -> str:
-    """The form headers are compared in: ``To Number`` and ``TO_NUMBER`` both give ``tonumber``."""
-    return re.sub(r"[\s_\-.]+", "", header.strip().lstrip("\ufeff")).casefold()
+    """The form headers are compared in: ``To Number`` and ``TO_NUMBER`` both give ``tonumber``.
+
+    NFC first, so that फ़ typed as one character or as फ and a nukta compare equal.
+    """
+    text = unicodedata.normalize("NFC", header.strip().lstrip("\ufeff"))
+    return re.sub(r"[\s_\-.]+", "", text).casefold()
 
 
 _FIELD_BY_KEY = {header_key(f): f for f in ROW_FIELDS}
@@ -83,9 +104,32 @@ def parse_map_options(options: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
-def map_columns(sheet: Sheet, overrides: dict[str, str] | None = None) -> ColumnMap:
-    """Assign each column of ``sheet`` to a call field or a metadata key."""
+def phone_columns(headers: Sequence[str], overrides: Mapping[str, str] | None = None) -> list[int]:
+    """Positions of every column that may hold a phone number: headed ``to_number`` or a phone alias,
+    or mapped to ``to_number`` by ``--map``. A do-not-call list reads them all."""
+    mapped = {header_key(h) for h, f in (overrides or {}).items() if f == "to_number"}
+    return [
+        position
+        for position, header in enumerate(headers)
+        if _FIELD_BY_KEY.get(header_key(header)) == "to_number" or header_key(header) in mapped
+    ]
+
+
+def map_columns(
+    sheet: Sheet, overrides: dict[str, str] | None = None, *, elsewhere: Collection[str] = ()
+) -> ColumnMap:
+    """Assign each column of ``sheet`` to a call field or a metadata key.
+
+    ``elsewhere`` are headers of the run's do-not-call lists: a ``--map`` entry
+    naming one of them and no column of this sheet is for a list, not a mistake.
+    """
     overrides = overrides or {}
+    if elsewhere:
+        here = {header_key(h) for h in sheet.headers}
+        there = {header_key(h) for h in elsewhere}
+        overrides = {
+            h: f for h, f in overrides.items() if header_key(h) in here or header_key(h) not in there
+        }
     headers = sheet.headers
     _check_overrides_exist(sheet, overrides)
 

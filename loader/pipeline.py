@@ -197,7 +197,11 @@ def _read_and_validate(
     sheet = read_sheet(path, sheet=options.sheet, header_row=options.header_row, encoding=options.encoding)
     # Reading leaves freed blocks in the allocators (pyarrow's threads: ~50 MB for a million rows).
     memory.release()
-    columns = map_columns(sheet, options.column_map())
+    # Lists first: a --map entry naming a list's column (and none of the sheet's) is for the list.
+    lists = read_suppression_lists(options.suppress_paths(), ctx, column_map=options.column_map())
+    columns = map_columns(
+        sheet, options.column_map(), elsewhere=[h for listed in lists for h in listed.headers]
+    )
     validation = validate_rows(
         sheet,
         columns,
@@ -205,7 +209,6 @@ def _read_and_validate(
         defaults=Defaults(options.defaults()),
         allow_duplicates=options.allow_duplicates,
     )
-    lists = read_suppression_lists(options.suppress_paths(), ctx)
     if lists:
         validation = suppress_rows(validation, lists)
     return sheet, columns, validation, ctx

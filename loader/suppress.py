@@ -1,21 +1,21 @@
 """Stage 3b: do-not-call lists (``--suppress``): rows whose number is on one are ``suppressed``.
 
-A list is a CSV or Excel sheet with a phone column, found the way the input's
-is (``loader.columns``: ``phone``, ``mobile``, ``to_number``...), or a plain
-text file with one number per line (blank lines and ``#`` comments are
-skipped). Its numbers are normalised exactly as the sheet's are
-(``loader.phones``, a whole list at a time, with the run's ``--default-region``), so
-``098765 43210`` on the list matches ``+91 98765 43210`` in the sheet.
+A list is a CSV or Excel sheet, or a plain text file with one entry per line
+(blank lines and ``#`` comments are skipped). Every column of a sheet that may
+hold phone numbers is read: one headed as the input's phone column may be
+(``loader.columns.phone_columns``: the same alias table, and ``--map``
+entries that map to ``to_number``). A column that is not read but holds
+phone numbers (``Work Phone``) refuses the list, naming the ``--map`` that
+reads it. Every sheet of a workbook is looked at: numbers on more than one
+refuse the list (only one would be read), and a sheet holding nothing but one
+headerless number counts.
 
-A list entry that cannot be read as a number at all (no country code and no
-``--default-region``, letters, a number Excel turned into ``9.19877E+11``, a
-number cell that lost a leading 0 and so could be either of two numbers)
-refuses the run: a do-not-call entry must never be skipped silently. An entry
-written without a ``+`` that is not a valid number of ``--default-region`` is
-also read as an international number with its country code (``12125550100``:
-a US number on a list kept in India), since the sheet may write that number
-with a ``+``. An entry valid neither way is ignored: no row with that number
-could pass validation anyway.
+Each entry is read by ``loader.list_entries`` with the run's
+``--default-region``, in every way it may have been meant (a float export,
+``0`` and a country code, several numbers in one cell, an extension...), so
+``098765 43210`` on the list matches ``+91 98765 43210`` in the sheet. An entry
+that holds digits but is not read as one or more numbers refuses the run,
+naming the list, row and entry: a do-not-call entry is never skipped silently.
 """
 
 from __future__ import annotations
@@ -23,27 +23,37 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from loader.cells import Cell, cell_text, is_blank, shorten
-from loader.columns import map_columns
+from loader.columnar import cell_at
+from loader.columns import phone_columns
 from loader.errors import ColumnError, InputFileError, NoRowsError, NoSuchSheetError, UsageError
+from loader.formats import SUFFIX_KINDS, sniff
+from loader.list_entries import EntryNumbers, read_entries
 from loader.normalise import Context
-from loader.phones import NOT_VALID, parse_phone_column
-from loader.read import TEXT_SUFFIXES, read_sheet
+from loader.read import TEXT_SUFFIXES, Sheet, read_sheet
 from loader.validate import Validation
+from loader.workbooks import read_workbook
 
 #: Entries shown when a list has entries that are not numbers.
 _SHOWN_PROBLEMS = 3
+#: Cells of a column that is not read looked at to tell whether it holds phone numbers, at most.
+_SAMPLED_CELLS = 400
 _COMMENT = re.compile(r"\s*#.*$")
-_PHONE_SHAPED = re.compile(r"[\d\s()+\-./]+")
-#: Digits that may be a country code and number kept without their + (E.164: at most 15 digits).
-_COUNTRY_AND_NUMBER = re.compile(r"[1-9]\d{6,14}")
-_SEPARATORS = re.compile(r"[\s().\-/]")
+#: A line of a plain list: digits written as numbers are, with separators and extensions, no words.
+_ENTRY_SHAPED = re.compile(
+    r"[\d\s()+\-./,;|&#]*\d[\d\s()+\-./,;|&#]*(?:\s*(?:ext(?:ension|n)?|x)\.?\s*\d+)?", re.IGNORECASE
+)
+#: Letters that do not belong to a number (``e`` of 9.19E+11 and ``x``/``ext`` of an extension aside).
+_WORDY = re.compile(r"[^\W\dEeXxTt_]")
+
+#: A cell of a list and where it is (``row 5``, ``line 3``, ``row 5, Alt Phone``).
+Entry = tuple[str, Cell]
 
 
 @dataclass(frozen=True)
@@ -52,29 +62,36 @@ class SuppressionList:
 
     path: Path
     numbers: frozenset[str]
+    #: The list's column headers (none for a plain list): a ``--map`` entry naming one is for the list.
+    headers: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str:
         return f"on the do-not-call list {self.path.name}"
 
 
-def read_suppression_list(path: str | Path, ctx: Context) -> SuppressionList:
-    """Read one list; ``InputFileError`` naming it when it cannot be read or holds a non-number."""
+def read_suppression_list(
+    path: str | Path, ctx: Context, *, column_map: Mapping[str, str] | None = None
+) -> SuppressionList:
+    """Read one list; ``InputFileError`` naming it when it cannot be read or holds an entry it cannot read.
+
+    ``column_map`` is the run's ``--map``: its entries that map a header of
+    this list to ``to_number`` add that column to the ones read.
+    """
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "no such file (given as a do-not-call list with --suppress)")
     if path.is_dir():
         raise InputFileError(path, "is a folder, not a do-not-call list")
     entries = _plain_list(path)
+    headers: tuple[str, ...] = ()
     if entries is None:
-        entries = _sheet_column(path)
-    found, found_problems = parse_phone_column(
-        pd.Series([c for _, c in entries], dtype=object), ctx.default_region
-    )
+        entries, headers = _table_entries(path, column_map or {}, ctx.default_region)
+    read = read_entries([cell for _, cell in entries], ctx.default_region)
     problems = [
-        f"{where}: {shorten(cell_text(cell))} {problem}"
-        for (where, cell), problem in zip(entries, found_problems.tolist(), strict=True)
-        if problem is not None and not problem.startswith(NOT_VALID)
+        f"{where}: {shorten(cell_text(cell))} {found.problem}"
+        for (where, cell), found in zip(entries, read, strict=True)
+        if found.problem is not None
     ]
     if problems:
         more = len(problems) - _SHOWN_PROBLEMS
@@ -85,21 +102,12 @@ def read_suppression_list(path: str | Path, ctx: Context) -> SuppressionList:
             hint="Fix or remove them (give --default-region for numbers without a country code); "
             "the run is refused so that no listed number is called by mistake.",
         )
-    on_list: set[str] = set(found.dropna().tolist())
-    # Not valid where the run is, and written without a +: perhaps a country code without its +.
-    abroad: list[str] = []
-    for (_, cell), problem in zip(entries, found_problems.tolist(), strict=True):
-        digits = _SEPARATORS.sub("", cell_text(cell))
-        if problem is not None and problem.startswith(NOT_VALID) and _COUNTRY_AND_NUMBER.fullmatch(digits):
-            abroad.append("+" + digits)
-    if abroad:
-        read_abroad, _ = parse_phone_column(pd.Series(abroad, dtype=object), None)
-        on_list.update(read_abroad.dropna().tolist())
-    return SuppressionList(path=path, numbers=frozenset(on_list))
+    numbers = frozenset(number for found in read for number in found.numbers)
+    return SuppressionList(path=path, numbers=numbers, headers=headers)
 
 
-def _plain_list(path: Path) -> list[tuple[str, Cell]] | None:
-    """The entries of a text file holding one number per line; None when it is a table with headers."""
+def _plain_list(path: Path) -> list[Entry] | None:
+    """The entries of a text file holding one entry per line; None when it is a table with headers."""
     if path.suffix.lower() not in TEXT_SUFFIXES | {""}:
         return None
     try:
@@ -112,65 +120,132 @@ def _plain_list(path: Path) -> list[tuple[str, Cell]] | None:
     lines = [(where, line) for where, line in lines if line]
     if not lines:
         return []
-    # A table's first line is its headers; a plain list's first line is already a number.
-    return lines if _PHONE_SHAPED.fullmatch(lines[0][1]) else None
+    # A table's first line is its headers; a plain list's first line is already an entry.
+    return list(lines) if _ENTRY_SHAPED.fullmatch(lines[0][1]) else None
 
 
-def _sheet_column(path: Path) -> list[tuple[str, Cell]]:
+def _table_entries(
+    path: Path, column_map: Mapping[str, str], region: str | None
+) -> tuple[list[Entry], tuple[str, ...]]:
+    """The entries of every phone column of the one sheet of ``path`` holding numbers, and its headers."""
     try:
-        sheet = read_sheet(path)
-        others = _other_sheets(path, sheet.sheet_name) if sheet.kind != "text" else []
+        holding = _sheets_holding_numbers(path)
     except InputFileError as exc:
-        raise InputFileError(path, f"{exc.problem} (a do-not-call list given with --suppress)") from None
+        raise type(exc)(path, f"{exc.problem} (a do-not-call list given with --suppress)") from None
     except UsageError as exc:
         raise InputFileError(path, f"cannot be read as a do-not-call list ({exc})") from None
-    if others:
-        listed = ", ".join(repr(name) for name in [sheet.sheet_name, *others])
+    if len(holding) > 1:
+        listed = ", ".join(repr(name) for name, _ in holding)
         raise InputFileError(
             path,
             f"has rows on more than one sheet ({listed}); a do-not-call list is read from one sheet",
             hint="Put every number on one sheet, or save each sheet as its own file and give each with "
             "--suppress, so that no listed number is called by mistake.",
         )
-    try:
-        columns = map_columns(sheet)
-    except ColumnError as exc:
-        if len(sheet.headers) == 1 and _PHONE_SHAPED.fullmatch(sheet.headers[0]):
+    found = holding[0][1]
+    if not isinstance(found, Sheet):
+        return found, ()
+    sheet = found
+    read = phone_columns(sheet.headers, column_map)
+    if not read:
+        if len(sheet.headers) == 1 and _is_entry(sheet.headers[0]):
             # A single column of numbers with no header: the first number is in the header row.
             cells = [sheet.headers[0], *sheet.cells[0].tolist()]
             rows = [sheet.header_row, *sheet.source_rows]
-            return [(f"row {r}", c) for r, c in zip(rows, cells, strict=True) if not is_blank(c)]
+            return [(f"row {r}", c) for r, c in zip(rows, cells, strict=True) if not is_blank(c)], ()
+        shown = ", ".join(repr(h) for h in sheet.headers if h)
         raise ColumnError(
             path,
-            f"cannot be used as a do-not-call list: {exc.problem}",
-            hint='Give it one column headed "phone" (or "mobile", "to_number"...), '
-            "or use a plain text file with one number per line.",
-        ) from None
-    column = sheet.cells[columns.fields["to_number"]]
-    return [(f"row {row}", cell) for row, cell in column.items() if not is_blank(cell)]
+            f"cannot be used as a do-not-call list: no phone number column (headers: {shown})",
+            hint='Give it a column headed "phone" (or "mobile", "to_number"...), point at its phone '
+            'columns with --map "HEADER=to_number", or use a plain text file with one number per line.',
+        )
+    _refuse_unread_phone_columns(sheet, read, region)
+    entries: list[Entry] = []
+    for position in read:
+        column = f", {sheet.headers[position]}" if len(read) > 1 else ""
+        entries += [(f"row {row}{column}", c) for row, c in sheet.cells[position].items() if not is_blank(c)]
+    return entries, tuple(sheet.headers)
 
 
-def _other_sheets(path: Path, read: str | None) -> list[str]:
-    """The workbook's sheets other than ``read`` that hold rows below a header row.
+def _refuse_unread_phone_columns(sheet: Sheet, read: Sequence[int], region: str | None) -> None:
+    """Refuse a list with a column that is not read but mostly holds phone numbers (``Work Phone``)."""
+    for position, header in enumerate(sheet.headers):
+        if position in read:
+            continue
+        cells = [c for c in sheet.cells[position].tolist() if not is_blank(c)]
+        # Cells spread over the whole column tell whether most are numbers, without reading them all.
+        cells = cells[:: -(-len(cells) // _SAMPLED_CELLS)] if cells else cells
+        numbers = sum(1 for found in read_entries(cells, region) if _names_a_number(found))
+        if cells and numbers * 2 > len(cells):
+            name = header or f"column {position + 1}"
+            raise ColumnError(
+                sheet.path,
+                f"column {name!r} holds phone numbers ({numbers} of its {len(cells)} entries), but a "
+                "do-not-call list is read only from its phone columns",
+                hint=f'Read it too with --map "{name}=to_number" (or map in the config file), or remove '
+                "the column from the list if it holds no phone numbers.",
+            )
 
-    Each sheet is read as the reader reads any (a list is small); one it cannot read
-    refuses the list, as the first sheet would.
+
+def _names_a_number(found: EntryNumbers) -> bool:
+    """Whether an entry is a phone number: read as one, or national and not read only for want of
+    ``--default-region``."""
+    return bool(found.numbers) or (found.problem or "").startswith("has no country code")
+
+
+def _is_entry(cell: Cell) -> bool:
+    """Whether a lone cell is an entry rather than a header or title: a number, or digits without words."""
+    if isinstance(cell, bool):
+        return False
+    if isinstance(cell, int | float):
+        return True
+    text = cell_text(cell)
+    return any(ch.isdigit() for ch in text) and not _WORDY.search(text)
+
+
+def _sheets_holding_numbers(path: Path) -> list[tuple[str, Sheet | list[Entry]]]:
+    """The sheets of ``path`` holding rows, or a lone row of entries, by name (at least one).
+
+    Every sheet of a workbook counts, hidden ones too: a number on a sheet
+    that is not read would be called.
     """
-    names: list[str] = []
+    try:
+        kind = sniff(path) if path.suffix.lower() in SUFFIX_KINDS else "text"
+    except (InputFileError, OSError):
+        kind = "text"  # read_sheet says what is wrong with it
+    if kind == "text":
+        return [("", read_sheet(path))]
+    holding: list[tuple[str, Sheet | list[Entry]]] = []
     for index in itertools.count():
         try:
-            other = read_sheet(path, sheet=index)
-        except NoRowsError:
-            continue
+            sheet = read_sheet(path, sheet=index)
+            holding.append((str(sheet.sheet_name), sheet))
         except NoSuchSheetError:
-            return names  # past the last sheet
-        if other.sheet_name != read:
-            names.append(str(other.sheet_name))
-    return names
+            break  # past the last sheet
+        except NoRowsError:
+            name, lone = _lone_row(path, kind, index)
+            if lone:
+                holding.append((name, lone))
+    if not holding:
+        raise NoRowsError(path, "holds no numbers on any of its sheets")
+    return holding
 
 
-def read_suppression_lists(paths: Iterable[str | Path], ctx: Context) -> list[SuppressionList]:
-    return [read_suppression_list(p, ctx) for p in paths]
+def _lone_row(path: Path, kind: str, index: int) -> tuple[str, list[Entry]]:
+    """A sheet with no rows below its first: its name and the cells of that row that are entries
+    (a headerless number alone on a sheet), not headers or titles."""
+    columns, name = read_workbook(path, kind, index)  # type: ignore[arg-type]
+    if not columns.height:
+        return name, []
+    cells = [cell_at(column, 0) for column in columns.arrays]
+    return name, [("row 1", c) for c in cells if not is_blank(c) and _is_entry(c)]
+
+
+def read_suppression_lists(
+    paths: Iterable[str | Path], ctx: Context, *, column_map: Mapping[str, str] | None = None
+) -> list[SuppressionList]:
+    return [read_suppression_list(p, ctx, column_map=column_map) for p in paths]
 
 
 def suppress_rows(

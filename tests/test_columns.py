@@ -89,6 +89,30 @@ def test_header_the_loader_does_not_know_is_metadata_not_a_field(make_sheet: Mak
     assert [name for name, _ in columns.metadata] == ["Retries", "When"]
 
 
+@pytest.mark.parametrize(
+    "header",
+    ["Mobile No.", "Phone No.", "Contact No.", "Cell", "Mob", "WhatsApp Number", "मोबाइल नंबर", "फ़ोन नंबर"],
+)
+def test_phone_headers_of_crm_exports_name_the_phone_column(make_sheet: MakeSheet, header: str) -> None:
+    assert columns_of(make_sheet, ["Name", header]).fields == {"to_number": 1}
+
+
+def test_a_hindi_header_typed_with_a_separate_nukta_is_the_same_header(make_sheet: MakeSheet) -> None:
+    # फ़ as one character (U+095E) and as फ followed by the nukta (U+093C).
+    assert columns_of(make_sheet, ["Name", "\u095eोन नंबर"]).fields == {"to_number": 1}
+    assert columns_of(make_sheet, ["Name", "\u092b\u093cोन नंबर"]).fields == {"to_number": 1}
+
+
+def test_a_map_entry_for_a_do_not_call_list_column_is_not_an_error_for_the_sheet(
+    make_sheet: MakeSheet,
+) -> None:
+    sheet = make_sheet(["Name", "Phone"], [["Aarav", "+919876543210"]])
+    columns = map_columns(sheet, {"Work Phone": "to_number"}, elsewhere=["Phone", "Work Phone"])
+    assert columns.fields == {"to_number": 1}
+    with pytest.raises(ColumnError, match="--map names column 'Work Phone'"):
+        map_columns(sheet, {"Work Phone": "to_number"})
+
+
 # --- --map ----------------------------------------------------------------------------------------
 
 
@@ -194,8 +218,8 @@ def test_two_columns_for_one_field_names_both_and_suggests_map(
 
 def test_sheet_without_a_phone_column_is_a_column_error_suggesting_map(make_sheet: MakeSheet) -> None:
     with pytest.raises(ColumnError) as caught:
-        columns_of(make_sheet, ["Name", "", "Mobile No"])
-    assert str(caught.value) == "leads.csv: no phone number column (headers: 'Name', 'Mobile No')"
+        columns_of(make_sheet, ["Name", "", "Customer Contact"])
+    assert str(caught.value) == "leads.csv: no phone number column (headers: 'Name', 'Customer Contact')"
     assert (
         caught.value.hint == 'Name it "to_number" or "phone", or point at it with --map "HEADER=to_number".'
     )
