@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,13 @@ FORMULAS = {
     "minus_formula": "-2+3",
     "tab_first": "\t=1+1",
     "cr_first": "\r=1+1",
+    # Starts like a phone number, then runs a command: "phone-shaped" must mean the whole cell.
+    "phone_then_dde": "+1+cmd|' /C calc'!A0",
+    # The full-width forms, which spreadsheets also read as = @ + -.
+    "fullwidth_equals": '\uff1dHYPERLINK("http://evil.example")',
+    "fullwidth_at": "\uff20SUM(1+1)*cmd|' /C calc'!A0",
+    "fullwidth_plus": "\uff0bcmd|' /C calc'!A0",
+    "fullwidth_minus": "\uff0d2+3",
 }
 HARMLESS = {"phone_like": "+919876543210", "negative": "-3"}
 
@@ -82,6 +90,24 @@ def test_formula_cells_are_inert_in_the_results_but_sent_to_the_api_exactly_as_w
     assert metadata["Name"] == "=1+1"
     assert metadata["phone_like"] == "+919876543210"
     assert metadata["negative"] == -3
+
+
+def test_formula_cells_stay_text_in_the_excel_problem_report(tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    sheet = write_sheet(tmp_path)
+    with sheet.open("a", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerow(["12345", "=1+1", *FORMULAS.values(), *HARMLESS.values()])  # invalid
+    report = tmp_path / "problems.xlsx"
+    assert main(["validate", str(sheet), "--default-region", "IN", "--report", str(report)]) == 1
+
+    header, *rows = load_workbook(report).active.iter_rows()
+    for column, formula in [*FORMULAS.items(), ("Name", "=1+1")]:
+        cells = [row[[h.value for h in header].index(column)] for row in rows]
+        assert [c.data_type for c in cells] == ["s", "s"], column  # text, never run
+        assert cells[0].value == formula or "\r" in formula, column  # exactly as written
+    with zipfile.ZipFile(report) as archive:
+        assert b"<f>" not in archive.read("xl/worksheets/sheet1.xml")  # no formula anywhere
 
 
 def test_formula_cells_are_inert_in_the_problem_report(tmp_path: Path) -> None:
@@ -297,7 +323,8 @@ def hostile_api() -> tuple[Any, list[dict[str, Any]]]:
 
     ``echo-in-campaign``: the campaign is refused (400) with every form of the key in the message;
     ``echo-in-calls``: each call is refused (400) with the form its row's ``form`` cell names;
-    ``key-as-batch-id`` / ``key-in-call-id``: success, with the key as (or inside) the id."""
+    ``key-as-batch-id`` / ``key-in-call-id``: success, with the key as (or inside) the id;
+    any other: success. ``calls`` records every request body that reached it."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -308,6 +335,7 @@ def hostile_api() -> tuple[Any, list[dict[str, Any]]]:
 
     async def campaign(request: Request) -> JSONResponse:
         key, agent = request.headers["x-api-key"], (await request.json())["agent_id"]
+        calls.append({"campaign_for": agent})
         if agent == "echo-in-campaign":
             told = "; ".join(f"{name}: {form}" for name, form in forms_of(key).items())
             return JSONResponse({"status": "error", "message": f"key not allowed ({told})"}, 400)
@@ -319,6 +347,8 @@ def hostile_api() -> tuple[Any, list[dict[str, Any]]]:
         body = await request.json()
         calls.append(body)
         key, agent = request.headers["x-api-key"], agents[body["batch_id"]]
+        if agent not in ("echo-in-calls", "key-in-call-id"):
+            return JSONResponse({"status": "success", "call_id": f"call-{len(calls)}"})
         if agent == "key-in-call-id":
             return JSONResponse({"status": "success", "call_id": f"call-{key}-1"})
         form = forms_of(key)[body["metadata"]["form"]]
@@ -337,13 +367,13 @@ def forms_of(key: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
+def serving(app: Any, **config: Any) -> Iterator[str]:
     """``app`` served by uvicorn on a loopback port, in a thread; its base URL."""
     import uvicorn
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     try:
@@ -351,7 +381,8 @@ def serving(app: Any) -> Iterator[str]:
         while not server.started:  # set by uvicorn once it is accepting connections
             assert thread.is_alive() and time.monotonic() < deadline, "the hostile API did not start"
             time.sleep(0.01)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        scheme = "https" if "ssl_certfile" in config else "http"
+        yield f"{scheme}://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -393,7 +424,7 @@ def test_a_server_echoing_the_key_in_any_recognisable_form_leaks_it_into_no_outp
     # The echoes really came back and were recorded, so the search below means something.
     assert summaries["campaign"]["exit_code"] == 3 and "key not allowed (as sent: ********" in refused[1]
     assert summaries["calls"]["counts"] == {"failed": len(KEY_FORMS)}
-    assert len(calls) == len(KEY_FORMS)
+    assert len(calls) == 2 + len(KEY_FORMS)  # two campaigns asked for, and every call
     log = (tmp_path / "calls.log.jsonl").read_text(encoding="utf-8")
     assert log.count("HTTP 400: the key ******** may not call this number") == len(KEY_FORMS)
 
@@ -417,10 +448,10 @@ def test_the_key_handed_back_as_an_id_is_refused_and_never_stored(
         "hint: Report this to CallKaro, and replace the key if others may have seen their answers.",
     ]
     if field == "batch_id":
-        assert calls == [] and summary["counts"] == {"pending": len(KEY_FORMS)}
+        assert len(calls) == 1 and summary["counts"] == {"pending": len(KEY_FORMS)}
     else:
         # The API said the first call is scheduled: it is never sent again, and no other is sent.
-        assert len(calls) == 1 and summary["counts"] == {"uncertain": 1, "pending": len(KEY_FORMS) - 1}
+        assert len(calls) == 2 and summary["counts"] == {"uncertain": 1, "pending": len(KEY_FORMS) - 1}
     assert leaked(tmp_path, [out, err], KEY_FORMS) == []
 
 
@@ -475,3 +506,45 @@ def test_mask_hides_each_form_of_the_key_inside_a_message(form: str, echoed: str
 )
 def test_mask_leaves_ordinary_messages_and_short_fragments_alone(message: str) -> None:
     assert mask(message, ApiKey(HOSTILE_KEY)) == message
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no authority signed, and its key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a self-signed certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_https_to_a_server_whose_certificate_no_authority_signed_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loader.send import RetryPolicy
+
+    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR", "CALLKARO_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    cert, key = self_signed_certificate(tmp_path)
+    (tmp_path / "leads.csv").write_text(LEADS, encoding="utf-8")
+    app, calls = hostile_api()
+
+    def run(name: str) -> Any:
+        return load_campaign(
+            tmp_path / "leads.csv", agent_id="demo-agent", default_region="IN", api_key=MARKER,
+            base_url=url, output=tmp_path / f"{name}.csv", retry=RetryPolicy(attempts=1),
+        )  # fmt: skip
+
+    with serving(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        refused = run("untrusted")
+        assert calls == []  # not even the campaign: the key never left
+        assert refused.counts == {"invalid": 1, "pending": 2}
+        message = refused.outcomes.loc[2, "callkaro_message"]
+        assert "could not reach the API" in message and "CERTIFICATE_VERIFY_FAILED" in message.upper()
+        # The same server, once its certificate is trusted: it was verification alone that refused it.
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert run("trusted").counts == {"scheduled": 2, "invalid": 1}
