@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as dt
 import math
-import os
 import re
 import shutil
 import signal
@@ -27,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pinned_clock import clean_env, run_date
 from sandbox_process import CLI, running_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +128,7 @@ def run_loader(
     output: str | None = None,
 ) -> Run:
     """Run the installed command in ``folder`` against ``sandbox``; what it did and what arrived."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env = clean_env()
     env["CALLKARO_API_KEY"] = key
     argv = [CLI, "run", sheet, *COMMON, *options]
     if sandbox is not None:
@@ -170,7 +169,7 @@ def test_sample_run_exits_1_for_its_two_invalid_rows_and_prints_the_summary(csv_
 
 
 def test_one_campaign_is_created_named_after_the_input_and_todays_date(csv_run: Run) -> None:
-    today = dt.datetime.now(KOLKATA).date().isoformat()
+    today = run_date(KOLKATA)  # the pinned clock's date: the one the run had, whenever the test runs
     assert [(c["batch_id"], c["name"], c["agent_id"]) for c in csv_run.new_campaigns] == [
         (csv_run.batch_id, f"contacts {today}", "demo-agent")
     ]
@@ -518,7 +517,7 @@ def test_sigterm_mid_run_stops_sending_writes_the_results_and_the_next_run_finis
     slow_sandbox: Sandbox, tmp_path: Path
 ) -> None:
     folder = copy_samples(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env = clean_env()
     env["CALLKARO_API_KEY"] = "sandbox-key"
     argv = [CLI, "run", "contacts.csv", *COMMON, "--concurrency", "2", "--base-url", slow_sandbox.url]
     before = len(slow_sandbox.calls())
@@ -576,7 +575,7 @@ def test_second_ctrl_c_stops_at_once_and_the_rows_in_flight_come_back_uncertain(
     very_slow_sandbox: Sandbox, tmp_path: Path
 ) -> None:
     folder = copy_samples(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env = clean_env()
     env["CALLKARO_API_KEY"] = "sandbox-key"
     argv = [CLI, "run", "contacts.csv", *COMMON, "--concurrency", "2", "--base-url", very_slow_sandbox.url]
     state_file = folder / "contacts.results.csv.state"

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pinned_clock import clean_env
 from sandbox_process import CLI, running_sandbox
 
 from loader.cli import main
@@ -173,7 +174,7 @@ def load(
 
     ``stop_when``: the sandbox's URL; SIGTERM is sent once the campaign and the first call have
     reached it, so the run is surely sending."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env = clean_env()
     env["CALLKARO_API_KEY"] = key
     argv = [
         CLI, "run", "leads.csv", "--agent-id", agent, "--default-region", "IN", "--base-url", url,
