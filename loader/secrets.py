@@ -79,8 +79,10 @@ def mask(text: str, api_key: ApiKey | None) -> str:
     secret = api_key.reveal() if api_key is not None else ""
     if not secret or not text:
         return text
+    # A key shorter than a run (no real key is) is hidden whole, in any case, and only so: its
+    # encodings' pieces would be a letter or two, found in every word.
     run = min(MIN_RUN, len(secret))
-    runs = _runs(_forms(secret), run)
+    runs = _runs(_forms(secret) if len(secret) >= MIN_RUN else [secret], run)
     folded = _fold(text)
     hidden = [False] * len(text)
     for start in range(len(text) - run + 1):

@@ -549,3 +549,12 @@ def test_https_to_a_server_whose_certificate_no_authority_signed_sends_nothing(
         # The same server, once its certificate is trusted: it was verification alone that refused it.
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         assert run("trusted").counts == {"scheduled": 2, "invalid": 1}
+
+
+def test_a_key_shorter_than_a_run_is_hidden_whole_and_its_encodings_are_left_alone() -> None:
+    # No real key is this short; its base64 ("aw==") must not hide every "a" and "w" of a message.
+    assert (
+        mask("call-2 was scheduled; key K refused", ApiKey("k"))
+        == "call-2 was scheduled; ********ey ******** refused"
+    )
+    assert not ApiKey("k").found_in("call-2") and ApiKey("test-key").found_in("id-TEST-KEY")
