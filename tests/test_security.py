@@ -553,8 +553,5 @@ def test_https_to_a_server_whose_certificate_no_authority_signed_sends_nothing(
 
 def test_a_key_shorter_than_a_run_is_hidden_whole_and_its_encodings_are_left_alone() -> None:
     # No real key is this short; its base64 ("aw==") must not hide every "a" and "w" of a message.
-    assert (
-        mask("call-2 was scheduled; key K refused", ApiKey("k"))
-        == "call-2 was scheduled; ********ey ******** refused"
-    )
+    assert mask("call-2 was scheduled (aw==)", ApiKey("k")) == "call-2 was scheduled (aw==)"
     assert not ApiKey("k").found_in("call-2") and ApiKey("test-key").found_in("id-TEST-KEY")
