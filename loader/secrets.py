@@ -102,10 +102,10 @@ def _forms(secret: str) -> list[str]:
     raw = secret.encode("utf-8")
     forms = [secret, quote(secret, safe=""), quote_plus(secret)]
     for skip in range(3):
-        # From the 2nd or 3rd byte on (the key inside a longer encoded text), the first two
-        # characters also carry the bytes before it: drop them. The key alone keeps its padding.
+        # Inside a longer encoded text the key starts at any byte of a 3-byte group: from its
+        # 1st, 2nd or 3rd byte on, its encoding is one of these (the last character or two,
+        # shared with the bytes after it, may differ; the runs before them are enough).
         encoded = base64.b64encode(raw[skip:]).decode("ascii")
-        encoded = encoded.rstrip("=")[2:] if skip else encoded
         forms += [encoded, encoded.translate(_URLSAFE)]
     return forms
 

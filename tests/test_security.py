@@ -555,3 +555,11 @@ def test_a_key_shorter_than_a_run_is_hidden_whole_and_its_encodings_are_left_alo
     # No real key is this short; its base64 ("aw==") must not hide every "a" and "w" of a message.
     assert mask("call-2 was scheduled (aw==)", ApiKey("k")) == "call-2 was scheduled (aw==)"
     assert not ApiKey("k").found_in("call-2") and ApiKey("test-key").found_in("id-TEST-KEY")
+
+
+@pytest.mark.parametrize("before", ["", "a", "ab"], ids=["aligned", "one byte in", "two bytes in"])
+def test_mask_finds_the_key_base64_encoded_inside_a_longer_text(before: str) -> None:
+    encoded = base64.b64encode(f"{before}{HOSTILE_KEY} was refused".encode()).decode()
+    masked = mask(encoded, ApiKey(HOSTILE_KEY))
+    # All but the few characters the key shares with its neighbours in a 3-byte group.
+    assert masked.count("********") == 1 and len(masked) <= len(encoded) - len(HOSTILE_KEY)
