@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from loader import __version__, early_read
 from loader.errors import LoaderError, UsageError
 from loader.options import InputOptions, O, RunOptions
+from loader.secrets import MASK
 
 if TYPE_CHECKING:
     from loader.pipeline import RunResult
@@ -48,9 +50,50 @@ exit codes:
 """
 
 
+class _BadArguments(Exception):
+    """argparse's own usage error, shown by ``main`` once values that may be secrets are hidden."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog, self.message = prog, message
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own usage errors: exit 2, one line, a hint
-        self.exit(2, f"{self.prog}: error: {message}\nhint: see '{self.prog} --help'\n")
+        raise _BadArguments(self.prog, message)
+
+
+def _bad_arguments(exc: _BadArguments, argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
+    """Print argparse's error with the values of unknown flags hidden, then exit 2 as argparse does.
+
+    ``--token sk-...`` or ``--api=sk-...`` is someone putting the key on the command line under a
+    name the loader does not know: the error names the flag, never the value.
+    """
+    message = exc.message
+    for value in sorted(_unknown_flag_values(argv, parser), key=len, reverse=True):
+        message = re.sub(rf"(?<![^\s'=]){re.escape(value)}(?![^\s',])", MASK, message)
+    print(f"{exc.prog}: error: {message}\nhint: see '{exc.prog} --help'", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _unknown_flag_values(argv: Sequence[str], parser: argparse.ArgumentParser) -> set[str]:
+    """The values given to flags the command does not know (``--api VALUE``, ``--api=VALUE``)."""
+    known = set(parser._option_string_actions)
+    commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    named = [arg for arg in argv if commands and arg in commands[0].choices]
+    if named:
+        known |= set(commands[0].choices[named[0]]._option_string_actions)
+    values: set[str] = set()
+    for index, arg in enumerate(argv):
+        name, equals, value = arg.partition("=")
+        # A unique abbreviation (--agent for --agent-id) is a flag argparse knows.
+        if not arg.startswith("-") or len([k for k in known if k.startswith(name)]) == 1 or name in known:
+            continue
+        if equals:
+            values.add(value)
+        elif index + 1 < len(argv) and not argv[index + 1].startswith("-"):
+            values.add(argv[index + 1])
+    return values - {""}
 
 
 def _input_options(parser: argparse.ArgumentParser) -> None:
@@ -549,7 +592,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _refuse_key_flags(argv)
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except _BadArguments as exc:
+            _bad_arguments(exc, argv, parser)
         if args.command == "run":
             code = _cmd_run(args, _started(args, RunOptions))
         elif args.command == "validate":

@@ -43,12 +43,13 @@ import httpx
 
 from loader.errors import (
     AuthError,
+    KeyEchoedError,
     NoAnswerError,
     RejectedError,
     TransientError,
     UsageError,
 )
-from loader.secrets import ApiKey
+from loader.secrets import ApiKey, mask
 from loader.transport import network_transport
 
 DEFAULT_BASE_URL = "https://api.callkaro.ai"
@@ -172,12 +173,19 @@ class CallKaroClient:
         answer = await self._post("/call/outbound", body)
         return self._id_from(answer, "call_id")
 
-    @staticmethod
-    def _id_from(answer: dict[str, Any], key: str) -> str:
-        value = answer.get(key)
+    def _id_from(self, answer: dict[str, Any], field: str) -> str:
+        value = answer.get(field)
         if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
             # The API said yes but gave no id: the call may exist, so it must not be resent.
-            raise NoAnswerError(f"the API accepted the request but sent no {key}", status_code=200)
+            raise NoAnswerError(f"the API accepted the request but sent no {field}", status_code=200)
+        if self._api_key is not None and self._api_key.found_in(str(value)):
+            # An id is stored and printed everywhere: one holding the key is never kept.
+            raise KeyEchoedError(
+                f"the API sent the API key back as the {field}; the id was not stored and nothing "
+                "more is sent",
+                field=field,
+                hint="Report this to CallKaro, and replace the key if others may have seen their answers.",
+            )
         return str(value)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -196,14 +204,8 @@ class CallKaroClient:
         return _read_answer(response, key)
 
 
-def _redact(text: str, api_key: ApiKey | None) -> str:
-    """``text`` without the key: a server that echoes it back must not make the loader print it."""
-    secret = api_key.reveal() if api_key is not None else ""
-    return text.replace(secret, "********") if secret else text
-
-
 def _describe(exc: Exception, api_key: ApiKey | None = None) -> str:
-    text = _redact(str(exc).strip(), api_key)
+    text = mask(str(exc).strip(), api_key)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -214,7 +216,7 @@ def _read_answer(response: httpx.Response, api_key: ApiKey | None = None) -> dic
     except (json.JSONDecodeError, UnicodeDecodeError):
         payload = None
     answer = payload if isinstance(payload, dict) else {}
-    message = _redact(str(answer.get("message") or "").strip() or _short_text(response), api_key)
+    message = mask(str(answer.get("message") or "").strip() or _short_text(response), api_key)
     if 200 <= status < 300:
         said = answer.get("status", "success")
         if said == "success":
@@ -223,8 +225,8 @@ def _read_answer(response: httpx.Response, api_key: ApiKey | None = None) -> dic
             raise RejectedError(f"the API refused the call: {message}", status_code=status)
         # Neither the documented success nor an error ("queued"?): the call may exist, so it
         # must not be sent again by itself, as a failed row would be.
-        told = _redact(str(answer.get("message") or "").strip(), api_key)
-        detail = f"status {said!r}" + (f": {told}" if told else "")
+        told = mask(str(answer.get("message") or "").strip(), api_key)
+        detail = mask(f"status {said!r}", api_key) + (f": {told}" if told else "")
         raise NoAnswerError(
             f"the API answered HTTP {status} ({detail}), not the documented success", status_code=status
         )

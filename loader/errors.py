@@ -10,7 +10,8 @@
     ├── UnrecordedError             calls were made, but a file reporting them could not be written (exit 1)
     ├── ApiRefusedError             the API refused the run itself (exit 3)
     │   ├── AuthError               401/403: the key is missing, wrong or not allowed
-    │   └── NotFoundError           404 for the agent or the campaign
+    │   ├── NotFoundError           404 for the agent or the campaign
+    │   └── KeyEchoedError          the API sent the key back as an id; the id is never stored
     ├── ApiUnavailableError         the API could not be reached, or failed every request (exit 4)
     └── RequestError                one request did not schedule a call; becomes a row outcome
         ├── RejectedError           400/404 and other final answers: the row is ``failed``
@@ -114,6 +115,17 @@ class ApiUnavailableError(LoaderError):
     command run later resumes."""
 
     exit_code = 4
+
+
+class KeyEchoedError(ApiRefusedError):
+    """The API answered with the API key as an id (``field``: ``batch_id`` or ``call_id``).
+
+    For a ``call_id`` the API said the call was scheduled: the row is ``uncertain``, never resent.
+    """
+
+    def __init__(self, message: str, *, field: str, hint: str | None = None) -> None:
+        super().__init__(message, status_code=200, hint=hint)
+        self.field = field
 
 
 class RequestError(LoaderError):

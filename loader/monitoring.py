@@ -12,7 +12,8 @@ counts per status (the same as the results file's), the campaign, the
 results path, the input, start and finish times, durations and the exit code.
 
 Neither ever holds the API key: messages come from ``loader.client``, which
-already redacts it, and ``JsonLinesLog`` redacts it once more before writing.
+already masks it, and ``JsonLinesLog`` masks every text once more
+(``loader.secrets.mask``) before writing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pandas as pd
 
 from loader.errors import UsageError, cannot_write
 from loader.results import atomic_write
-from loader.secrets import ApiKey
+from loader.secrets import ApiKey, mask
 from loader.state import Clock, utc_now
 
 
@@ -41,7 +42,7 @@ class JsonLinesLog:
     def __init__(self, path: str | Path, *, api_key: ApiKey | None = None, clock: Clock = utc_now) -> None:
         self.path = Path(path)
         self._clock = clock
-        self._secret = api_key.reveal() if api_key is not None else None
+        self._api_key = api_key
         try:
             self._handle: IO[str] | None = self.path.open("a", encoding="utf-8")
         except OSError as exc:
@@ -50,9 +51,9 @@ class JsonLinesLog:
     def write(self, event: str, **fields: Any) -> None:
         if self._handle is None:
             return
-        line = json.dumps({"time": iso(self._clock()), "event": event, **fields}, ensure_ascii=False)
-        if self._secret:
-            line = line.replace(self._secret, "********")
+        # Masked field by field, before JSON escapes could hide a form of the key from the search.
+        shown = {name: mask(v, self._api_key) if isinstance(v, str) else v for name, v in fields.items()}
+        line = json.dumps({"time": iso(self._clock()), "event": event, **shown}, ensure_ascii=False)
         self._handle.write(line + "\n")
         self._handle.flush()
 

@@ -1,13 +1,42 @@
-"""The API key: where it comes from, and a type that never shows it."""
+"""The API key: where it comes from, a type that never shows it, and ``mask``, which hides it.
+
+``mask`` is the one place that decides what counts as the key in a text. Every text that
+comes from the API (messages, errors, ids) goes through it in ``loader.client`` before it
+can reach the state, the results, ``--log-file``, ``--summary-json`` or the screen; the log
+masks its lines once more. It hides the key in every form a buggy server may echo that a
+person would still recognise as the key:
+
+- in any letter case (``SK-LIVE-...``, ``sk-live-...``);
+- base64 (standard or URL-safe, padded or not, from any byte alignment) and URL-encoded;
+- any run of ``MIN_RUN`` or more consecutive characters of the key, in any of those forms:
+  a prefix, a suffix or the middle of it;
+- letter-spaced: its characters one apart, with one separator between each (``s k - l i``,
+  ``s.k.-.l.i``).
+
+What it cannot see is a key transformed beyond recognition (hashed, encrypted, reversed, cut
+into runs shorter than ``MIN_RUN``): SECURITY.md says so.
+"""
 
 from __future__ import annotations
 
+import base64
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 ENV_VAR = "CALLKARO_API_KEY"
+MASK = "********"
+#: The shortest run of the key's characters hidden on its own. Eight is as long as the prefixes
+#: keys are recognised by (``sk-live-``) and long enough not to hide ordinary words: for a
+#: 40-character random key, an 8-character window of other text matches one of its runs by
+#: chance about once in 10^8 (hex) to 10^13 (base64) windows, while a shorter run would start to
+#: hide words a key happens to share with messages ("-live-", "test").
+MIN_RUN = 8
+# Characters written one apart with the same single separator (space, dot, dash...) between them.
+_SPACED = re.compile(r"\S(?P<sep>[^\w]|_)(?:\S(?P=sep))+\S")
 
 
 class ApiKey:
@@ -35,6 +64,77 @@ class ApiKey:
 
     def __reduce__(self) -> tuple[Any, ...]:
         raise TypeError("an ApiKey cannot be pickled")
+
+    def mask(self, text: str) -> str:
+        """``text`` with every recognisable form of the key replaced by ``********``."""
+        return mask(text, self)
+
+    def found_in(self, text: str) -> bool:
+        """Whether ``text`` holds the key in a form ``mask`` hides."""
+        return mask(text, self) != text
+
+
+def mask(text: str, api_key: ApiKey | None) -> str:
+    """``text`` without the key in any form a person would recognise (see the module's docstring)."""
+    secret = api_key.reveal() if api_key is not None else ""
+    if not secret or not text:
+        return text
+    # A key shorter than a run (no real key is) is hidden whole, in any case, and only so: its
+    # encodings' pieces would be a letter or two, found in every word.
+    run = min(MIN_RUN, len(secret))
+    runs = _runs(_forms(secret) if len(secret) >= MIN_RUN else [secret], run)
+    folded = _fold(text)
+    hidden = [False] * len(text)
+    for start in range(len(text) - run + 1):
+        if folded[start : start + run] in runs:
+            hidden[start : start + run] = [True] * run
+    for spaced in _SPACED.finditer(folded):
+        letters = spaced[0][::2]  # one character, one separator
+        for start in range(len(letters) - run + 1):
+            if letters[start : start + run] in runs:
+                first = spaced.start() + 2 * start
+                hidden[first : first + 2 * run - 1] = [True] * (2 * run - 1)
+    return _replace(text, hidden)
+
+
+def _forms(secret: str) -> list[str]:
+    """The key as written, base64-encoded from each byte alignment, and URL-encoded."""
+    raw = secret.encode("utf-8")
+    forms = [secret, quote(secret, safe=""), quote_plus(secret)]
+    for skip in range(3):
+        # Inside a longer encoded text the key starts at any byte of a 3-byte group: from its
+        # 1st, 2nd or 3rd byte on, its encoding is one of these (the last character or two,
+        # shared with the bytes after it, may differ; the runs before them are enough).
+        encoded = base64.b64encode(raw[skip:]).decode("ascii")
+        forms += [encoded, encoded.translate(_URLSAFE)]
+    return forms
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _runs(forms: Iterable[str], length: int) -> frozenset[str]:
+    folded = [_fold(form) for form in forms]
+    return frozenset(f[i : i + length] for f in folded for i in range(len(f) - length + 1))
+
+
+def _fold(text: str) -> str:
+    """``text`` lower-cased, one character for one (so positions still match ``text``)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
+def _replace(text: str, hidden: list[bool]) -> str:
+    """Each run of hidden characters becomes one ``********``."""
+    parts: list[str] = []
+    for index, char in enumerate(text):
+        if not hidden[index]:
+            parts.append(char)
+        elif index == 0 or not hidden[index - 1]:
+            parts.append(MASK)
+    return "".join(parts)
 
 
 def load_api_key(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> ApiKey | None:

@@ -51,6 +51,7 @@ from tenacity.stop import stop_base
 from loader.client import CallKaroClient
 from loader.errors import (
     ApiRefusedError,
+    KeyEchoedError,
     NoAnswerError,
     NotFoundError,
     RejectedError,
@@ -429,6 +430,10 @@ async def send_calls(
                         hint="Check --agent-id (and --batch-id) against your CallKaro dashboard.",
                     )
                 )
+        except KeyEchoedError as exc:
+            # The API said the call is scheduled, but its id is the key: never resent, never stored.
+            await record(row, "uncertain", message=str(exc), attempts=attempts)
+            refuse(exc)
         except ApiRefusedError as exc:
             # The key was refused: this request scheduled nothing.
             await record(row, "pending", message=str(exc), attempts=attempts)

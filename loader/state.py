@@ -46,8 +46,23 @@ IN_FLIGHT_MESSAGE = (
 Clock = Callable[[], dt.datetime]
 
 
+#: For the test suite only, never for users: an ISO 8601 instant the clock starts from (it then
+#: moves on as real time does), so that tests judging sample dates do not depend on the day they
+#: run. The CLI started by a test inherits it.
+TEST_NOW_VAR = "CALLKARO_TEST_NOW"
+
+
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    real = dt.datetime.now(dt.UTC)
+    start = os.environ.get(TEST_NOW_VAR)
+    if not start:
+        return real
+    # How far the test clock is from the real one: fixed when it is first asked for.
+    offset = _TEST_OFFSETS.setdefault(start, dt.datetime.fromisoformat(start).astimezone(dt.UTC) - real)
+    return real + offset
+
+
+_TEST_OFFSETS: dict[str, dt.timedelta] = {}
 
 
 @contextlib.contextmanager

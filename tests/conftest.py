@@ -8,11 +8,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pinned_clock
 import pytest
 
 from loader.cells import Cell
 from loader.normalise import Context
 from loader.read import Sheet
+
+# Before any test runs, so that module-scoped fixtures' runs read the pinned clock too.
+pinned_clock.pin()
 
 KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
 #: "Now" for every test that judges past times: 2030-01-01 05:30 in Kolkata.

@@ -66,16 +66,26 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
             "--default-region", "IN", "--timezone", "Asia/Kolkata", "--base-url", url,
             "--output", str(output), "--concurrency", "16", "--no-progress",
         ]  # fmt: skip
-        kills = 0
-        for delay in sorted(random.uniform(1.5, 9.0) for _ in range(3)):
+        kills = []
+        for more in (random.randint(100, 400) for _ in range(3)):
+            # Killed once the sandbox has received `more` requests from this run: mid-send, not by
+            # the clock (which a loaded machine may reach before the run starts sending, or after).
+            start = _get(f"{url}/_sandbox/stats").get("requests", 0)
             run = subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-            time.sleep(delay)
+            while (
+                seen := _get(f"{url}/_sandbox/stats").get("requests", 0) - start
+            ) < more and run.poll() is None:
+                time.sleep(0.02)
             if run.poll() is None:
                 run.send_signal(signal.SIGKILL)
-                kills += 1
             run.communicate()
+            kills.append((run.returncode, seen, len(_get(f"{url}/_sandbox/calls"))))
+        # Each kill landed (the run was still going) while calls were being sent: its requests had
+        # reached the sandbox, and rows were still left to call.
+        assert [code for code, _, _ in kills] == [-signal.SIGKILL] * 3, kills
+        assert all(seen >= 100 and recorded < ROWS for _, seen, recorded in kills), kills
         codes = []
         for _ in range(8):
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
@@ -119,7 +129,8 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
                 assert recorded[number] == 1, row
 
     print(
-        f"\nchaos: {kills} kills, {len(calls)} calls recorded for {ROWS} rows, "
+        f"\nchaos: kills (exit code, requests of that run, calls recorded) {kills}, "
+        f"{len(calls)} calls recorded for {ROWS} rows, "
         f"{len(uncertain_before)} uncertain before --retry-uncertain, {len(twice)} numbers recorded twice, "
         f"run exit codes {codes}; sandbox saw {stats}"
     )

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as dt
 import math
-import os
 import re
 import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 import zoneinfo
 from collections import Counter
@@ -27,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pinned_clock import clean_env, run_date
 from sandbox_process import CLI, running_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def run_loader(
     output: str | None = None,
 ) -> Run:
     """Run the installed command in ``folder`` against ``sandbox``; what it did and what arrived."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env = clean_env()
     env["CALLKARO_API_KEY"] = key
     argv = [CLI, "run", sheet, *COMMON, *options]
     if sandbox is not None:
@@ -170,7 +170,7 @@ def test_sample_run_exits_1_for_its_two_invalid_rows_and_prints_the_summary(csv_
 
 
 def test_one_campaign_is_created_named_after_the_input_and_todays_date(csv_run: Run) -> None:
-    today = dt.datetime.now(KOLKATA).date().isoformat()
+    today = run_date(KOLKATA)  # the pinned clock's date: the one the run had, whenever the test runs
     assert [(c["batch_id"], c["name"], c["agent_id"]) for c in csv_run.new_campaigns] == [
         (csv_run.batch_id, f"contacts {today}", "demo-agent")
     ]
@@ -518,7 +518,7 @@ def test_sigterm_mid_run_stops_sending_writes_the_results_and_the_next_run_finis
     slow_sandbox: Sandbox, tmp_path: Path
 ) -> None:
     folder = copy_samples(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env = clean_env()
     env["CALLKARO_API_KEY"] = "sandbox-key"
     argv = [CLI, "run", "contacts.csv", *COMMON, "--concurrency", "2", "--base-url", slow_sandbox.url]
     before = len(slow_sandbox.calls())
@@ -572,11 +572,29 @@ def rows_in_state(state_file: Path, status: str) -> int:
         return 0
 
 
+def read_until(process: subprocess.Popen[str], text: str, timeout: float = 30) -> str:
+    """What ``process`` printed on stderr up to the line holding ``text``."""
+    assert process.stderr is not None
+    stderr, seen = process.stderr, []
+
+    def read() -> None:
+        while line := stderr.readline():
+            seen.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert seen and text in seen[-1], f"no line with {text!r} on stderr within {timeout} s: {seen}"
+    return "".join(seen)
+
+
 def test_second_ctrl_c_stops_at_once_and_the_rows_in_flight_come_back_uncertain(
     very_slow_sandbox: Sandbox, tmp_path: Path
 ) -> None:
     folder = copy_samples(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env = clean_env()
     env["CALLKARO_API_KEY"] = "sandbox-key"
     argv = [CLI, "run", "contacts.csv", *COMMON, "--concurrency", "2", "--base-url", very_slow_sandbox.url]
     state_file = folder / "contacts.results.csv.state"
@@ -587,9 +605,11 @@ def test_second_ctrl_c_stops_at_once_and_the_rows_in_flight_come_back_uncertain(
         while rows_in_state(state_file, "sending") < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         running.send_signal(signal.SIGINT)
-        time.sleep(0.2)
+        # The second Ctrl-C once the loader says it has handled the first, not after a guessed time.
+        first = read_until(running, "stopping: no new calls are sent")
         running.send_signal(signal.SIGINT)
-        out, err = running.communicate(timeout=30)
+        out, rest = running.communicate(timeout=30)
+    err = first + rest
     assert running.returncode == 1
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
@@ -599,7 +619,9 @@ def test_second_ctrl_c_stops_at_once_and_the_rows_in_flight_come_back_uncertain(
     assert rows_in_state(state_file, "sending") == 2
     assert rows_in_state(state_file, "scheduled") == 0
 
-    time.sleep(3.1)  # let the sandbox finish with what was in flight
+    # No wait for the two requests cut off in flight: the resumed run's requests reach the sandbox
+    # after them and are held the same 3 s, so once they are answered the cut-off ones have been
+    # recorded too (or were dropped with their connection). Either way, they are counted below.
     resumed = run_loader(folder, "contacts.csv", "--concurrency", "20", sandbox=very_slow_sandbox)
     counts = resumed.counts()
     assert counts["uncertain"] == 2

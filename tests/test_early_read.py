@@ -207,7 +207,8 @@ def test_a_csv_named_xlsx_is_not_parsed_early_but_still_read(
 
 
 def _slow_parse_script(before: str, argv: list[str]) -> str:
-    """A ``callkaro-loader`` process whose early parse runs ``before`` and then takes 60 s."""
+    """A ``callkaro-loader`` process whose early parse runs ``before`` and then takes 60 s; it
+    prints ``waiting for the parse`` when the command starts waiting for it."""
     return (
         "import os, sys, time\n"
         "from loader import calamine_reader, early_read\n"
@@ -217,6 +218,13 @@ def _slow_parse_script(before: str, argv: list[str]) -> str:
         "    time.sleep(60)\n"
         "    return real(path, *args, **kwargs)\n"
         "early_read.open_sheet = slow\n"
+        # Says when the command starts waiting for the parse: the moment the tests stop it at.
+        "def saying(wait):\n"
+        "    def waiting(*args, **kwargs):\n"
+        "        print('waiting for the parse', flush=True)\n"
+        "        return wait(*args, **kwargs)\n"
+        "    return waiting\n"
+        "early_read.take, early_read.wait = saying(early_read.take), saying(early_read.wait)\n"
         "from loader.cli import entry\n"
         f"sys.argv = ['callkaro-loader', *{argv!r}]\n"
         "print('started', flush=True)\n"
@@ -236,6 +244,16 @@ def _start(script: str) -> subprocess.Popen[str]:
     return child
 
 
+def _wait_for_line(child: subprocess.Popen[str], line: str) -> list[str]:
+    """The lines ``child`` printed before ``line``, once it has printed it."""
+    assert child.stdout is not None
+    before = []
+    while (got := child.stdout.readline()) != line:
+        assert got, f"the command ended without printing {line!r}: {before}"
+        before.append(got)
+    return before
+
+
 def test_a_run_stopped_before_reading_ends_without_waiting_for_the_parse(tmp_path: Path) -> None:
     # The parse takes 60 s; the process must end long before it, with the usual line and code.
     path = copy(tmp_path)
@@ -251,7 +269,7 @@ def test_a_run_stopped_before_reading_ends_without_waiting_for_the_parse(tmp_pat
 
     child = _start(_slow_parse_script("pass", ["validate", str(path), *FLAGS]))
     try:
-        time.sleep(0.5)  # reading: waiting for the parse
+        _wait_for_line(child, "waiting for the parse\n")  # reading: waiting for the parse
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=20)
     finally:
@@ -269,9 +287,10 @@ def test_ctrl_c_ends_the_wait_for_a_parse_the_reader_passed_over(tmp_path: Path)
     child = _start(_slow_parse_script("os.utime(path, ns=(1, 1))", ["validate", str(path), *FLAGS]))
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().startswith("valid ")  # the run read the sheet and finished
-        time.sleep(0.5)
-        assert child.poll() is None  # waiting for the early parse
+        assert child.stdout.readline() == "waiting for the parse\n"  # the reader's, passed over
+        # The run read the sheet and finished; then the command waits for the early parse.
+        assert _wait_for_line(child, "waiting for the parse\n")[0].startswith("valid ")
+        assert child.poll() is None
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=20)
     finally:

@@ -1,4 +1,4 @@
-"""What each command loads: validate and dry runs start without the HTTP stack."""
+"""What each command loads: validate, dry runs and status start without the HTTP stack."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import loader
+from loader.pipeline import load_campaign
 
 SAMPLE = Path(__file__).parent.parent / "sample_data" / "contacts.csv"
 HTTP_STACK = [
@@ -21,9 +24,25 @@ def test_every_public_name_of_the_package_resolves() -> None:
         assert getattr(loader, name) is not None, name
 
 
-def test_validate_never_loads_the_http_client(tmp_path: Path) -> None:
+REGION = ["--default-region", "IN", "--timezone", "Asia/Kolkata"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        # The sample has two invalid rows on purpose: exit 1.
+        (["validate", str(SAMPLE), *REGION], 1),
+        (["run", str(SAMPLE), "--agent-id", "demo-agent", "--dry-run", "--output", "dry.csv", *REGION], 1),
+        (["status", "sent.csv"], 1),
+    ],
+    ids=["validate", "run --dry-run", "status"],
+)
+def test_commands_that_send_nothing_never_load_the_http_client(
+    tmp_path: Path, argv: list[str], code: int
+) -> None:
+    # A finished run for status to read (made here, in this process, not in the one measured).
+    load_campaign(SAMPLE, agent_id="demo-agent", sandbox=True, output=tmp_path / "sent.csv", **ARGS)
     # One fresh interpreter: runs the real command, then reports which modules it loaded.
-    argv = ["validate", str(SAMPLE), "--default-region", "IN", "--timezone", "Asia/Kolkata"]
     script = (
         "import json, sys\n"
         "from loader.cli import main\n"
@@ -34,8 +53,11 @@ def test_validate_never_loads_the_http_client(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["code"] == 1  # the sample has two invalid rows on purpose
+    assert report["code"] == code, done.stderr
     assert report["loaded"] == []
+
+
+ARGS = {"default_region": "IN", "timezone": "Asia/Kolkata"}
 
 
 def test_the_command_line_starts_before_pandas_so_a_workbook_can_be_parsed_meanwhile() -> None:

