@@ -193,6 +193,7 @@ def _read_and_validate(
         ctx,
         defaults=Defaults(options.defaults()),
         allow_duplicates=options.allow_duplicates,
+        include_hidden_rows=options.include_hidden_rows,
     )
     lists = read_suppression_lists(options.suppress_paths(), ctx)
     if lists:
