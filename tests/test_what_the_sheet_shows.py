@@ -9,6 +9,7 @@ they arrive: the sandbox's ``GET /_sandbox/calls``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -19,11 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 from sandbox_process import CLI, running_sandbox
 
 from loader import validate_file
 from loader.cli import main
+from loader.workbook_view import as_shown, shows_plus
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HIDDEN_MESSAGE = "hidden in the sheet (unhide the row, or run with --include-hidden-rows, to call it)"
@@ -90,14 +92,15 @@ def leads_workbook(
 
 def _write_zero_heights(path: Path) -> None:
     """The rows openpyxl saved with a custom height of 0, saved with ht="0" as Excel reads them."""
-    part = "xl/worksheets/sheet1.xml"
+    _rewrite_sheet(path, lambda xml: xml.replace(b' customHeight="1"', b' ht="0" customHeight="1"'))
+
+
+def _rewrite_sheet(path: Path, change: Callable[[bytes], bytes]) -> None:
     with zipfile.ZipFile(path) as source:
         parts = {info: source.read(info) for info in source.infolist()}
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
         for info, data in parts.items():
-            if info.filename == part:
-                data = data.replace(b' customHeight="1"', b' ht="0" customHeight="1"')
-            out.writestr(info, data)
+            out.writestr(info, change(data) if info.filename == "xl/worksheets/sheet1.xml" else data)
 
 
 def statuses(path: Path, **options: Any) -> dict[int, tuple[str, str]]:
@@ -300,13 +303,49 @@ def test_a_number_cell_is_read_with_the_country_code_its_format_shows(tmp_path: 
             (7911123456, '"+44 "0000000000'),  # Excel shows +44 7911123456
             (9876543210, "\\+91\\ 0000000000"),  # +91 9876543210, the plus escaped as Excel writes it
             (447911123457, "+000000000000"),  # +447911123457
+            ("7911123458", '"+44 "@'),  # text, shown as +44 7911123458 by the format's text section
             (9876543211, "General"),  # no code shown: --default-region applies
         ],
     )
     result = validate_file(path, default_region="US")
-    assert result.counts == {"valid": 3, "invalid": 1}
+    assert result.counts == {"valid": 4, "invalid": 1}
     result = validate_file(path, default_region="IN")
-    assert result.counts == {"valid": 4}
+    assert result.counts == {"valid": 5}
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "shown"),
+    [
+        (7911123456, '"+44 "0000000000', "+44 7911123456"),
+        (7911123456.0, '[Blue]"+44 "0000000000', "+44 7911123456"),
+        (201555012, '"+1 "000-000-0000', "+1 020-155-5012"),
+        (9876543210, "\\+91\\ ##########", "+91 9876543210"),
+        (9876543210, "+91 0000000000", "+91 9876543210"),
+        (7911123456, '"+44 "0000000000;"-"0', "+44 7911123456"),
+        (7911123456, '"+44 "#,##0', None),
+        (7911123456.5, '"+44 "0000000000', None),
+        (7911123456, '"+44 "0.00', None),
+        ("07911 123456", '"+44 "@', "+44 07911 123456"),
+    ],
+)
+def test_a_format_is_shown_exactly_or_not_at_all(value: Any, code: str, shown: str | None) -> None:
+    assert shows_plus(code)
+    assert as_shown(value, code) == shown
+
+
+def test_a_workbook_written_without_row_and_cell_references_is_read_the_same(tmp_path: Path) -> None:
+    path = phones_workbook(
+        tmp_path / "leads.xlsx", [(7911123456, '"+44 "0000000000'), ("+91 98765 43211", "@")]
+    )
+    workbook = load_workbook(path)
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.row_dimensions[3].hidden = True
+    workbook.save(path)
+    # Some writers leave out r="..." on rows and cells; they are then counted.
+    _rewrite_sheet(path, lambda xml: re.sub(rb'(<(?:row|c)\b[^>]*?) r="[A-Z]*\d+"', rb"\1", xml))
+    assert statuses(path) == {2: ("valid", ""), 3: ("suppressed", HIDDEN_MESSAGE)}
+    assert validate_file(path, default_region="US").counts == {"valid": 1, "suppressed": 1}
 
 
 def test_a_format_showing_a_country_code_the_loader_cannot_read_exactly_is_refused(tmp_path: Path) -> None:
