@@ -41,9 +41,15 @@ _DOC_RELS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationship
 _TABLE = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
 _CHUNK = 1 << 20
 #: Bytes that are there when some row is hidden (or happen to be in a cell's text, which only costs
-#: a full parse): Excel writes hidden="1", LibreOffice hidden="true", others ht="0". Plain bytes, not
-#: a pattern: searching 50 MB of XML for bytes takes milliseconds, for a pattern a second.
-_HIDDEN_HINTS = (b"hidden", b' ht="0', b" ht='0")
+#: looking at that tag): Excel writes hidden="1", LibreOffice hidden="true" (and hidden="false" on
+#: every other row), others ht="0". Plain bytes, not a pattern: searching 50 MB of XML for bytes
+#: takes milliseconds, for a pattern a second.
+_HIDDEN_HINTS = (
+    *(b"hidden=%s%s%s" % (q, v, q) for q in (b'"', b"'") for v in (b"1", b"true")),
+    *(b" ht=%s0" % q for q in (b'"', b"'")),
+    b"hidden ",  # hidden = "1", spaced as XML allows and no known writer does
+    b" ht ",
+)
 _ODS_HIDDEN_HINTS = (b"collapse", b'visibility="filter', b"visibility='filter")
 _CELL_REF = re.compile(r"([A-Z]+)(\d+)")
 _START_TAG = re.compile(rb"<(?:[\w.-]+:)?([\w.-]+)")
@@ -291,8 +297,9 @@ def _parse(
 # --- number formats -----------------------------------------------------------------------------
 
 #: One token of a number format: a quoted literal, an escaped character, a bracketed part
-#: ([Red], [>100], [$-409]), a spacing or fill pair (_x, *x), or one character.
-_TOKEN = re.compile(r'"([^"]*)"|\\(.)|(\[[^\]]*\])|([_*].)|(.)', re.DOTALL)
+#: ([Red], [>100], [$-409]), a spacing or fill pair (_x, *x), an exponent (E+: no plus shown
+#: beside the number), or one character.
+_TOKEN = re.compile(r'"([^"]*)"|\\(.)|(\[[^\]]*\])|([_*].|[Ee][+-])|(.)', re.DOTALL)
 _PLACEHOLDERS = "0#?"
 #: Characters a format shows as they are, without quotes.
 _PLAIN = set("+-()$:!^&'~{}<>= /") | set("123456789")

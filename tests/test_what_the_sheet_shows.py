@@ -203,6 +203,22 @@ def test_rows_hidden_or_filtered_in_an_ods_workbook_are_suppressed(tmp_path: Pat
     }
 
 
+def test_a_row_hidden_in_an_xlsx_saved_by_libreoffice_is_suppressed(tmp_path: Path) -> None:
+    # LibreOffice writes hidden="false" on every row and hidden="true" on the hidden ones.
+    path = tmp_path / "contacts.xlsx"
+    shutil.copy(FIXTURES / "contacts.xlsx", path)
+    _rewrite_sheet(
+        path,
+        lambda xml: xml.replace(
+            b'<row r="4" customFormat="false" ht="15" hidden="false"',
+            b'<row r="4" customFormat="false" ht="15" hidden="true"',
+        ),
+    )
+    found, plain = statuses(path), statuses(FIXTURES / "contacts.xlsx")
+    assert found[4] == ("suppressed", HIDDEN_MESSAGE)
+    assert {row: found[row] for row in found if row != 4} == {row: plain[row] for row in plain if row != 4}
+
+
 # --- LibreOffice ----------------------------------------------------------------------------------
 
 FODS = """<?xml version="1.0" encoding="UTF-8"?>
@@ -331,6 +347,11 @@ def test_a_number_cell_is_read_with_the_country_code_its_format_shows(tmp_path: 
 def test_a_format_is_shown_exactly_or_not_at_all(value: Any, code: str, shown: str | None) -> None:
     assert shows_plus(code)
     assert as_shown(value, code) == shown
+
+
+@pytest.mark.parametrize("code", ["General", "0", "0.00E+00", "##0.0E+0", "yyyy-mm-dd hh:mm", "@", "#,##0"])
+def test_formats_that_show_no_country_code_leave_the_number_as_it_is(code: str) -> None:
+    assert not shows_plus(code)
 
 
 def test_a_workbook_written_without_row_and_cell_references_is_read_the_same(tmp_path: Path) -> None:
