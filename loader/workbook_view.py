@@ -50,6 +50,7 @@ _HIDDEN_HINTS = (
     b"hidden ",  # hidden = "1", spaced as XML allows and no known writer does
     b" ht ",
 )
+_ZERO_HEIGHT_HINTS = (b'zeroHeight="1"', b'zeroHeight="true"', b"zeroHeight='1'", b"zeroHeight='true'")
 _ODS_HIDDEN_HINTS = (b"collapse", b'visibility="filter', b"visibility='filter")
 _CELL_REF = re.compile(r"([A-Z]+)(\d+)")
 _START_TAG = re.compile(rb"<(?:[\w.-]+:)?([\w.-]+)")
@@ -94,11 +95,17 @@ def _xlsx_view(archive: zipfile.ZipFile, sheet_name: str) -> View:
     hidden: set[int] = set()
     formats: dict[tuple[int, int], str] = {}
     # Only the tags holding a hint are read: a sheet's XML is a million tags, its hidden rows a few.
-    for tag in _tags_holding(archive, part, [*_HIDDEN_HINTS, *(b' s="%d"' % style for style in styles)]):
+    hints = [*_HIDDEN_HINTS, *_ZERO_HEIGHT_HINTS, *(b' s="%d"' % style for style in styles)]
+    for tag in _tags_holding(archive, part, hints):
         found = _START_TAG.match(tag)
-        if found is None or found[1] not in (b"row", b"c"):
+        if found is None or found[1] not in (b"row", b"c", b"sheetFormatPr"):
             continue
         attrs = {m[1].decode(): (m[2] or m[3]).decode() for m in _ATTRIBUTE.finditer(tag, found.end())}
+        if found[1] == b"sheetFormatPr":
+            if attrs.get("zeroHeight") in ("1", "true"):
+                # Rows are hidden unless a row says its height ("hide all rows below"): read every row.
+                return _xlsx_view_parsed(archive, part, styles, hidden_by_default=True)
+            continue
         if "r" not in attrs:
             # A writer that leaves out row or cell references (Excel never does): count them all.
             return _xlsx_view_parsed(archive, part, styles)
@@ -110,8 +117,13 @@ def _xlsx_view(archive: zipfile.ZipFile, sheet_name: str) -> View:
     return View(hidden_rows=frozenset(hidden), formats=formats)
 
 
-def _xlsx_view_parsed(archive: zipfile.ZipFile, part: str, styles: dict[int, str]) -> View:
-    """The view from every row and cell of ``part``, counted where references are left out."""
+def _xlsx_view_parsed(
+    archive: zipfile.ZipFile, part: str, styles: dict[int, str], *, hidden_by_default: bool = False
+) -> View:
+    """The view from every row and cell of ``part``, counted where references are left out.
+
+    ``hidden_by_default``: the sheet hides rows that do not give their own height.
+    """
     hidden: set[int] = set()
     formats: dict[tuple[int, int], str] = {}
     at = {"row": 0, "column": -1}
@@ -121,7 +133,7 @@ def _xlsx_view_parsed(archive: zipfile.ZipFile, part: str, styles: dict[int, str
         if local == "row":
             at["row"] = int(attrs.get("r") or at["row"] + 1)
             at["column"] = -1
-            if _hides(attrs):
+            if _hides(attrs) or (hidden_by_default and _zero(attrs.get("ht", "0"))):
                 hidden.add(at["row"])
         elif local == "c":
             ref = _CELL_REF.fullmatch(attrs.get("r", ""))

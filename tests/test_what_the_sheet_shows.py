@@ -128,6 +128,26 @@ def test_rows_hidden_in_an_excel_workbook_are_suppressed_saying_how_to_call_them
     assert {status for row, (status, _) in found.items() if row not in HIDDEN_ROWS} == {"valid"}
 
 
+def test_rows_left_at_a_sheet_default_height_of_zero_are_hidden(tmp_path: Path) -> None:
+    # Excel's "hide every row below": the sheet's default height becomes 0 and rows that show
+    # carry their own height.
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(HEADERS)
+    for lead in LEADS[:3]:
+        sheet.append(list(lead))
+    sheet.sheet_format.zeroHeight = True
+    for row in (1, 2, 4):
+        sheet.row_dimensions[row].height = 15
+    workbook.save(tmp_path / "leads.xlsx")
+    assert statuses(tmp_path / "leads.xlsx") == {
+        2: ("valid", ""),
+        3: ("suppressed", HIDDEN_MESSAGE),
+        4: ("valid", ""),
+    }
+
+
 def test_validate_counts_the_hidden_rows(
     tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
