@@ -27,7 +27,7 @@ from typing import Any
 from loader.calamine_reader import open_sheet
 from loader.formats import SUFFIX_KINDS, ZIPPED, by_content, sniff
 from loader.limits import MAX_COLUMNS
-from loader.workbook_view import view_of
+from loader.workbook_view import Ahead
 from loader.zip_checks import check_zip
 
 #: Larger workbooks are parsed when the reader asks: beyond this size the half
@@ -69,13 +69,14 @@ class _EarlyRead:
                 return
             check_zip(self.path)
             self.by_content = by_content(self.path, kind)
+            ahead = Ahead(self.path, kind, self.sheet)
             opened = open_sheet(
                 str(self.path), self.sheet, by_content=self.by_content, max_columns=MAX_COLUMNS
             )
             if "problem" not in opened:
                 # What the sheet shows beyond its values (hidden rows...): its XML is read here too.
                 end = opened["sheet"].end
-                opened["view"] = view_of(self.path, kind, opened["name"], end[0] + 1 if end else 0)
+                opened["view"] = ahead.view(opened["name"], end[0] + 1 if end else 0)
         except Exception:  # the reader meets the same problem again and explains it
             return
         self.opened = opened  # a problem too: the reader would find the same in the same file

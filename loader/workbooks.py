@@ -25,7 +25,7 @@ from loader.columnar import Columns, collect_columns
 from loader.errors import InputFileError, NoSuchSheetError
 from loader.formats import OLE2, ZIPPED, Kind, by_content
 from loader.limits import MAX_COLUMNS
-from loader.workbook_view import NOTHING, View, view_of
+from loader.workbook_view import NOTHING, Ahead, View, view_of
 from loader.zip_checks import check_zip
 
 
@@ -57,9 +57,14 @@ def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str
         result = _read_in_child(path, sheet, by_content=by_bytes)
     else:
         opened = early_read.take(path, sheet, by_content=by_bytes)
-        view = None if opened is None else opened.get("view")  # read early too, while pandas was imported
         if opened is None:
+            ahead = Ahead(path, kind, sheet)
             opened = open_sheet(str(path), sheet, by_content=by_bytes, max_columns=MAX_COLUMNS)
+            if "problem" not in opened:
+                end = opened["sheet"].end
+                view = ahead.view(opened["name"], end[0] + 1 if end is not None else 0)
+        else:
+            view = opened.get("view")  # read early too, beside the early parse
         result = rows_of(opened, collect_columns)
         del opened  # calamine's copy of the sheet: not kept while the columns are checked
     problem = result.get("problem")
