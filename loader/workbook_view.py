@@ -8,7 +8,8 @@ shown differ from the values in a way that decides who is called:
   LibreOffice save those as hidden rows), set to zero height, or collapsed in
   an outline. ``.xlsx``/``.xlsm`` keep this on each ``<row>`` of the sheet's
   XML (``hidden``, ``ht="0"``); ``.ods`` on each ``<table:table-row>``
-  (``table:visibility`` of ``collapse`` or ``filter``).
+  (``table:visibility`` of ``collapse`` or ``filter``); ``.xls`` in the
+  fDyZero flag of each ROW record.
 - A number cell whose number format shows a ``+`` (``"+44 "0000000000``
   shows 7911123456 as ``+44 7911123456``): the country code is in the format,
   not in the value. ``.xlsx`` keeps formats in ``xl/styles.xml`` and a style
@@ -19,8 +20,9 @@ decompressed a piece at a time and first only searched for the few bytes that
 could mark a hidden row or a styled cell, so a sheet with neither (nearly
 every sheet) costs one pass of decompression. Only the standard library is
 used; the zip was checked by ``loader.zip_checks`` before (no document types,
-so no entity expansion). ``.xls`` and ``.xlsb`` files are binary formats that
-python-calamine does not describe this way, and are read without a view.
+so no entity expansion). An ``.xls`` file's rows are read from its BIFF records
+(``xls_hidden_rows``); ``.xlsb`` files, rare, are read without a view. Number
+formats are read from ``.xlsx``/``.xlsm`` only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import re
+import struct
 import threading
 import xml.etree.ElementTree as ET
 import zipfile
@@ -73,6 +76,8 @@ NOTHING = View()
 
 def view_of(path: Path, kind: str, sheet_name: str, height: int) -> View:
     """The view of sheet ``sheet_name`` (``height`` rows) of the workbook at ``path``."""
+    if kind == "xls":
+        return View(hidden_rows=xls_hidden_rows(path, sheet_name))
     try:
         with zipfile.ZipFile(path) as archive:
             if kind == "ods":
@@ -303,6 +308,110 @@ def _ods_hidden(archive: zipfile.ZipFile, sheet_name: str, height: int) -> froze
 
     _parse(archive, "content.xml", start, end)
     return frozenset(hidden)
+
+
+# --- .xls (Excel 97-2003) ------------------------------------------------------------------------
+
+_END_OF_CHAIN = 0xFFFFFFFE
+
+
+def xls_hidden_rows(path: Path, sheet_name: str) -> frozenset[int]:
+    """Rows of sheet ``sheet_name`` of an Excel 97-2003 workbook saved hidden (the ROW record's
+    fDyZero flag: hidden, filtered out, zero height or collapsed alike).
+
+    No library at hand reads this (python-calamine does not tell it, xlrd is not
+    a dependency), and the format is small and fixed: the workbook stream of the
+    OLE2 compound file, then its BIFF records. Only rows are read, never cells.
+    A file this cannot follow was read by calamine all the same, so its rows are
+    read as before.
+    """
+    try:
+        stream = _ole_stream(path.read_bytes(), ("Workbook", "Book"))
+        return _biff_hidden_rows(stream, sheet_name) if stream else frozenset()
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError, OSError):
+        return frozenset()
+
+
+def _ole_stream(data: bytes, names: tuple[str, ...]) -> bytes | None:
+    """The first stream called one of ``names`` in the OLE2 compound file ``data``."""
+    shift, mini_shift = struct.unpack_from("<HH", data, 0x1E)
+    if (shift, mini_shift) not in ((9, 6), (12, 6)):  # the only sector sizes the format has
+        return None
+    size, mini_size = 1 << shift, 1 << mini_shift
+    (_, directory_start, _, cutoff, mini_fat_start, _, difat_start, difat_count) = struct.unpack_from(
+        "<8I", data, 0x2C
+    )
+    fat_sectors = [n for n in struct.unpack_from("<109I", data, 0x4C) if n < _END_OF_CHAIN]
+    sector = difat_start
+    for _ in range(difat_count):
+        if sector >= _END_OF_CHAIN:
+            break
+        entries = struct.unpack_from(f"<{size // 4}I", data, (sector + 1) * size)
+        fat_sectors += [n for n in entries[:-1] if n < _END_OF_CHAIN]
+        sector = entries[-1]
+    fat: list[int] = []
+    for n in fat_sectors:
+        fat += struct.unpack_from(f"<{size // 4}I", data, (n + 1) * size)
+
+    def chain(start: int, table: list[int], most: int) -> Iterator[int]:
+        # A chain longer than the sectors there are loops (a damaged or hostile file): cut off.
+        for _ in range(most):
+            if start >= _END_OF_CHAIN:
+                return
+            yield start
+            start = table[start]
+
+    def read(start: int) -> bytes:
+        return b"".join(data[(n + 1) * size : (n + 2) * size] for n in chain(start, fat, len(data) // size))
+
+    directory = read(directory_start)
+    root_start = struct.unpack_from("<I", directory, 116)[0]
+    for at in range(0, len(directory) - 127, 128):
+        length = struct.unpack_from("<H", directory, at + 64)[0]
+        name = directory[at : at + max(length - 2, 0)].decode("utf-16-le")
+        if directory[at + 66] != 2 or name not in names:
+            continue
+        start, length = struct.unpack_from("<II", directory, at + 116)
+        if length >= cutoff:
+            return read(start)[:length]
+        # A stream below the cutoff lives in the mini stream, in 64-byte sectors.
+        table = read(mini_fat_start)
+        mini_fat = list(struct.unpack(f"<{len(table) // 4}I", table))
+        mini = read(root_start)
+        sectors = chain(start, mini_fat, len(mini) // mini_size)
+        return b"".join(mini[n * mini_size : (n + 1) * mini_size] for n in sectors)[:length]
+    return None
+
+
+def _biff_records(stream: bytes, at: int) -> Iterator[tuple[int, bytes]]:
+    """(record type, data) from ``at`` to the substream's EOF record."""
+    while at + 4 <= len(stream):
+        kind, length = struct.unpack_from("<HH", stream, at)
+        yield kind, stream[at + 4 : at + 4 + length]
+        if kind == 0x000A:  # EOF
+            return
+        at += 4 + length
+
+
+def _biff_hidden_rows(stream: bytes, sheet_name: str) -> frozenset[int]:
+    biff8 = True
+    for kind, record in _biff_records(stream, 0):
+        if kind == 0x0809:  # BOF: which BIFF version
+            biff8 = struct.unpack_from("<H", record)[0] >= 0x0600
+        elif kind == 0x0085:  # BoundSheet8: a sheet's name and where its records start
+            start, count = struct.unpack_from("<I", record)[0], record[6]
+            if biff8:
+                wide = record[7] & 1
+                name = record[8 : 8 + count * (2 if wide else 1)].decode("utf-16-le" if wide else "latin-1")
+            else:
+                name = record[7 : 7 + count].decode("cp1252")
+            if name == sheet_name:
+                return frozenset(
+                    struct.unpack_from("<H", row)[0] + 1
+                    for kind, row in _biff_records(stream, start)
+                    if kind == 0x0208 and struct.unpack_from("<H", row, 12)[0] & 0x20  # ROW, fDyZero
+                )
+    return frozenset()
 
 
 # --- reading a part -----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Colu
         check_zip(path)
     found, name, view = _read(path, kind, sheet)
     if view is None:
-        view = view_of(path, kind, name, found.height) if kind in ZIPPED else NOTHING
+        view = view_of(path, kind, name, found.height) if kind in (*ZIPPED, "xls") else NOTHING
     return found, name, view
 
 

@@ -239,6 +239,22 @@ def test_a_row_hidden_in_an_xlsx_saved_by_libreoffice_is_suppressed(tmp_path: Pa
     assert {row: found[row] for row in found if row != 4} == {row: plain[row] for row in plain if row != 4}
 
 
+def test_rows_hidden_in_an_excel_97_2003_workbook_are_suppressed(tmp_path: Path) -> None:
+    # Excel saves a hidden (or filtered, zero-height, collapsed) row of an .xls with the fDyZero flag
+    # of its ROW record; set here on rows 3 and 5 of the LibreOffice-saved fixture.
+    data = bytearray((FIXTURES / "contacts.xls").read_bytes())
+    for index in (2, 4):  # 0-based row numbers
+        at = data.find(b"\x08\x02\x10\x00" + index.to_bytes(2, "little"))
+        data[at + 4 + 12] |= 0x20
+    path = tmp_path / "contacts.xls"
+    path.write_bytes(bytes(data))
+    found, plain = statuses(path), statuses(FIXTURES / "contacts.xls")
+    assert {row for row, (status, _) in found.items() if status == "suppressed"} == {3, 5}
+    assert {row: found[row] for row in found if row not in (3, 5)} == {
+        row: plain[row] for row in plain if row not in (3, 5)
+    }
+
+
 # --- LibreOffice ----------------------------------------------------------------------------------
 
 FODS = """<?xml version="1.0" encoding="UTF-8"?>
