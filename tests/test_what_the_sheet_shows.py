@@ -23,7 +23,7 @@ import pytest
 from openpyxl import Workbook, load_workbook
 from sandbox_process import CLI, running_sandbox
 
-from loader import validate_file
+from loader import load_campaign, validate_file
 from loader.cli import main
 from loader.workbook_view import as_shown, shows_plus
 
@@ -169,6 +169,21 @@ def test_include_hidden_rows_reads_every_row_on_purpose(tmp_path: Path, capsys: 
     assert main(["validate", str(path), "--config", str(config)]) == 0
     assert main(["validate", str(path), "--default-region", "IN", "--include-hidden-rows"]) == 0
     assert capsys.readouterr().out.splitlines() == ["valid  6", "valid  6"]
+
+
+def test_load_campaign_suppresses_hidden_rows_unless_asked_to_include_them(tmp_path: Path) -> None:
+    path = leads_workbook(tmp_path / "leads.xlsx", every_way=True)
+    common: dict[str, Any] = {
+        "agent_id": "demo-agent",
+        "sandbox": True,
+        "default_region": "IN",
+        "no_progress": True,
+    }
+    result = load_campaign(path, output=str(tmp_path / "a.results.csv"), **common)
+    assert result.counts == {"scheduled": 3, "suppressed": 3}
+    assert result.outcomes.loc[sorted(HIDDEN_ROWS), "callkaro_message"].tolist() == [HIDDEN_MESSAGE] * 3
+    result = load_campaign(path, output=str(tmp_path / "b.results.csv"), include_hidden_rows=True, **common)
+    assert result.counts == {"scheduled": 6}
 
 
 def test_a_hidden_row_does_not_make_a_row_a_person_sees_a_duplicate(tmp_path: Path) -> None:
