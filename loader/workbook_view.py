@@ -76,6 +76,8 @@ NOTHING = View()
 
 def view_of(path: Path, kind: str, sheet_name: str, height: int) -> View:
     """The view of sheet ``sheet_name`` (``height`` rows) of the workbook at ``path``."""
+    if not path.is_file():
+        return NOTHING  # a pipe could be read only once, by the reader itself
     if kind == "xls":
         return View(hidden_rows=xls_hidden_rows(path, sheet_name))
     try:
