@@ -73,6 +73,8 @@ class Sheet:
     hidden_rows: frozenset[int] = frozenset()
     #: (row, column position) -> the number format of a cell whose format shows a ``+`` country code.
     shown_formats: Mapping[tuple[int, int], str] = field(default_factory=dict)
+    #: (row, column position) -> the text a number cell shows, where the file writes it (.ods) with a ``+``.
+    shown_text: Mapping[tuple[int, int], str] = field(default_factory=dict)
 
     @property
     def source_rows(self) -> list[int]:
@@ -220,19 +222,23 @@ def _to_sheet(
         row_problems={row: text for row, text in (row_problems or {}).items() if row in index},
         above_header=above,
         hidden_rows=frozenset(index[index.isin(list(view.hidden_rows))].tolist()),
-        shown_formats=_kept_formats(view, keep, index),
+        shown_formats=_kept(view.formats, keep, index),
+        shown_text=_kept(view.shown, keep, index),
     )
 
 
-def _kept_formats(view: View, keep: list[int], index: pd.Index) -> dict[tuple[int, int], str]:
-    """``view.formats`` keyed by the positions the kept columns have in the sheet, for its data rows."""
-    if not view.formats:
+def _kept(
+    cells: Mapping[tuple[int, int], str], keep: list[int], index: pd.Index
+) -> dict[tuple[int, int], str]:
+    """``cells`` (by row and column) keyed by the positions the kept columns have in the sheet, for its
+    data rows."""
+    if not cells:
         return {}
     position = {column: new for new, column in enumerate(keep)}
     rows = set(index.tolist())
     return {
-        (row, position[column]): code
-        for (row, column), code in view.formats.items()
+        (row, position[column]): value
+        for (row, column), value in cells.items()
         if column in position and row in rows
     }
 

@@ -131,7 +131,7 @@ def validate_rows(
         elif name in defaults.values:
             raw[name] = pd.Series([defaults.values[name]] * len(index), index=index, dtype=object)
     unreadable: dict[int, str] = {}
-    if sheet.shown_formats:
+    if sheet.shown_formats or sheet.shown_text:
         raw["to_number"], unreadable = _phones_as_shown(sheet, columns.fields["to_number"], raw["to_number"])
 
     # Rows whose cells do not line up with the headers (a text file's ragged rows): the
@@ -232,7 +232,8 @@ def _phones_as_shown(sheet: Sheet, position: int, cells: pd.Series) -> tuple[pd.
     (``"+44 "0000000000``) becomes the text shown (``+44 7911123456``), so the number is read with
     that code and never with ``--default-region``; and the rows (with their formats) whose format
     cannot be shown exactly, to be refused."""
-    shown: dict[int, str] = {}
+    # What the file writes as shown (.ods): taken as it is.
+    shown = {row: text for (row, column), text in sheet.shown_text.items() if column == position}
     unreadable: dict[int, str] = {}
     for (row, column), code in sheet.shown_formats.items():
         if column != position:

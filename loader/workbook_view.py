@@ -13,7 +13,7 @@ shown differ from the values in a way that decides who is called:
 - A number cell whose number format shows a ``+`` (``"+44 "0000000000``
   shows 7911123456 as ``+44 7911123456``): the country code is in the format,
   not in the value. ``.xlsx`` keeps formats in ``xl/styles.xml`` and a style
-  index on each cell.
+  index on each cell; ``.ods`` writes each cell's shown text beside its value.
 
 Both are read from the workbook's XML with expat, streaming: a sheet's XML is
 decompressed a piece at a time and first only searched for the few bytes that
@@ -22,7 +22,7 @@ every sheet) costs one pass of decompression. Only the standard library is
 used; the zip was checked by ``loader.zip_checks`` before (no document types,
 so no entity expansion). An ``.xls`` file's rows are read from its BIFF records
 (``xls_hidden_rows``); ``.xlsb`` files, rare, are read without a view. Number
-formats are read from ``.xlsx``/``.xlsm`` only.
+formats are not read from ``.xls`` files.
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ _MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 _RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 _DOC_RELS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
 _TABLE = "urn:oasis:names:tc:opendocument:xmlns:table:1.0"
+_OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+#: An ODS number style that writes a plus before the digits, as LibreOffice saves "+44 "0000000000.
+_ODS_PLUS_HINTS = (b"<number:text>+",)
+#: A number cell repeated across more columns than a sheet has is not a contact's phone.
+_MAX_SHOWN_REPEATS = 1024
 _CHUNK = 1 << 20
 #: Bytes that are there when some row is hidden (or happen to be in a cell's text, which only costs
 #: looking at that tag): Excel writes hidden="1", LibreOffice hidden="true" (and hidden="false" on
@@ -69,6 +74,9 @@ class View:
     hidden_rows: frozenset[int] = frozenset()
     #: (row, column) -> the number format of a cell whose format shows a ``+`` (a country code).
     formats: dict[tuple[int, int], str] = field(default_factory=dict)
+    #: (row, column) -> the text a number cell shows, as the file itself writes it (.ods), where it
+    #: holds a ``+`` (a country code).
+    shown: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
 NOTHING = View()
@@ -83,7 +91,7 @@ def view_of(path: Path, kind: str, sheet_name: str, height: int) -> View:
     try:
         with zipfile.ZipFile(path) as archive:
             if kind == "ods":
-                return View(hidden_rows=_ods_hidden(archive, sheet_name, height))
+                return _ods_view(archive, sheet_name, height)
             if kind == "xlsx":
                 return _xlsx_view(archive, sheet_name)
     except (zipfile.BadZipFile, KeyError, OSError, ET.ParseError, expat.ExpatError, ValueError):
@@ -281,35 +289,73 @@ def _column_index(letters: str) -> int:
 # --- .ods ---------------------------------------------------------------------------------------
 
 
-def _ods_hidden(archive: zipfile.ZipFile, sheet_name: str, height: int) -> frozenset[int]:
-    """Rows of table ``sheet_name`` up to ``height`` whose visibility is ``collapse`` or ``filter``."""
-    if not _any_found(archive, "content.xml", _ODS_HIDDEN_HINTS):
-        return frozenset()
-    hidden: set[int] = set()
-    # depth: tables entered; inside: the depth of the table read (0: not in it); row: rows passed.
-    at = {"depth": 0, "inside": 0, "row": 0}
+def _ods_view(archive: zipfile.ZipFile, sheet_name: str, height: int) -> View:
+    """Rows of table ``sheet_name`` (up to ``height``) whose visibility is ``collapse`` or ``filter``,
+    and what number cells show where a number style writes a ``+``."""
+    pluses = _any_found(archive, "styles.xml", _ODS_PLUS_HINTS) or _any_found(
+        archive, "content.xml", _ODS_PLUS_HINTS
+    )
+    if not pluses and not _any_found(archive, "content.xml", _ODS_HIDDEN_HINTS):
+        return NOTHING
+    table = _OdsTable(sheet_name, height, cells=pluses)
+    _parse(archive, "content.xml", table.start, table.end, table.text if pluses else None)
+    return View(hidden_rows=frozenset(table.hidden), shown=table.shown)
 
-    def start(name: str, attrs: dict[str, str]) -> None:
+
+class _OdsTable:
+    """Reads one table of an ODS ``content.xml``, element by element (``_parse``'s handlers)."""
+
+    def __init__(self, name: str, height: int, *, cells: bool) -> None:
+        self.name, self.height, self.cells = name, height, cells
+        self.hidden: set[int] = set()
+        self.shown: dict[tuple[int, int], str] = {}
+        # Tables entered; the depth of the table read (0: not in it); rows and columns passed.
+        self.depth = self.inside = self.row = self.column = 0
+        self.rows = range(0)
+        #: The number cell being read: its columns, and its text so far (None: not reading one).
+        self.columns = range(0)
+        self.words: list[str] | None = None
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
         if name == f"{_TABLE} table":
-            at["depth"] += 1
-            if not at["inside"] and attrs.get(f"{_TABLE} name") == sheet_name:
-                at["inside"] = at["depth"]
-        elif name == f"{_TABLE} table-row" and at["inside"] == at["depth"] and at["row"] < height:
+            self.depth += 1
+            if not self.inside and attrs.get(f"{_TABLE} name") == self.name:
+                self.inside = self.depth
+        elif self.inside != self.depth:
+            return
+        elif name == f"{_TABLE} table-row":
             repeated = int(attrs.get(f"{_TABLE} number-rows-repeated", "1"))
-            first = at["row"] + 1
-            at["row"] += repeated
+            # A run of rows can be repeated a million times past the data: only the sheet's rows.
+            self.rows = range(self.row + 1, min(self.row + repeated, self.height) + 1)
+            self.row, self.column = self.row + repeated, 0
             if attrs.get(f"{_TABLE} visibility", "visible") != "visible":
-                # A hidden run of rows can be repeated a million times past the data: only the sheet's rows.
-                hidden.update(range(first, min(at["row"], height) + 1))
+                self.hidden.update(self.rows)
+        elif name in (f"{_TABLE} table-cell", f"{_TABLE} covered-table-cell"):
+            repeated = int(attrs.get(f"{_TABLE} number-columns-repeated", "1"))
+            self.columns = range(self.column, self.column + repeated)
+            self.column += repeated
+            if (
+                self.cells
+                and self.rows
+                and name.endswith(" table-cell")
+                and attrs.get(f"{_OFFICE} value-type") == "float"
+            ):
+                self.words = []
 
-    def end(name: str) -> None:
+    def text(self, data: str) -> None:
+        if self.words is not None:
+            self.words.append(data)
+
+    def end(self, name: str) -> None:
         if name == f"{_TABLE} table":
-            if at["inside"] == at["depth"]:
-                at["inside"] = 0
-            at["depth"] -= 1
-
-    _parse(archive, "content.xml", start, end)
-    return frozenset(hidden)
+            if self.inside == self.depth:
+                self.inside = 0
+            self.depth -= 1
+        elif name == f"{_TABLE} table-cell" and self.words is not None:
+            shown = "".join(self.words).strip()
+            self.words = None
+            if "+" in shown and len(self.columns) <= _MAX_SHOWN_REPEATS:
+                self.shown.update(((row, column), shown) for row in self.rows for column in self.columns)
 
 
 # --- .xls (Excel 97-2003) ------------------------------------------------------------------------
@@ -470,11 +516,14 @@ def _parse(
     part: str,
     start: Callable[[str, dict[str, str]], Any],
     end: Callable[[str], Any] | None = None,
+    text: Callable[[str], Any] | None = None,
 ) -> None:
     parser = expat.ParserCreate(namespace_separator=" ")
     parser.StartElementHandler = start
     if end is not None:
         parser.EndElementHandler = end
+    if text is not None:
+        parser.CharacterDataHandler = text
     parser.buffer_text = True
     for piece in _pieces(archive, part):
         parser.Parse(piece, False)

@@ -8,11 +8,13 @@ they arrive: the sandbox's ``GET /_sandbox/calls``.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
 import subprocess
 import zipfile
+import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +27,10 @@ from sandbox_process import CLI, running_sandbox
 
 from loader import load_campaign, validate_file
 from loader.cli import main
+from loader.columns import map_columns
+from loader.normalise import Context
+from loader.read import read_sheet
+from loader.validate import validate_rows
 from loader.workbook_view import as_shown, shows_plus
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,6 +47,11 @@ LEADS = [
 ]
 SHOWN = {"+919876543210", "+919876543212", "+919876543214"}
 HIDDEN_ROWS = {3, 5, 7}
+CTX_IN = Context(
+    default_region="IN",
+    timezone=zoneinfo.ZoneInfo("Asia/Kolkata"),
+    now=dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+)
 
 
 def _hide(sheet: Any, row: int) -> None:
@@ -431,6 +442,47 @@ def test_a_format_showing_a_country_code_the_loader_cannot_read_exactly_is_refus
             "(e.g. +44 7911 123456)",
         )
     }
+
+
+def test_a_number_cell_of_an_ods_workbook_is_read_as_the_file_shows_it(tmp_path: Path) -> None:
+    # LibreOffice writes each cell's shown text beside its value: row 2's phone becomes the number
+    # 7911123456 with the style "+44 "0000000000, as LibreOffice saves it.
+    style = (
+        '<number:number-style style:name="N900"><number:text>+44 </number:text><number:number '
+        'number:decimal-places="0" number:min-decimal-places="0" number:min-integer-digits="10"/>'
+        '</number:number-style><style:style style:name="ce900" style:family="table-cell" '
+        'style:parent-style-name="Default" style:data-style-name="N900"/>'
+    )
+    typed = (
+        '<table:table-cell table:style-name="ce1" office:value-type="string" calcext:value-type="string">'
+        "<text:p>+91 98765 43210</text:p></table:table-cell>"
+    )
+    formatted = (
+        '<table:table-cell table:style-name="ce900" office:value-type="float" office:value="7911123456" '
+        'calcext:value-type="float"><text:p>+44 7911123456</text:p></table:table-cell>'
+    )
+    path = tmp_path / "contacts.ods"
+    with zipfile.ZipFile(FIXTURES / "contacts.ods") as source, zipfile.ZipFile(path, "w") as out:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "content.xml":
+                text = data.decode("utf-8")
+                assert typed in text
+                text = text.replace(typed, formatted, 1).replace(
+                    "</office:automatic-styles>", style + "</office:automatic-styles>"
+                )
+                data = text.encode("utf-8")
+            out.writestr(info, data)
+    sheet = read_sheet(path)
+    validation = validate_rows(sheet, map_columns(sheet), CTX_IN)
+    assert validation.requests["to_number"][2] == "+447911123456"
+    assert validation.status[2] == "valid"
+    plain = read_sheet(FIXTURES / "contacts.ods")
+    assert (
+        validation.requests["to_number"]
+        .drop(2)
+        .equals(validate_rows(plain, map_columns(plain), CTX_IN).requests["to_number"].drop(2))
+    )
 
 
 # --- end to end: the real command against the sandbox ---------------------------------------------
