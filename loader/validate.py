@@ -132,7 +132,7 @@ def validate_rows(
             raw[name] = pd.Series([defaults.values[name]] * len(index), index=index, dtype=object)
     unreadable: dict[int, str] = {}
     if sheet.shown_formats or sheet.shown_text:
-        raw["to_number"], unreadable = _phones_as_shown(sheet, columns.fields["to_number"], raw["to_number"])
+        raw["to_number"], unreadable = phones_as_shown(sheet, columns.fields["to_number"], raw["to_number"])
 
     # Rows whose cells do not line up with the headers (a text file's ragged rows): the
     # row as a whole is the problem, so no column is named.
@@ -227,8 +227,9 @@ def validate_rows(
     )
 
 
-def _phones_as_shown(sheet: Sheet, position: int, cells: pd.Series) -> tuple[pd.Series, dict[int, str]]:
-    """The phone cells as the sheet shows them: a number whose format shows a country code
+def phones_as_shown(sheet: Sheet, position: int, cells: pd.Series) -> tuple[pd.Series, dict[int, str]]:
+    """The phone cells at column ``position`` of ``sheet`` as the sheet shows them (any phone column:
+    a do-not-call list's too): a number whose format shows a country code
     (``"+44 "0000000000``) becomes the text shown (``+44 7911123456``), so the number is read with
     that code and never with ``--default-region``; and the rows (with their formats) whose format
     cannot be shown exactly, to be refused."""

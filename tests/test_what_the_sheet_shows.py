@@ -209,6 +209,22 @@ def test_a_hidden_row_does_not_make_a_row_a_person_sees_a_duplicate(tmp_path: Pa
     assert statuses(tmp_path / "leads.xlsx") == {2: ("suppressed", HIDDEN_MESSAGE), 3: ("valid", "")}
 
 
+def test_a_hidden_row_of_a_do_not_call_list_still_stops_its_number(tmp_path: Path) -> None:
+    # Hiding a row of a do-not-call list does not take the number off the list.
+    workbook = Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["Phone"])
+    sheet.append(["+91 98765 43299"])
+    sheet.append(["+91 98765 43210"])
+    sheet.row_dimensions[3].hidden = True
+    workbook.save(tmp_path / "dnc.xlsx")
+    path = leads_workbook(tmp_path / "leads.xlsx")
+    result = validate_file(path, default_region="IN", suppress=[str(tmp_path / "dnc.xlsx")])
+    assert result.outcomes.loc[2, "callkaro_status"] == "suppressed"
+    assert "dnc.xlsx" in result.outcomes.loc[2, "callkaro_message"]
+
+
 def test_an_invalid_hidden_row_is_reported_hidden_and_not_as_a_problem_to_fix(tmp_path: Path) -> None:
     workbook = Workbook()
     sheet = workbook.active
