@@ -21,8 +21,7 @@ could mark a hidden row or a styled cell, so a sheet with neither (nearly
 every sheet) costs one pass of decompression. Only the standard library is
 used; the zip was checked by ``loader.zip_checks`` before (no document types,
 so no entity expansion). An ``.xls`` file's rows are read from its BIFF records
-(``xls_hidden_rows``); ``.xlsb`` files, rare, are read without a view. Number
-formats are not read from ``.xls`` files.
+(``xls_view``); ``.xlsb`` files, rare, are read without a view.
 """
 
 from __future__ import annotations
@@ -87,7 +86,7 @@ def view_of(path: Path, kind: str, sheet_name: str, height: int) -> View:
     if not path.is_file():
         return NOTHING  # a pipe could be read only once, by the reader itself
     if kind == "xls":
-        return View(hidden_rows=xls_hidden_rows(path, sheet_name))
+        return xls_view(path, sheet_name)
     try:
         with zipfile.ZipFile(path) as archive:
             if kind == "ods":
@@ -363,21 +362,22 @@ class _OdsTable:
 _END_OF_CHAIN = 0xFFFFFFFE
 
 
-def xls_hidden_rows(path: Path, sheet_name: str) -> frozenset[int]:
-    """Rows of sheet ``sheet_name`` of an Excel 97-2003 workbook saved hidden (the ROW record's
-    fDyZero flag: hidden, filtered out, zero height or collapsed alike).
+def xls_view(path: Path, sheet_name: str) -> View:
+    """The view of sheet ``sheet_name`` of an Excel 97-2003 workbook: rows saved hidden (the ROW
+    record's fDyZero flag: hidden, filtered out, zero height or collapsed alike), and number cells
+    whose format shows a ``+``.
 
     No library at hand reads this (python-calamine does not tell it, xlrd is not
     a dependency), and the format is small and fixed: the workbook stream of the
-    OLE2 compound file, then its BIFF records. Only rows are read, never cells.
+    OLE2 compound file, then its BIFF records. Cell values are never read here.
     A file this cannot follow was read by calamine all the same, so its rows are
     read as before.
     """
     try:
         stream = _ole_stream(path.read_bytes(), ("Workbook", "Book"))
-        return _biff_hidden_rows(stream, sheet_name) if stream else frozenset()
+        return _biff_view(stream, sheet_name) if stream else NOTHING
     except (struct.error, IndexError, ValueError, UnicodeDecodeError, OSError):
-        return frozenset()
+        return NOTHING
 
 
 def _ole_stream(data: bytes, names: tuple[str, ...]) -> bytes | None:
@@ -441,25 +441,60 @@ def _biff_records(stream: bytes, at: int) -> Iterator[tuple[int, bytes]]:
         at += 4 + length
 
 
-def _biff_hidden_rows(stream: bytes, sheet_name: str) -> frozenset[int]:
+def _biff_view(stream: bytes, sheet_name: str) -> View:
+    """Hidden rows, and number formats showing a ``+``, of sheet ``sheet_name`` in a BIFF stream."""
     biff8 = True
+    codes: dict[int, str] = {}  # format number -> code, for the formats that show a plus
+    xf_formats: list[int] = []  # cell style (XF) index -> its format number
     for kind, record in _biff_records(stream, 0):
         if kind == 0x0809:  # BOF: which BIFF version
             biff8 = struct.unpack_from("<H", record)[0] >= 0x0600
-        elif kind == 0x0085:  # BoundSheet8: a sheet's name and where its records start
-            start, count = struct.unpack_from("<I", record)[0], record[6]
-            if biff8:
-                wide = record[7] & 1
-                name = record[8 : 8 + count * (2 if wide else 1)].decode("utf-16-le" if wide else "latin-1")
-            else:
-                name = record[7 : 7 + count].decode("cp1252")
-            if name == sheet_name:
-                return frozenset(
-                    struct.unpack_from("<H", row)[0] + 1
-                    for kind, row in _biff_records(stream, start)
-                    if kind == 0x0208 and struct.unpack_from("<H", row, 12)[0] & 0x20  # ROW, fDyZero
-                )
-    return frozenset()
+        elif kind == 0x041E:  # FORMAT
+            number = struct.unpack_from("<H", record)[0]
+            code = _biff_text(record, 2, biff8, wide_count=True)
+            if shows_plus(code):
+                codes[number] = code
+        elif kind == 0x00E0:  # XF: a cell style, numbered in the order they come
+            xf_formats.append(struct.unpack_from("<H", record, 2)[0])
+        # BoundSheet8: a sheet's name and where its records start
+        elif kind == 0x0085 and _biff_text(record, 6, biff8, wide_count=False) == sheet_name:
+            styles = {i: codes[f] for i, f in enumerate(xf_formats) if f in codes}
+            return _biff_sheet(stream, struct.unpack_from("<I", record)[0], styles)
+    return NOTHING
+
+
+def _biff_sheet(stream: bytes, start: int, styles: dict[int, str]) -> View:
+    hidden: set[int] = set()
+    formats: dict[tuple[int, int], str] = {}
+    for kind, record in _biff_records(stream, start):
+        if kind == 0x0208:  # ROW: fDyZero is set for a hidden, filtered, zero-height or collapsed row
+            if struct.unpack_from("<H", record, 12)[0] & 0x20:
+                hidden.add(struct.unpack_from("<H", record)[0] + 1)
+        elif not styles:
+            continue
+        elif kind in (0x0203, 0x027E, 0x00FD):  # NUMBER, RK, LABELSST: row, column, style
+            row, column, style = struct.unpack_from("<HHH", record)
+            if style in styles:
+                formats[row + 1, column] = styles[style]
+        elif kind == 0x00BD:  # MULRK: several numbers in a row, each with its style
+            row, first = struct.unpack_from("<HH", record)
+            for n in range((len(record) - 6) // 6):
+                style = struct.unpack_from("<H", record, 4 + 6 * n)[0]
+                if style in styles:
+                    formats[row + 1, first + n] = styles[style]
+    return View(hidden_rows=frozenset(hidden), formats=formats)
+
+
+def _biff_text(record: bytes, at: int, biff8: bool, *, wide_count: bool) -> str:
+    """A string of a BIFF record: a count (one byte, or two), in BIFF8 a flags byte, then characters."""
+    if wide_count:
+        count, at = struct.unpack_from("<H", record, at)[0], at + 2
+    else:
+        count, at = record[at], at + 1
+    if not biff8:
+        return record[at : at + count].decode("cp1252")
+    wide, at = record[at] & 1, at + 1
+    return record[at : at + count * (2 if wide else 1)].decode("utf-16-le" if wide else "latin-1")
 
 
 # --- reading a part -----------------------------------------------------------------------------

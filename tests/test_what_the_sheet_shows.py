@@ -297,6 +297,26 @@ def test_rows_hidden_in_an_excel_97_2003_workbook_are_suppressed(tmp_path: Path)
     }
 
 
+def test_a_number_cell_of_an_xls_workbook_is_read_with_the_country_code_its_format_shows(
+    tmp_path: Path,
+) -> None:
+    # Row 3's phone is the number 9876543211. Its cell is given the style of the date cells, whose
+    # format (19 characters) is rewritten in place to one of the same length showing "+91 ".
+    data = bytes((FIXTURES / "contacts.xls").read_bytes())
+    date_format = b"yyyy\\-mm\\-dd\\ hh:mm"
+    assert data.count(date_format) == 1
+    data = data.replace(date_format, b'"+91 "###0000000000')
+    number_cell = b"\x03\x02\x0e\x00" + b"\x02\x00\x01\x00" + b"\x0f\x00"  # NUMBER, row 2, col 1, XF 15
+    assert data.count(number_cell) == 1
+    data = data.replace(number_cell, number_cell[:-2] + (22).to_bytes(2, "little"))  # XF 22: the date style
+    path = tmp_path / "contacts.xls"
+    path.write_bytes(data)
+    us = Context(default_region="US", timezone=zoneinfo.ZoneInfo("Asia/Kolkata"), now=CTX_IN.now)
+    sheet = read_sheet(path)
+    validation = validate_rows(sheet, map_columns(sheet), us)
+    assert (validation.requests["to_number"][3], validation.status[3]) == ("+919876543211", "valid")
+
+
 # --- LibreOffice ----------------------------------------------------------------------------------
 
 FODS = """<?xml version="1.0" encoding="UTF-8"?>
