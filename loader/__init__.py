@@ -14,6 +14,7 @@ The stages, in the order data flows through them:
                          loader.formats: what the file really is, by content as well as name
                          loader.text_files: encodings, separators, quotes, ragged rows
                          loader.workbooks: zip and XML safety checks, then calamine
+                         loader.workbook_view: hidden rows, country codes shown by formats
                          loader.limits: the cell, column and size limits, in one place
     loader.columns     map_columns: which column is which call field; the rest is metadata
     loader.normalise   parsers: each cell as the value the API expects

@@ -139,6 +139,12 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
         help="schedule a number again when it appears on several rows (default: later rows are 'duplicate')",
     )
     group.add_argument(
+        "--include-hidden-rows",
+        action="store_true",
+        help="call rows hidden in a workbook too: hidden, filtered out, zero height or collapsed "
+        "(default: they are 'suppressed')",
+    )
+    group.add_argument(
         "--suppress",
         metavar="PATH",
         type=Path,

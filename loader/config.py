@@ -129,6 +129,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "timezone": _text,
     "allow_past": _flag,
     "allow_duplicates": _flag,
+    "include_hidden_rows": _flag,
     "suppress": _paths,
     "schedule_at": _date_time,
     "min_trigger_time": _time_of_day,

@@ -5,7 +5,8 @@ long as calamine takes to parse a 100,000-row sheet, and calamine parses
 without holding Python's GIL. So the command line, as soon as it knows the
 input file and has checked the options, calls ``start``, which checks the
 workbook exactly as ``loader.workbooks`` would (``loader.zip_checks`` first:
-nothing unsafe is parsed early) and parses it in a thread; the reader then ``take``s the
+nothing unsafe is parsed early) and parses it in a thread, with what the sheet
+shows beyond its values (``loader.workbook_view``); the reader then ``take``s the
 parsed sheet instead of parsing again. What the thread answers is only a
 head start: when anything differs (the file changed, another sheet was
 asked for, the check or the parse failed) the reader reads as usual and
@@ -26,6 +27,7 @@ from typing import Any
 from loader.calamine_reader import open_sheet
 from loader.formats import SUFFIX_KINDS, ZIPPED, by_content, sniff
 from loader.limits import MAX_COLUMNS
+from loader.workbook_view import Ahead
 from loader.zip_checks import check_zip
 
 #: Larger workbooks are parsed when the reader asks: beyond this size the half
@@ -67,9 +69,14 @@ class _EarlyRead:
                 return
             check_zip(self.path)
             self.by_content = by_content(self.path, kind)
+            ahead = Ahead(self.path, kind, self.sheet)
             opened = open_sheet(
                 str(self.path), self.sheet, by_content=self.by_content, max_columns=MAX_COLUMNS
             )
+            if "problem" not in opened:
+                # What the sheet shows beyond its values (hidden rows...): its XML is read here too.
+                end = opened["sheet"].end
+                opened["view"] = ahead.view(opened["name"], end[0] + 1 if end else 0)
         except Exception:  # the reader meets the same problem again and explains it
             return
         self.opened = opened  # a problem too: the reader would find the same in the same file

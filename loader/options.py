@@ -75,6 +75,9 @@ class InputOptions:
     timezone: str | None = None
     allow_past: bool = False
     allow_duplicates: bool = False
+    #: Call rows hidden in a workbook too (hidden, filtered out, zero height, collapsed); by default they
+    #: are ``suppressed``: a person who hid them has not asked for them to be called.
+    include_hidden_rows: bool = False
     #: Do-not-call lists (CSV, Excel, or one number per line); matching rows are ``suppressed``.
     suppress: Sequence[str | Path] = ()
     # Defaults for blank cells, as the user wrote them.

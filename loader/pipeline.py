@@ -208,6 +208,7 @@ def _read_and_validate(
         ctx,
         defaults=Defaults(options.defaults()),
         allow_duplicates=options.allow_duplicates,
+        include_hidden_rows=options.include_hidden_rows,
     )
     if lists:
         validation = suppress_rows(validation, lists)

@@ -34,6 +34,7 @@ from loader.columnar import cell_at
 from loader.errors import InputFileError, NoRowsError, UsageError
 from loader.formats import SPREADSHEET_SUFFIXES, SUFFIX_KINDS, SUPPORTED, TEXT_SUFFIXES, sniff
 from loader.text_files import check_encoding_name, read_text_table
+from loader.workbook_view import NOTHING, View
 from loader.workbooks import read_workbook
 
 __all__ = ["SPREADSHEET_SUFFIXES", "SUPPORTED", "TEXT_SUFFIXES", "Sheet", "read_sheet"]
@@ -68,6 +69,12 @@ class Sheet:
     row_problems: Mapping[int, str] = field(default_factory=dict)
     #: The rows above the header (titles), column-aligned with ``cells``, for copies of the sheet.
     above_header: list[list[Cell]] = field(default_factory=list)
+    #: Rows of ``cells`` a person cannot see in the workbook (hidden, filtered out, zero height, collapsed).
+    hidden_rows: frozenset[int] = frozenset()
+    #: (row, column position) -> the number format of a cell whose format shows a ``+`` country code.
+    shown_formats: Mapping[tuple[int, int], str] = field(default_factory=dict)
+    #: (row, column position) -> the text a number cell shows, where the file writes it (.ods) with a ``+``.
+    shown_text: Mapping[tuple[int, int], str] = field(default_factory=dict)
 
     @property
     def source_rows(self) -> list[int]:
@@ -115,11 +122,11 @@ def read_sheet(
                 delimiter=table.delimiter,
                 row_problems=table.ragged,
             )
-        found, sheet_name = read_workbook(path, kind, sheet)
+        found, sheet_name, view = read_workbook(path, kind, sheet)
     except OSError as exc:
         raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
     return _to_sheet(
-        path, None, columns=found.arrays, header_row=header_row, kind=kind, sheet_name=sheet_name
+        path, None, columns=found.arrays, header_row=header_row, kind=kind, sheet_name=sheet_name, view=view
     )
 
 
@@ -138,6 +145,7 @@ def _to_sheet(
     encoding: str | None = None,
     delimiter: str | None = None,
     row_problems: Mapping[int, str] | None = None,
+    view: View = NOTHING,
 ) -> Sheet:
     """The ``Sheet`` of ``rows`` (a text file's, from the csv module) or ``columns`` (of one length:
     pyarrow text columns, or a workbook's columns of Python objects, as ``loader.columnar`` keeps them).
@@ -213,7 +221,26 @@ def _to_sheet(
         delimiter=delimiter,
         row_problems={row: text for row, text in (row_problems or {}).items() if row in index},
         above_header=above,
+        hidden_rows=frozenset(index[index.isin(list(view.hidden_rows))].tolist()),
+        shown_formats=_kept(view.formats, keep, index),
+        shown_text=_kept(view.shown, keep, index),
     )
+
+
+def _kept(
+    cells: Mapping[tuple[int, int], str], keep: list[int], index: pd.Index
+) -> dict[tuple[int, int], str]:
+    """``cells`` (by row and column) keyed by the positions the kept columns have in the sheet, for its
+    data rows."""
+    if not cells:
+        return {}
+    position = {column: new for new, column in enumerate(keep)}
+    rows = set(index.tolist())
+    return {
+        (row, position[column]): value
+        for (row, column), value in cells.items()
+        if column in position and row in rows
+    }
 
 
 def _body(column: Any, header_row: int) -> Any:

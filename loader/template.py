@@ -1,7 +1,9 @@
 """``callkaro-loader template PATH``: an empty contacts sheet that loads as it is.
 
-Every call-field column, two example metadata columns and one example row.
-The Excel template also guards against what Excel does to typed values:
+Every call-field column and two example metadata columns, and no row a run
+would send: a rep typing leads below an example row would dial the
+example's number, so the examples live in the header comments. The Excel
+template also guards against what Excel does to typed values:
 the phone and retry-gap columns are formatted as text (so ``+91 98765
 43210`` keeps its plus and ``30,120`` does not become the number 30120),
 the date and time columns carry their formats, each header explains its
@@ -12,8 +14,6 @@ column in a cell comment, and data validation keeps ``carry_over``,
 from __future__ import annotations
 
 import csv
-import datetime as dt
-from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,7 +23,7 @@ from loader.results import atomic_write
 
 #: What each column means, for the header comments.
 DESCRIPTIONS = {
-    "to_number": "Required. The phone number to call, with its country code: +91 98765 43210. Numbers "
+    "to_number": "Required. The phone number to call, with its country code, e.g. +91 98765 43210. Numbers "
     "without one need --default-region when loading. This column is formatted as text so Excel "
     "keeps every digit.",
     "schedule_at": "Optional. When to call: a date and time in the future, e.g. 2030-05-28 09:30. "
@@ -35,7 +35,7 @@ DESCRIPTIONS = {
     "gap_between_retries": "Optional. Minutes between retries: one value (30) or one per retry (30,120).",
     "priority": "Optional. A whole number from -100 to 100; higher is called first.",
 }
-METADATA_EXAMPLES = ("name", "city")
+METADATA_EXAMPLES = {"name": "e.g. Asha Rao. ", "city": "e.g. Pune. "}
 METADATA_DESCRIPTION = (
     "Example metadata column: every column that is not a call field is sent to the agent with the "
     "call, named by its header. Rename, add or delete such columns freely."
@@ -45,23 +45,7 @@ DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
 TIME_FORMAT = "hh:mm"
 
 
-def example_row(today: dt.date) -> dict[str, Any]:
-    """The example contact, as typed values (a call a week from ``today`` at 10:00)."""
-    return {
-        "to_number": "+91 98765 43210",
-        "schedule_at": dt.datetime.combine(today + dt.timedelta(days=7), dt.time(10, 0)),
-        "min_trigger_time": dt.time(9, 0),
-        "max_trigger_time": dt.time(18, 0),
-        "carry_over": "yes",
-        "number_of_retries": 2,
-        "gap_between_retries": "30,120",
-        "priority": 0,
-        "name": "Asha Rao",
-        "city": "Pune",
-    }
-
-
-def write_template(path: str | Path, *, today: dt.date | None = None) -> Path:
+def write_template(path: str | Path) -> Path:
     """Write the template to ``path`` (``.xlsx`` or ``.csv``); an existing file is never replaced."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -71,10 +55,9 @@ def write_template(path: str | Path, *, today: dt.date | None = None) -> Path:
         raise UsageError(
             f"{path} already exists; the template never replaces a file", hint="Choose another name."
         )
-    row = example_row(today or dt.date.today())
     write = _write_csv if suffix == ".csv" else _write_xlsx
     try:
-        atomic_write(path, partial(write, row=row), binary=suffix == ".xlsx")
+        atomic_write(path, write, binary=suffix == ".xlsx")
     except OSError as exc:
         raise cannot_write(str(path), exc) from None
     return path
@@ -84,20 +67,12 @@ def _headers() -> list[str]:
     return [*ROW_FIELDS, *METADATA_EXAMPLES]
 
 
-def _write_csv(handle: IO[Any], row: dict[str, Any]) -> None:
-    def text(value: Any) -> str:
-        if isinstance(value, dt.datetime):
-            return value.strftime("%Y-%m-%d %H:%M")
-        if isinstance(value, dt.time):
-            return value.strftime("%H:%M")
-        return str(value)
-
-    writer = csv.writer(handle, lineterminator="\r\n")
-    writer.writerow(_headers())
-    writer.writerow([text(row[h]) for h in _headers()])
+def _write_csv(handle: IO[Any]) -> None:
+    # The headers alone: a CSV has nowhere to keep examples that a run would not read as a contact.
+    csv.writer(handle, lineterminator="\r\n").writerow(_headers())
 
 
-def _write_xlsx(handle: IO[Any], row: dict[str, Any]) -> None:
+def _write_xlsx(handle: IO[Any]) -> None:
     from openpyxl import Workbook
     from openpyxl.comments import Comment
     from openpyxl.styles import Font
@@ -120,12 +95,11 @@ def _write_xlsx(handle: IO[Any], row: dict[str, Any]) -> None:
     for index, name in enumerate(headers, start=1):
         head = sheet.cell(row=1, column=index, value=name)
         head.font = Font(bold=True)
-        comment = Comment(DESCRIPTIONS.get(name, METADATA_DESCRIPTION), "callkaro-loader")
+        text = DESCRIPTIONS.get(name) or METADATA_EXAMPLES[name] + METADATA_DESCRIPTION
+        comment = Comment(text, "callkaro-loader")
         comment.width, comment.height = 300, 110
         head.comment = comment
-        example = sheet.cell(row=2, column=index, value=row[name])
         if name in formats:
-            example.number_format = formats[name]
             # New cells typed into the column take the column's format.
             sheet.column_dimensions[letter[name]].number_format = formats[name]
         sheet.column_dimensions[letter[name]].width = max(14, len(name) + 4)

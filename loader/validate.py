@@ -3,7 +3,8 @@
 Parsing (``loader.normalise``) and the rules (``schemas.CallRequests``) each
 report problems; this module gathers them into one table, one line per
 problem, the way pandera reports ``failure_cases``, and gives each row its
-status: ``valid``, ``invalid`` or ``duplicate``.
+status: ``valid``, ``invalid`` or ``duplicate``, or ``suppressed`` for a row hidden in the
+workbook (a person filtering a sheet to "the ones to call" has not asked for the others).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from loader.errors import UsageError
 from loader.normalise import DTYPES, Context, parse_column
 from loader.pandera_quiet import pa
 from loader.read import Sheet
+from loader.workbook_view import as_shown
 from schemas import ROW_CHECK_COLUMNS, CallRequests
 
 PROBLEM_COLUMNS = ["source_row", "column", "value", "error"]
@@ -28,6 +30,8 @@ PROBLEM_COLUMNS = ["source_row", "column", "value", "error"]
 #: prompt on every call; the API documents no limit, and a page of text in one
 #: cell is a pasted mistake far more often than something an agent should read.
 MAX_METADATA_CHARS = 2_000
+#: Why a row hidden in the workbook is not called, and how to call it.
+HIDDEN_MESSAGE = "hidden in the sheet (unhide the row, or run with --include-hidden-rows, to call it)"
 #: Rows checked against the schema at a time.
 RULE_SLICE_ROWS = 131_072
 
@@ -102,8 +106,12 @@ def validate_rows(
     *,
     defaults: Defaults | None = None,
     allow_duplicates: bool = False,
+    include_hidden_rows: bool = False,
 ) -> Validation:
-    """Parse and check every row of ``sheet``; nothing here raises for a bad row."""
+    """Parse and check every row of ``sheet``; nothing here raises for a bad row.
+
+    Rows hidden in the workbook are ``suppressed`` unless ``include_hidden_rows``.
+    """
     defaults = defaults or Defaults()
     check_defaults(defaults, ctx)
     index = sheet.cells.index
@@ -122,6 +130,9 @@ def validate_rows(
             raw[name] = cells
         elif name in defaults.values:
             raw[name] = pd.Series([defaults.values[name]] * len(index), index=index, dtype=object)
+    unreadable: dict[int, str] = {}
+    if sheet.shown_formats or sheet.shown_text:
+        raw["to_number"], unreadable = phones_as_shown(sheet, columns.fields["to_number"], raw["to_number"])
 
     # Rows whose cells do not line up with the headers (a text file's ragged rows): the
     # row as a whole is the problem, so no column is named.
@@ -144,6 +155,13 @@ def validate_rows(
         del errors
         hits = np.flatnonzero(pd.notna(found))
         hits = hits[found[hits] != ""]
+        if name == "to_number" and unreadable:
+            # A cell whose format shows a country code the loader cannot read has one problem: that.
+            hits = hits[~index.take(hits).isin(list(unreadable))]
+            parsed[name] = parsed[name].where(~index.isin(list(unreadable)))
+            for row, code in unreadable.items():
+                value = cell_text(raw[name].loc[row])
+                problems.append((row, label, value, _unreadable_format(code)))
         if len(hits):
             bad = raw[name].take(hits).tolist()
             for row, cell, error in zip(
@@ -189,8 +207,16 @@ def validate_rows(
         rows = list(joined)
         status.loc[rows] = "invalid"
         message.loc[rows] = pd.Series(list(joined.values()), index=rows, dtype=object)
+    numbers = requests["to_number"]
+    hidden = index.isin(list(sheet.hidden_rows)) if sheet.hidden_rows and not include_hidden_rows else None
+    if hidden is not None:
+        status[hidden] = "suppressed"
+        message[hidden] = HIDDEN_MESSAGE
+        # A hidden row is not called, so it neither needs fixing nor makes a row a person sees a duplicate.
+        problem_table = problem_table[~problem_table["source_row"].isin(index[hidden])].reset_index(drop=True)
+        numbers = numbers.where(~hidden)
     if not allow_duplicates:
-        _mark_duplicates(requests["to_number"], status, message, phone_column)
+        _mark_duplicates(numbers, status, message, phone_column)
     memory.release()
     return Validation(
         requests=requests,
@@ -198,6 +224,36 @@ def validate_rows(
         message=message,
         problems=problem_table,
         columns=columns,
+    )
+
+
+def phones_as_shown(sheet: Sheet, position: int, cells: pd.Series) -> tuple[pd.Series, dict[int, str]]:
+    """The phone cells at column ``position`` of ``sheet`` as the sheet shows them (any phone column:
+    a do-not-call list's too): a number whose format shows a country code
+    (``"+44 "0000000000``) becomes the text shown (``+44 7911123456``), so the number is read with
+    that code and never with ``--default-region``; and the rows (with their formats) whose format
+    cannot be shown exactly, to be refused."""
+    # What the file writes as shown (.ods): taken as it is.
+    shown = {row: text for (row, column), text in sheet.shown_text.items() if column == position}
+    unreadable: dict[int, str] = {}
+    for (row, column), code in sheet.shown_formats.items():
+        if column != position:
+            continue
+        text = as_shown(cells.loc[row], code)
+        if text is None:
+            unreadable[row] = code
+        else:
+            shown[row] = text
+    if shown:
+        cells = cells.astype(object)
+        cells.loc[list(shown)] = list(shown.values())
+    return cells, unreadable
+
+
+def _unreadable_format(code: str) -> str:
+    return (
+        f"is shown with a country code by its number format {code}, which the loader cannot read "
+        "exactly; type the number as text, with its country code (e.g. +44 7911 123456)"
     )
 
 

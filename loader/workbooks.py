@@ -8,6 +8,8 @@ text, number, boolean, date, date-time, time or duration. The command
 line may have parsed the sheet already, while it started
 (``loader.early_read``). Excel 97-2003 ``.xls`` files are read in a child
 process, since a damaged one can crash calamine's binary parser outright.
+What the sheet shows beyond its values (hidden rows, number formats showing
+a country code) is read from its XML in ``loader.workbook_view``.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from loader.columnar import Columns, collect_columns
 from loader.errors import InputFileError, NoSuchSheetError
 from loader.formats import OLE2, ZIPPED, Kind, by_content
 from loader.limits import MAX_COLUMNS
+from loader.workbook_view import NOTHING, Ahead, View, view_of
 from loader.zip_checks import check_zip
 
 
-def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str]:
-    """The cells of one sheet of ``path`` (row ``r`` is spreadsheet row ``r + 1``) and its name.
+def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str, View]:
+    """The cells of one sheet of ``path`` (row ``r`` is spreadsheet row ``r + 1``), its name, and
+    what it shows beyond them (``loader.workbook_view``).
 
     The cells are gathered a slice of rows at a time so that a million-row
     sheet never exists as a million Python lists; ``.xls`` sheets, read in a
@@ -35,7 +39,10 @@ def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Colu
     """
     if kind in ZIPPED:
         check_zip(path)
-    return _read(path, kind, sheet)
+    found, name, view = _read(path, kind, sheet)
+    if view is None:
+        view = view_of(path, kind, name, found.height) if kind in (*ZIPPED, "xls") else NOTHING
+    return found, name, view
 
 
 _PASSWORD = "is password-protected; open it, remove the password (File > Info > Protect Workbook) and save it"
@@ -43,14 +50,21 @@ _PASSWORD = "is password-protected; open it, remove the password (File > Info > 
 XLS_SECONDS = 300
 
 
-def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str]:
+def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str, View | None]:
     by_bytes = by_content(path, kind)  # the suffix lies: go by the bytes
+    view: View | None = None
     if kind == "xls":
         result = _read_in_child(path, sheet, by_content=by_bytes)
     else:
         opened = early_read.take(path, sheet, by_content=by_bytes)
         if opened is None:
+            ahead = Ahead(path, kind, sheet)
             opened = open_sheet(str(path), sheet, by_content=by_bytes, max_columns=MAX_COLUMNS)
+            if "problem" not in opened:
+                end = opened["sheet"].end
+                view = ahead.view(opened["name"], end[0] + 1 if end is not None else 0)
+        else:
+            view = opened.get("view")  # read early too, beside the early parse
         result = rows_of(opened, collect_columns)
         del opened  # calamine's copy of the sheet: not kept while the columns are checked
     problem = result.get("problem")
@@ -59,7 +73,7 @@ def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str
         if not isinstance(found, Columns):
             found = collect_columns(_padded(found), max(map(len, found), default=0))
         found.check_cell_sizes(path)
-        return found, str(result["name"])
+        return found, str(result["name"]), view
     if problem == "no sheets":
         raise InputFileError(path, "the workbook has no sheets")
     if problem == "no such sheet":

@@ -58,7 +58,6 @@ def test_the_excel_template_guards_every_column(tmp_path: Path, capsys: Any) -> 
     # Excel cannot turn a typed phone number (or "30,120") into a number: the columns are text.
     assert sheet.column_dimensions["A"].number_format == "@"
     assert sheet.column_dimensions["G"].number_format == "@"
-    assert sheet["A2"].number_format == "@" and sheet["A2"].value == "+91 98765 43210"
     rules = {str(v.sqref).split(":")[0]: v for v in sheet.data_validations.dataValidation}
     assert (rules["E2"].type, rules["E2"].formula1) == ("list", '"yes,no"')
     assert (rules["F2"].type, rules["F2"].operator, rules["F2"].formula1) == (
@@ -71,25 +70,29 @@ def test_the_excel_template_guards_every_column(tmp_path: Path, capsys: Any) -> 
     assert sheet.freeze_panes == "A2"
 
 
-def test_the_excel_template_loads_as_it_is_and_filled_in_by_hand(tmp_path: Path) -> None:
-    path = write_template(tmp_path / "contacts.xlsx", today=dt.date(2030, 1, 1))
-    assert bodies(path) == {2: EXAMPLE_BODY}
+def test_the_excel_template_has_no_row_a_run_would_send_and_rows_typed_below_load(tmp_path: Path) -> None:
+    path = write_template(tmp_path / "contacts.xlsx")
     workbook = load_workbook(path)
     sheet = workbook.active
     assert sheet is not None
+    # The examples live in the header comments: a rep typing leads below dials none of them.
+    assert sheet.max_row == 1
+    assert "+91 98765 43210" in sheet["A1"].comment.text
     # What a person types: Excel makes times of "10:00", keeps text in the text columns.
     sheet.append(["98450 12345", None, dt.time(10, 0), dt.time(17, 30), "no", 1, "60", 10, "Vikram", None])
     workbook.save(path)
-    assert bodies(path)[3] == {
-        "to_number": "+919845012345",
-        "agent_id": "a",
-        "metadata": {"name": "Vikram"},
-        "min_trigger_time": "10:00",
-        "max_trigger_time": "17:30",
-        "carry_over": False,
-        "number_of_retries": 1,
-        "gap_between_retries": 60,
-        "priority": 10,
+    assert bodies(path) == {
+        2: {
+            "to_number": "+919845012345",
+            "agent_id": "a",
+            "metadata": {"name": "Vikram"},
+            "min_trigger_time": "10:00",
+            "max_trigger_time": "17:30",
+            "carry_over": False,
+            "number_of_retries": 1,
+            "gap_between_retries": 60,
+            "priority": 10,
+        }
     }
 
 
@@ -105,18 +108,31 @@ def test_the_template_filled_in_and_saved_by_libreoffice_loads() -> None:
     }
 
 
-def test_the_csv_template_has_the_headers_and_an_example_row_and_loads(tmp_path: Path) -> None:
-    path = write_template(tmp_path / "contacts.csv", today=dt.date(2030, 1, 1))
-    assert path.read_text(encoding="utf-8-sig").splitlines() == [
-        ",".join(HEADERS),
-        '+91 98765 43210,2030-01-08 10:00,09:00,18:00,yes,2,"30,120",0,Asha Rao,Pune',
-    ]
+def test_the_csv_template_is_the_headers_alone_and_rows_typed_below_load(tmp_path: Path) -> None:
+    path = write_template(tmp_path / "contacts.csv")
+    assert path.read_text(encoding="utf-8-sig").splitlines() == [",".join(HEADERS)]
     with path.open("a", encoding="utf-8", newline="") as handle:
         handle.write("+91 98765 43211,,,,,,,,Bala,\r\n")
     assert bodies(path) == {
-        2: EXAMPLE_BODY,
-        3: {"to_number": "+919876543211", "agent_id": "a", "metadata": {"name": "Bala"}},
+        2: {"to_number": "+919876543211", "agent_id": "a", "metadata": {"name": "Bala"}},
     }
+
+
+@pytest.mark.parametrize("name", ["new.xlsx", "new.csv"])
+def test_a_new_template_validates_to_nothing_a_run_would_send(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["template", name]) == 0
+    capsys.readouterr()
+    code = main(["validate", name, "--default-region", "IN"])
+    out, err = capsys.readouterr()
+    assert "valid" not in out
+    assert (code, err.splitlines()[0]) == (
+        2,
+        f"callkaro-loader: error: {name}: has a header row but no data rows below row 1",
+    )
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
