@@ -235,7 +235,7 @@ def _sheets_holding_numbers(path: Path) -> list[tuple[str, Sheet | list[Entry]]]
 def _lone_row(path: Path, kind: str, index: int) -> tuple[str, list[Entry]]:
     """A sheet with no rows below its first: its name and the cells of that row that are entries
     (a headerless number alone on a sheet), not headers or titles."""
-    columns, name = read_workbook(path, kind, index)  # type: ignore[arg-type]
+    columns, name, _ = read_workbook(path, kind, index)  # type: ignore[arg-type]
     if not columns.height:
         return name, []
     cells = [cell_at(column, 0) for column in columns.arrays]
