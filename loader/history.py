@@ -181,6 +181,26 @@ class History:
                 found[number] = Entry(number, status, dt.datetime.fromisoformat(at), batch_id, input_name)
         return found
 
+    def campaign_calls(
+        self, batch_id: str, numbers: Iterable[str], *, exclude_run: str | None = None
+    ) -> list[tuple[Entry, str | None]]:
+        """Every entry (with its call id) of campaign ``batch_id`` for ``numbers``, oldest first,
+        except ``exclude_run``'s: the calls other outputs made into that campaign, whenever."""
+        if self._db is None:
+            return []
+        wanted = list(dict.fromkeys(numbers))
+        found: list[tuple[Entry, str | None]] = []
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            cursor = self._db.execute(
+                "SELECT number, status, at, batch_id, input, call_id FROM calls"
+                f" WHERE batch_id = ? AND run != ? AND number IN ({','.join('?' * len(chunk))})",
+                (batch_id, exclude_run or "", *chunk),
+            )
+            for number, status, at, batch, input_name, call_id in cursor:
+                found.append((Entry(number, status, dt.datetime.fromisoformat(at), batch, input_name), call_id))
+        return sorted(found, key=lambda pair: pair[0].at)
+
     # --- writing -------------------------------------------------------------------------
 
     def claim(

@@ -132,7 +132,7 @@ def test_fresh_start_forgets_the_earlier_run_but_stays_a_state_file(state: RunSt
     assert state.is_new()
     assert state.rows() == {}
     assert state.get("batch_id") is None
-    assert state.get("schema_version") == "1"
+    assert state.get("schema_version") == "2"
 
 
 # --- one process at a time ------------------------------------------------------------------------
@@ -143,7 +143,10 @@ def test_second_run_on_the_same_output_is_refused_while_the_first_holds_it(outpu
         with pytest.raises(StateError) as caught:
             RunState(output).open()
         assert str(caught.value) == f"another callkaro-loader run is writing {output} right now"
-        assert caught.value.hint == "Wait for it to finish, or give this run a different --output."
+        assert caught.value.hint == (
+            "Wait for it to finish, then run the same command again (a different --output would start a "
+            "new campaign, calling again anyone this one has called)."
+        )
         assert caught.value.exit_code == 2
     # Once the first is done, the output is free again.
     with RunState(output) as again:
@@ -205,9 +208,9 @@ def test_file_that_is_not_a_state_is_refused_with_a_way_out_and_the_lock_is_rele
         RunState(output).open()
     assert str(caught.value).startswith(f"{state_path(output)} is not a state file the loader can read (")
     assert caught.value.hint == (
-        "It is the record of which rows were already called: restore it from a backup if you can; "
-        "otherwise move it away and load only the rows its results file does not show as scheduled, "
-        "with a new --output."
+        "It is the record of which numbers were already called: restore it from a backup if you can; "
+        "otherwise move it away and load, with a new --output, only the rows its results file shows as "
+        "neither scheduled nor uncertain (any other row would be called again)."
     )
     state_path(output).unlink()
     with RunState(output) as state:
