@@ -665,8 +665,8 @@ def _refuse_orphaned_results(out: Path) -> None:
         raise StateError(
             f"{out} shows calls already made ({made:,} scheduled or uncertain), but its state "
             f"({state_path(out).name}) is gone: running would call those numbers again",
-            hint="Put the state file back beside the results, or give this run its own --output; "
-            "--fresh starts over and calls them again.",
+            hint="Put the state file back beside the results and run again; a new --output or --fresh "
+            "would call those people again.",
         )
 
 
