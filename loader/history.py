@@ -198,7 +198,9 @@ class History:
                 (batch_id, exclude_run or "", *chunk),
             )
             for number, status, at, batch, input_name, call_id in cursor:
-                found.append((Entry(number, status, dt.datetime.fromisoformat(at), batch, input_name), call_id))
+                found.append(
+                    (Entry(number, status, dt.datetime.fromisoformat(at), batch, input_name), call_id)
+                )
         return sorted(found, key=lambda pair: pair[0].at)
 
     # --- writing -------------------------------------------------------------------------

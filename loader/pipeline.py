@@ -490,12 +490,16 @@ def _load_campaign(
         claims = None
         if history is not None:
             slots = {int(r): recorded[int(r)].slot or int(r) for r in valid_rows}
+            # Another output's calls are in the ledger already, under its run: not entered again here.
+            imported = state.imported().difference(slots[int(r)] for r in to_send)
             claims = SlotClaims(
                 history,
                 slots=slots,
                 run=run_token,
                 input_name=str(path),
-                numbers={slots[row]: recorded[row].number or "" for row in slots},
+                numbers={
+                    slots[row]: recorded[row].number or "" for row in slots if slots[row] not in imported
+                },
                 days=options.skip_recent,
                 timezone=ctx.timezone,
                 clock=clock,

@@ -180,7 +180,8 @@ _CREATE_ROWS = (
     " attempts INTEGER NOT NULL DEFAULT 0,"
     " call_id TEXT,"
     " message TEXT,"
-    " updated_at TEXT NOT NULL)"
+    " updated_at TEXT NOT NULL,"
+    " imported INTEGER NOT NULL DEFAULT 0)"  # 1: a call another output made, read from the ledger
 )
 
 #: The columns of a slot, as ``RowState`` takes them.
@@ -337,7 +338,9 @@ class RunState:
     def rows(self) -> dict[int, RowState]:
         """The slots bound to rows of this run's input, by ``source_row``."""
         if self.legacy:
-            cursor = self.db.execute("SELECT source_row, status, attempts, call_id, message, updated_at FROM rows")
+            cursor = self.db.execute(
+                "SELECT source_row, status, attempts, call_id, message, updated_at FROM rows"
+            )
         else:
             cursor = self.db.execute(f"SELECT {_ROW_COLUMNS} FROM rows WHERE source_row IS NOT NULL")
         return {r[0]: RowState(*r) for r in cursor}
@@ -345,6 +348,10 @@ class RunState:
     def slots(self) -> dict[int, RowState]:
         """Every slot, bound to a row or not, by slot id."""
         return {r[6]: RowState(*r) for r in self.db.execute(f"SELECT {_ROW_COLUMNS} FROM rows")}
+
+    def imported(self) -> frozenset[int]:
+        """The slots of calls another output made (``import_calls``): the ledger has them already."""
+        return frozenset(slot for (slot,) in self.db.execute("SELECT slot FROM rows WHERE imported = 1"))
 
     def called_numbers(self) -> frozenset[str]:
         """Every number the API may have a call for from this campaign (``--fresh`` counts them)."""
@@ -359,7 +366,8 @@ class RunState:
         now = self.timestamp()
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO rows (slot, source_row, status, updated_at) VALUES (?, ?, 'pending', ?)",
+                "INSERT OR IGNORE INTO rows (slot, source_row, status, updated_at)"
+                " VALUES (?, ?, 'pending', ?)",
                 ((int(r), int(r), now) for r in source_rows),
             )
 
@@ -430,8 +438,8 @@ class RunState:
                 slot += 1
                 values.append((slot, number, status, call_id, message, at))
             db.executemany(
-                "INSERT INTO rows (slot, number, status, call_id, message, updated_at, batch_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, (SELECT value FROM run WHERE key = 'batch_id'))",
+                "INSERT INTO rows (slot, number, status, call_id, message, updated_at, imported, batch_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, 1, (SELECT value FROM run WHERE key = 'batch_id'))",
                 values,
             )
         return len(values)
@@ -573,7 +581,9 @@ def read_status(output: str | Path) -> RunStatus:
     try:
         run = dict(db.execute("SELECT key, value FROM run").fetchall())
         live = dict(
-            db.execute("SELECT status, count(*) FROM rows WHERE source_row IS NOT NULL GROUP BY status").fetchall()
+            db.execute(
+                "SELECT status, count(*) FROM rows WHERE source_row IS NOT NULL GROUP BY status"
+            ).fetchall()
         )
         (last_row,) = db.execute("SELECT max(updated_at) FROM rows").fetchone()
     except sqlite3.DatabaseError as exc:

@@ -121,7 +121,9 @@ def test_fix_the_sheet_then_run_again_then_a_new_output_into_the_campaign_calls_
         "Farid": "scheduled",
     }
     assert first.sent == {A: 1, C: 1, D: 1, F: 1}
-    earlier_ids = {name: row["callkaro_call_id"] for name, row in first.by_name().items() if row["callkaro_call_id"]}
+    earlier_ids = {
+        name: row["callkaro_call_id"] for name, row in first.by_name().items() if row["callkaro_call_id"]
+    }
 
     # The rep fixes two cells, moves Farid to the top, deletes Dev, adds Gita, edits Chitra's city.
     write_sheet(
@@ -154,7 +156,10 @@ def test_fix_the_sheet_then_run_again_then_a_new_output_into_the_campaign_calls_
     # Another file, a new --output, the same campaign: only Hari is new.
     write_sheet(
         tmp_path / "leads-v3.csv",
-        [*([name, local(number), "x"] for name, number in [("Asha", A), ("Bala", B), ("Dev", D)]), ["Hari", local(H), "x"]],
+        [
+            *([name, local(number), "x"] for name, number in [("Asha", A), ("Bala", B), ("Dev", D)]),
+            ["Hari", local(H), "x"],
+        ],
     )
     third = run(tmp_path, api, "leads-v3.csv", *ledger, "--batch-id", batch_id, output="other.results.csv")
     assert (third.code, third.err) == (0, ""), third.err
@@ -173,6 +178,12 @@ def test_fix_the_sheet_then_run_again_then_a_new_output_into_the_campaign_calls_
 
     assert api.per_number() == dict.fromkeys([A, B, C, D, E, F, G, H], 1)
     assert {c["batch_id"] for c in api.calls()} == {batch_id}
+    # The ledger holds each call once, with its campaign, however many outputs reported it.
+    with contextlib.closing(sqlite3.connect(tmp_path / "calls.sqlite")) as db:
+        entries = db.execute("SELECT number, status, batch_id, call_id FROM calls").fetchall()
+    assert sorted(entries) == sorted(
+        (c["body"]["to_number"], "scheduled", batch_id, c["call_id"]) for c in api.calls()
+    )
 
 
 def test_summary_json_counts_calls_by_this_run_and_by_earlier_runs(tmp_path: Path, api: Api) -> None:
@@ -215,7 +226,9 @@ def test_with_allow_duplicates_a_number_is_called_once_per_row_holding_it_never_
     assert api.per_number() == {A: 3, B: 1}
 
 
-def test_uncertain_numbers_stay_uncertain_after_an_edit_unless_retry_uncertain(tmp_path: Path, api: Api) -> None:
+def test_uncertain_numbers_stay_uncertain_after_an_edit_unless_retry_uncertain(
+    tmp_path: Path, api: Api
+) -> None:
     write_sheet(tmp_path / "leads.csv", [["Asha", local(A), "Pune"], ["Bala", local(B), "Delhi"]])
     assert run(tmp_path, api, "leads.csv").code == 0
     # As if Asha's request had gone out and its answer been lost.
@@ -264,9 +277,13 @@ def test_a_state_written_before_campaigns_kept_numbers_is_brought_up_to_date_or_
     lines = edited.err.splitlines()
     assert lines[0] == (
         "callkaro-loader: error: leads.results.csv.state was written by an older callkaro-loader, which "
-        "kept rows by their position in the sheet, and leads.csv has changed since its 2 calls were made"
+        "kept rows by their position in the sheet, and leads.csv is not the sheet its 2 calls were made from"
     )
-    assert "calls" in lines[1] and "again" in lines[1]
+    assert lines[1:] == [
+        "hint: Run the same command once with that sheet as it was (leads.csv; leads.results.csv lists its "
+        "rows) to bring the state up to date, then run this one; a new --output or --fresh would call those "
+        "2 people again."
+    ]
 
 
 def _make_old_schema(state: Path, sheet: Path) -> None:
@@ -275,8 +292,8 @@ def _make_old_schema(state: Path, sheet: Path) -> None:
 
     with contextlib.closing(sqlite3.connect(state, isolation_level=None)) as db:
         db.execute(
-            "CREATE TABLE old_rows (source_row INTEGER PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT"
-            " NULL DEFAULT 0, call_id TEXT, message TEXT, updated_at TEXT NOT NULL)"
+            "CREATE TABLE old_rows (source_row INTEGER PRIMARY KEY, status TEXT NOT NULL,"
+            " attempts INTEGER NOT NULL DEFAULT 0, call_id TEXT, message TEXT, updated_at TEXT NOT NULL)"
         )
         db.execute(
             "INSERT INTO old_rows SELECT source_row, status, attempts, call_id, message, updated_at FROM rows"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from loader.errors import StateError
-from loader.state import RunState, connect, fingerprint, state_path, write_transaction
+from loader.state import Planned, RunState, connect, fingerprint, state_path, write_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 NOON = dt.datetime(2030, 5, 28, 12, 0, tzinfo=dt.UTC)
@@ -325,8 +325,6 @@ def test_runs_opening_a_new_file_at_the_same_instant_all_get_it(tmp_path: Path) 
 
 # --- slots: a campaign's calls belong to numbers, not to positions in the sheet ---------------------
 
-from loader.state import Planned  # noqa: E402
-
 
 def _bound(state: RunState) -> dict[int, tuple[str | None, str, str | None]]:
     return {row: (r.number, r.status, r.call_id) for row, r in state.rows().items()}
@@ -334,8 +332,10 @@ def _bound(state: RunState) -> dict[int, tuple[str | None, str, str | None]]:
 
 def test_rows_moved_inserted_and_deleted_keep_the_calls_of_their_numbers(state: RunState) -> None:
     state.set(batch_id="b1")
-    state.bind([Planned(2, "+911", None, True), Planned(3, "+912", None, True), Planned(4, "+913", None, True)],
-               one_per_number=True)  # fmt: skip
+    state.bind(
+        [Planned(2, "+911", None, True), Planned(3, "+912", None, True), Planned(4, "+913", None, True)],
+        one_per_number=True,
+    )
     assert {r.slot for r in state.rows().values()} == {2, 3, 4}  # an unedited sheet: slot = row
     for row in (2, 3):
         state.mark_sending(row)
@@ -343,8 +343,10 @@ def test_rows_moved_inserted_and_deleted_keep_the_calls_of_their_numbers(state: 
     state.mark(3, "failed", message="HTTP 400")
 
     # +913 deleted, +912 moved to the top, a new number inserted where +911 was.
-    state.bind([Planned(2, "+912", None, True), Planned(3, "+914", None, True), Planned(5, "+911", None, True)],
-               one_per_number=True)  # fmt: skip
+    state.bind(
+        [Planned(2, "+912", None, True), Planned(3, "+914", None, True), Planned(5, "+911", None, True)],
+        one_per_number=True,
+    )
     assert _bound(state) == {
         2: ("+912", "failed", None),
         3: ("+914", "pending", None),
@@ -385,10 +387,13 @@ def test_with_allow_duplicates_rows_take_calls_by_content_then_in_order_and_neve
     assert _bound(state) == {2: ("+911", "scheduled", "c-office"), 3: ("+911", "scheduled", "c-home")}
     # One edited, one added: the edited row keeps the call left over; only the third row is new.
     state.bind(
-        [Planned(2, "+911", "office", True), Planned(3, "+911", "home, edited", True),
-         Planned(4, "+911", "shop", True)],
+        [
+            Planned(2, "+911", "office", True),
+            Planned(3, "+911", "home, edited", True),
+            Planned(4, "+911", "shop", True),
+        ],
         one_per_number=False,
-    )  # fmt: skip
+    )
     assert _bound(state) == {
         2: ("+911", "scheduled", "c-office"),
         3: ("+911", "scheduled", "c-home"),
@@ -410,8 +415,10 @@ def test_calls_from_the_ledger_are_given_to_the_rows_holding_their_numbers(state
         ]
     )
     assert added == 2
-    state.bind([Planned(2, "+912", None, True), Planned(3, "+913", None, True), Planned(4, "+911", None, True)],
-               one_per_number=True)  # fmt: skip
+    state.bind(
+        [Planned(2, "+912", None, True), Planned(3, "+913", None, True), Planned(4, "+911", None, True)],
+        one_per_number=True,
+    )
     assert _bound(state) == {
         2: ("+912", "scheduled", "c2"),
         3: ("+913", "uncertain", None),
@@ -438,7 +445,9 @@ def test_a_state_of_schema_1_is_read_by_position_until_upgraded_with_its_inputs_
             "CREATE TABLE rows (source_row INTEGER PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT "
             "NULL DEFAULT 0, call_id TEXT, message TEXT, updated_at TEXT NOT NULL)"
         )
-        db.execute("INSERT INTO rows VALUES (2, 'scheduled', 1, 'c1', NULL, 'x'), (3, 'sending', 1, NULL, NULL, 'x')")
+        db.execute(
+            "INSERT INTO rows VALUES (2, 'scheduled', 1, 'c1', NULL, 'x'), (3, 'sending', 1, NULL, NULL, 'x')"
+        )
     with RunState(output) as state:
         assert state.legacy and state.legacy_calls() == 2
         state.upgrade({2: "+911", 3: "+912"})
