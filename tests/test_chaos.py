@@ -3,11 +3,12 @@
 The sandbox answers 20% of requests with 500, drops 2% of calls after
 recording them (the ambiguous case), rate-limits at 50 requests a second
 and adds latency. The loader is killed with SIGKILL at three random
-moments and resumed until it finishes. Afterwards the sandbox's own record
-must agree with the results file: nobody called twice except rows reported
-``uncertain`` and resent on purpose with ``--retry-uncertain``, every
-``scheduled`` row recorded exactly once under its call id, no row missing,
-one campaign.
+moments and resumed until it finishes; after the first kill the sheet is
+edited (every row moved, cities changed), as a rep fixing it would.
+Afterwards the sandbox's own record must agree with the results file:
+nobody called twice except rows reported ``uncertain`` and resent on
+purpose with ``--retry-uncertain``, every ``scheduled`` row recorded
+exactly once under its call id, no row missing, one campaign.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ def _get(url: str) -> Any:
         return json.loads(response.read())
 
 
-def _write_leads(path: Path) -> None:
+def _write_leads(path: Path, *, shuffled: bool = False) -> None:
+    order = random.sample(range(ROWS), ROWS) if shuffled else range(ROWS)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", "phone", "city", "priority"])
-        for i in range(ROWS):
+        for i in order:
             writer.writerow([f"Lead {i}", f"+91 98{i:08d}", random.choice(["Pune", "Delhi"]), i % 7])
 
 
@@ -66,7 +68,7 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
             "--output", str(output), "--concurrency", "16", "--no-progress",
         ]  # fmt: skip
         kills = 0
-        for delay in sorted(random.uniform(1.5, 9.0) for _ in range(3)):
+        for attempt, delay in enumerate(sorted(random.uniform(1.5, 9.0) for _ in range(3))):
             run = subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
@@ -75,6 +77,8 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
                 run.send_signal(signal.SIGKILL)
                 kills += 1
             run.communicate()
+            if attempt == 0:
+                _write_leads(leads, shuffled=True)  # the same people, every row somewhere else
         codes = []
         for _ in range(8):
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
