@@ -815,17 +815,22 @@ def _say_when_called(
     frame: pd.DataFrame, earlier: Mapping[int, RowState], timezone: dt.tzinfo
 ) -> dict[str, int]:
     """Say on each row called by an earlier run when that was; count calls by this run and earlier ones."""
-    shown = [row for row in earlier if row in frame.index and frame.at[row, "callkaro_status"] == "scheduled"]
+    scheduled = frame["callkaro_status"] == "scheduled"
+    shown = frame.index[scheduled & frame.index.isin(list(earlier))].tolist()
     if shown:
-        texts = []
-        for row in shown:
-            record = earlier[row]
-            when = dt.datetime.fromisoformat(record.updated_at).astimezone(timezone)
-            origin = f" ({record.message})" if record.message else ""
-            texts.append(f"scheduled by an earlier run on {when:%Y-%m-%d %H:%M %Z}{origin}; not sent again")
+        said: dict[tuple[str, str | None], str] = {}  # calls made in the same second share their text
+
+        def text(record: RowState) -> str:
+            key = (record.updated_at, record.message)
+            if key not in said:
+                when = dt.datetime.fromisoformat(record.updated_at).astimezone(timezone)
+                origin = f" ({record.message})" if record.message else ""
+                said[key] = f"scheduled by an earlier run on {when:%Y-%m-%d %H:%M %Z}{origin}; not sent again"
+            return said[key]
+
+        texts = [text(earlier[row]) for row in shown]
         frame.loc[shown, "callkaro_message"] = pd.Series(texts, index=shown, dtype=object)
-    scheduled = int((frame["callkaro_status"] == "scheduled").sum())
-    return {"this_run": scheduled - len(shown), "earlier_runs": len(shown)}
+    return {"this_run": int(scheduled.sum()) - len(shown), "earlier_runs": len(shown)}
 
 
 def _called_again(called: frozenset[str], validation: Validation, to_send: pd.Index) -> int:

@@ -384,40 +384,31 @@ class RunState:
         with self._transaction() as db:
             (top,) = db.execute("SELECT max(slot) FROM rows").fetchone()
             known: dict[str, list[tuple[int, str | None, str]]] = {}
-            cursor = db.execute("SELECT slot, number, content, status FROM rows WHERE number IS NOT NULL")
-            for slot, number, content, status in cursor:
-                known.setdefault(number, []).append((slot, content, status))
-            bound: list[tuple[int, int]] = []  # (source_row, slot)
-            new: list[Planned] = []
-            if known:
-                groups: dict[str, list[Planned]] = {}
-                for row in plan:
-                    groups.setdefault(row.number, []).append(row)
-                for number, rows in groups.items():
-                    pairs, unmatched = _match(rows, known.get(number, []))
-                    bound.extend(pairs)
-                    if not (one_per_number and number in known):
-                        new.extend(row for row in unmatched if row.sendable)
-            else:
-                new = [row for row in plan if row.sendable]
-            db.execute("UPDATE rows SET source_row = NULL WHERE source_row IS NOT NULL")
-            db.executemany("UPDATE rows SET source_row = ? WHERE slot = ?", bound)
-            # A new slot is numbered as its row when that is free, so an unedited sheet's ledger
-            # entries name their rows; otherwise it comes after every slot and row number there is.
-            existing = {slot for (slot,) in db.execute("SELECT slot FROM rows")}
-            after = max([int(top or 0), *(row.source_row for row in new)]) + 1
-            values = []
-            for row in new:
-                if row.source_row in existing:
-                    slot, after = after, after + 1
-                else:
-                    slot = row.source_row
-                existing.add(slot)
-                values.append((slot, row.source_row, row.number, row.content, now))
+            held: dict[int, int] = {}  # slot -> the row holding it now
+            cursor = db.execute("SELECT slot, number, content, status, source_row FROM rows")
+            for slot, number, content, status, source_row in cursor:
+                if number is not None:
+                    known.setdefault(number, []).append((slot, content, status))
+                if source_row is not None:
+                    held[slot] = source_row
+            bound, new = _pair(plan, known, one_per_number=one_per_number)
+            # Only what changed is written: running an unedited sheet again rewrites nothing.
+            wanted = {slot: row for row, slot in bound}
+            db.executemany(
+                "UPDATE rows SET source_row = NULL WHERE slot = ?",
+                [(slot,) for slot, row in held.items() if wanted.get(slot) != row],
+            )
+            db.executemany(
+                "UPDATE rows SET source_row = ? WHERE slot = ?",
+                [(row, slot) for slot, row in wanted.items() if held.get(slot) != row],
+            )
             db.executemany(
                 "INSERT INTO rows (slot, source_row, number, content, status, updated_at)"
                 " VALUES (?, ?, ?, ?, 'pending', ?)",
-                values,
+                [
+                    (slot, row.source_row, row.number, row.content, now)
+                    for slot, row in _new_slots(db, new, top)
+                ],
             )
 
     def import_calls(self, calls: Iterable[tuple[str, str | None, str, str, str]]) -> int:
@@ -460,13 +451,14 @@ class RunState:
                 raise ValueError(f"not a send status: {write.status}")
         now = self.timestamp()
         with self._transaction() as db:
+            # The campaign a call goes into is recorded with it.
+            batch_id = self.get("batch_id") if any(w.status == "sending" for w in writes) else None
             for write in writes:
                 if write.status == "sending":
-                    # The campaign the call goes into is recorded with it.
                     db.execute(
                         "UPDATE rows SET status = 'sending', attempts = attempts + 1, updated_at = ?,"
-                        " batch_id = (SELECT value FROM run WHERE key = 'batch_id') WHERE source_row = ?",
-                        (now, write.source_row),
+                        " batch_id = ? WHERE source_row = ?",
+                        (now, batch_id, write.source_row),
                     )
                 else:
                     db.execute(
@@ -500,6 +492,52 @@ class RunState:
                 (IN_FLIGHT_MESSAGE, self.timestamp()),
             )
             return cursor.rowcount
+
+
+def _pair(
+    plan: Sequence[Planned], known: Mapping[str, list[tuple[int, str | None, str]]], *, one_per_number: bool
+) -> tuple[list[tuple[int, int]], list[Planned]]:
+    """(source_row, slot) pairs for ``plan``'s rows, and the sendable rows that need a new slot."""
+    bound: list[tuple[int, int]] = []
+    new: list[Planned] = []
+    if one_per_number:
+        # Validation leaves one row per number: a number's rows need no grouping.
+        for row in plan:
+            slots = known.get(row.number)
+            if slots is None:
+                if row.sendable:
+                    new.append(row)
+            elif len(slots) == 1:
+                if row.sendable or slots[0][2] in CALLED:
+                    bound.append((row.source_row, slots[0][0]))
+            else:
+                bound.extend(_match([row], slots)[0])
+        return bound, new
+    groups: dict[str, list[Planned]] = {}
+    for row in plan:
+        groups.setdefault(row.number, []).append(row)
+    for number, rows in groups.items():
+        pairs, unmatched = _match(rows, known.get(number, []))
+        bound.extend(pairs)
+        new.extend(row for row in unmatched if row.sendable)
+    return bound, new
+
+
+def _new_slots(db: sqlite3.Connection, new: list[Planned], top: int | None) -> Iterator[tuple[int, Planned]]:
+    """Ids for ``new`` slots: each row's own number when that is free (so an unedited sheet's ledger
+    entries name their rows), otherwise after every slot and row number there is."""
+    if top is None:  # a new state: every id is free
+        yield from ((row.source_row, row) for row in new)
+        return
+    existing = {slot for (slot,) in db.execute("SELECT slot FROM rows")}
+    after = max([top, *(row.source_row for row in new)]) + 1
+    for row in new:
+        if row.source_row in existing:
+            slot, after = after, after + 1
+        else:
+            slot = row.source_row
+        existing.add(slot)
+        yield slot, row
 
 
 def _match(
