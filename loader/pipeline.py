@@ -474,7 +474,8 @@ def _load_campaign(
         earlier = {row: rec for row, rec in recorded.items() if rec.status == "scheduled"}
         skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
         to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
-        if called_before is not None and notify is not None:
+        if called_before is not None and notify is not None and simulated is None:
+            # (--sandbox calls nobody: an in-process API that forgets its calls.)
             notify(_fresh_notice(out, called_before, validation, to_send, batch_id))
         today = started.astimezone(ctx.timezone).date()
         if log is not None:
