@@ -5,7 +5,8 @@ One line per call the loader asked for, in table ``calls``::
     number      E.164, as sent                  status    'claimed' or 'scheduled'
     at          when (UTC, ISO 8601)            batch_id  the campaign
     call_id     the API's id, once scheduled    input     the input file
-    run         the run that wrote it           source_row  its row in that input
+    run         the run that wrote it           source_row  its slot in that run's state
+                                                            (its row, unless the sheet was edited)
 
 An entry is ``claimed`` from just before its request is sent until the answer
 is known; then it becomes ``scheduled``, or is deleted when the row is known
