@@ -286,7 +286,7 @@ def load_campaign(
     Returns a ``RunResult``; a refusal by the API (bad key, unknown agent) is
     reported in ``RunResult.refused`` after the results file is written, so the
     record of what happened is never lost. Bad options, unreadable files and
-    state belonging to another input raise ``loader.errors`` exceptions
+    a state this run cannot use (another agent or campaign) raise ``loader.errors`` exceptions
     (``--summary-json`` then records the error).
     """
     started = clock()
@@ -474,8 +474,8 @@ def _load_campaign(
         earlier = {row: rec for row, rec in recorded.items() if rec.status == "scheduled"}
         skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
         to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
-        if called_before is not None and notify is not None and simulated is None:
-            # (--sandbox calls nobody: an in-process API that forgets its calls.)
+        if called_before and notify is not None and simulated is None:
+            # Only when it had called someone; --sandbox calls nobody (an API that forgets its calls).
             notify(_fresh_notice(out, called_before, validation, to_send, batch_id))
         today = started.astimezone(ctx.timezone).date()
         if log is not None:

@@ -127,7 +127,7 @@ def state_path(output: Path) -> Path:
 
 
 def fingerprint(path: Path) -> str:
-    """A digest of the input file's bytes: a changed sheet is a different input."""
+    """A digest of the input file's bytes: an old state's rows by position hold only for the same bytes."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
