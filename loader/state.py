@@ -419,6 +419,9 @@ class RunState:
         calls. A call id already recorded is skipped. Returns how many were added.
         """
         with self._transaction() as db:
+            # Another run's claims (no call id yet, never sent from here) are read afresh each time:
+            # by now it may have scheduled them (then they come back with their call id) or not.
+            db.execute("DELETE FROM rows WHERE imported = 1 AND call_id IS NULL AND attempts = 0")
             have = {c for (c,) in db.execute("SELECT call_id FROM rows WHERE call_id IS NOT NULL")}
             (top,) = db.execute("SELECT max(slot) FROM rows").fetchone()
             slot = int(top or 0)

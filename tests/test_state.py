@@ -426,6 +426,12 @@ def test_calls_from_the_ledger_are_given_to_the_rows_holding_their_numbers(state
     }
     assert state.rows()[2].updated_at == "2030-05-28T10:00:00+00:00"
     assert state.called_numbers() == {"+911", "+912", "+913"}
+    # Read again: another run's claim is replaced by what the ledger says now, nothing is doubled.
+    assert state.import_calls([("+913", None, "2030-05-28T10:00:00+00:00", "uncertain", "claimed")]) == 1
+    assert len(state.slots()) == 3
+    # Its claim gone from the ledger (that run found it was not scheduled): so is it here.
+    assert state.import_calls([("+912", "c2", "2030-05-28T10:00:00+00:00", "scheduled", "from a.csv")]) == 0
+    assert sorted(r.number or "" for r in state.slots().values()) == ["+911", "+912"]
 
 
 def test_status_counts_only_the_rows_of_the_input_read_last(state: RunState, output: Path) -> None:
