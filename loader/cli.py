@@ -270,7 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
         "plain http only to this machine",
     )
     group.add_argument(
-        "--fresh", action="store_true", help="ignore an earlier run's state for this --output and start over"
+        "--fresh",
+        action="store_true",
+        help="ignore an earlier run's state for this --output and start over in a new campaign: "
+        "everyone it called is called again (it says how many first)",
     )
     group.add_argument(
         "--retry-uncertain",
@@ -440,10 +443,17 @@ def _started(args: argparse.Namespace, kind: type[O]) -> O:
 def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
     from loader.pipeline import load_campaign, summary_lines
 
-    result: RunResult = load_campaign(args.input, options, handle_signals=True)
+    result: RunResult = load_campaign(
+        args.input,
+        options,
+        handle_signals=True,
+        notify=lambda line: print(f"{PROG}: {line}", file=sys.stderr),
+    )
     if not options.quiet:
         for line in summary_lines(result.counts):
             _say(line)
+        if result.calls["earlier_runs"]:
+            _say("scheduled by this run {this_run}, by earlier runs {earlier_runs}".format(**result.calls))
         if result.batch_id and not result.dry_run:
             _say(f"campaign: {result.batch_id}")
         _say(f"results: {result.results_path}")

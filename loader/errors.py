@@ -80,7 +80,8 @@ class ColumnError(InputFileError):
 
 
 class StateError(LoaderError):
-    """The state beside the results file belongs to another input, or another run holds it."""
+    """The state beside the results file cannot be used (another agent or campaign, damaged, or
+    written by an older loader for another sheet), or another run holds it."""
 
 
 class UnrecordedError(LoaderError):

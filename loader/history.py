@@ -5,7 +5,8 @@ One line per call the loader asked for, in table ``calls``::
     number      E.164, as sent                  status    'claimed' or 'scheduled'
     at          when (UTC, ISO 8601)            batch_id  the campaign
     call_id     the API's id, once scheduled    input     the input file
-    run         the run that wrote it           source_row  its row in that input
+    run         the run that wrote it           source_row  its slot in that run's state
+                                                            (its row, unless the sheet was edited)
 
 An entry is ``claimed`` from just before its request is sent until the answer
 is known; then it becomes ``scheduled``, or is deleted when the row is known
@@ -180,6 +181,28 @@ class History:
             for number, status, at, batch_id, input_name in cursor:
                 found[number] = Entry(number, status, dt.datetime.fromisoformat(at), batch_id, input_name)
         return found
+
+    def campaign_calls(
+        self, batch_id: str, numbers: Iterable[str], *, exclude_run: str | None = None
+    ) -> list[tuple[Entry, str | None]]:
+        """Every entry (with its call id) of campaign ``batch_id`` for ``numbers``, oldest first,
+        except ``exclude_run``'s: the calls other outputs made into that campaign, whenever."""
+        if self._db is None:
+            return []
+        wanted = list(dict.fromkeys(numbers))
+        found: list[tuple[Entry, str | None]] = []
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            cursor = self._db.execute(
+                "SELECT number, status, at, batch_id, input, call_id FROM calls"
+                f" WHERE batch_id = ? AND run != ? AND number IN ({','.join('?' * len(chunk))})",
+                (batch_id, exclude_run or "", *chunk),
+            )
+            for number, status, at, batch, input_name, call_id in cursor:
+                found.append(
+                    (Entry(number, status, dt.datetime.fromisoformat(at), batch, input_name), call_id)
+                )
+        return sorted(found, key=lambda pair: pair[0].at)
 
     # --- writing -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,7 +46,7 @@ from loader.read import Sheet, read_sheet
 from loader.report import check_report_path, write_report
 from loader.results import count_statuses, outcomes, results_table, write_results
 from loader.secrets import ApiKey, load_api_key
-from loader.state import Clock, RowState, RunState, fingerprint, state_path, utc_now
+from loader.state import Clock, Planned, RowState, RunState, fingerprint, state_path, utc_now
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
@@ -94,6 +94,11 @@ class RunResult:
     campaign_name: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    #: Rows reported ``scheduled`` by calls this run made (``this_run``) and calls earlier runs of
+    #: the campaign made (``earlier_runs``), which were not sent again.
+    calls: dict[str, int] = field(default_factory=lambda: {"this_run": 0, "earlier_runs": 0})
+    #: ``--fresh``: how many numbers the output had already called this run sent again.
+    called_again: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -127,6 +132,8 @@ class RunResult:
             "started_at": iso(self.started_at) if self.started_at else None,
             "finished_at": iso(self.finished_at) if self.finished_at else None,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
+            "calls": dict(self.calls),
+            "called_again": self.called_again,
         }
 
 
@@ -271,6 +278,7 @@ def load_campaign(
     clock: Clock = utc_now,
     stop: asyncio.Event | None = None,
     handle_signals: bool = False,
+    notify: Callable[[str], None] | None = None,
     **option_values: Any,
 ) -> RunResult:
     """Validate ``path``, create or reuse a campaign, schedule every valid row, write the results.
@@ -286,12 +294,14 @@ def load_campaign(
     defaults to ``CALLKARO_BASE_URL``, as for the command),
     ``sandbox_faults`` (faults for the in-process sandbox), ``events`` (told
     of each row outcome and retry, see ``loader.send.Events``), ``clock``,
-    and a ``stop`` event that ends sending as Ctrl-C does.
+    a ``stop`` event that ends sending as Ctrl-C does, and ``notify``, told
+    in one line what needs saying before sending (``--fresh``: how many
+    people it will call again).
 
     Returns a ``RunResult``; a refusal by the API (bad key, unknown agent) is
     reported in ``RunResult.refused`` after the results file is written, so the
     record of what happened is never lost. Bad options, unreadable files and
-    state belonging to another input raise ``loader.errors`` exceptions
+    a state this run cannot use (another agent or campaign) raise ``loader.errors`` exceptions
     (``--summary-json`` then records the error).
     """
     started = clock()
@@ -310,6 +320,7 @@ def load_campaign(
             clock=clock,
             stop=stop,
             handle_signals=handle_signals,
+            notify=notify,
         )
     except LoaderError as exc:
         _record_failure(options, path, exc, started=started, finished=clock())
@@ -369,6 +380,7 @@ def _load_campaign(
     clock: Clock,
     stop: asyncio.Event | None,
     handle_signals: bool,
+    notify: Callable[[str], None] | None,
 ) -> RunResult:
     options.check()
     agent_id = str(options.agent_id).strip()
@@ -456,7 +468,7 @@ def _load_campaign(
             stack.callback(log.close)
         state = stack.enter_context(RunState(out, clock=clock))
         resumed = not (options.fresh or state.is_new())
-        _claim_state(state, path, options, agent_id=agent_id, batch_id=batch_id)
+        called_before = _claim_state(state, path, validation, options, agent_id=agent_id, batch_id=batch_id)
         run_token = state.run_token()
         if history is not None and options.skip_recent is not None:
             validation = _skip_recent(validation, history, options.skip_recent, ctx, run=run_token)
@@ -464,17 +476,22 @@ def _load_campaign(
         if simulated is not None and known_batch:
             # Each --sandbox run starts a new simulated API; let it know the campaign being resumed.
             simulated.add_campaign(known_batch, name=state.get("campaign_name") or "", agent_id=agent_id)
+        _bind_rows(state, sheet, validation, history, options, run=run_token, batch_id=known_batch, ctx=ctx)
+        state.requeue_suppressed()
+        recorded = state.rows()
         valid_rows = validation.status.index[validation.status == "valid"]
         unsent = outcomes(validation.status, validation.message, {})
-        unsent = unsent[unsent["callkaro_status"] != "valid"]
+        unsent = unsent[(unsent["callkaro_status"] != "valid") & ~unsent.index.isin(list(recorded))]
         state.set(
             summary=None, started_at=state.timestamp(), unsent_counts=json.dumps(count_statuses(unsent))
         )
-        state.requeue_suppressed()
-        state.add_pending(int(r) for r in valid_rows)
-        recorded = state.rows()
+        #: Rows whose number this campaign had already called when the run began: never sent again.
+        earlier = {row: rec for row, rec in recorded.items() if rec.status == "scheduled"}
         skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
         to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
+        if called_before and notify is not None and simulated is None:
+            # Only when it had called someone; --sandbox calls nobody (an API that forgets its calls).
+            notify(_fresh_notice(out, called_before, validation, to_send, batch_id))
         today = started.astimezone(ctx.timezone).date()
         if log is not None:
             log.write(
@@ -488,12 +505,17 @@ def _load_campaign(
             log.unsent(unsent)
         claims = None
         if history is not None:
-            numbers = validation.requests["to_number"]
-            claims = Claims(
+            slots = {int(r): recorded[int(r)].slot or int(r) for r in valid_rows}
+            # Another output's calls are in the ledger already, under its run: not entered again here.
+            imported = state.imported().difference(slots[int(r)] for r in to_send)
+            claims = SlotClaims(
                 history,
+                slots=slots,
                 run=run_token,
                 input_name=str(path),
-                numbers={int(r): str(numbers[r]) for r in valid_rows},
+                numbers={
+                    slots[row]: recorded[row].number or "" for row in slots if slots[row] not in imported
+                },
                 days=options.skip_recent,
                 timezone=ctx.timezone,
                 clock=clock,
@@ -533,12 +555,14 @@ def _load_campaign(
             bar.close()
         recorded = state.rows()
         if claims is not None:
+            # The ledger keeps this output's entries by slot: every slot, held by a row or not.
             if failure is None:
-                claims.finish(recorded, resumed=resumed)
+                claims.finish(state.slots(), resumed=resumed)
             else:
                 with contextlib.suppress(LoaderError):
-                    claims.finish(recorded, resumed=resumed)
+                    claims.finish(state.slots(), resumed=resumed)
         frame = _final_outcomes(validation, recorded)
+        calls = _say_when_called(frame, earlier, ctx.timezone)
         try:
             counts = _write_results(out, sheet, columns, frame)
         except OSError as exc:
@@ -606,6 +630,8 @@ def _load_campaign(
         campaign_name=created_name,
         started_at=started,
         finished_at=finished,
+        calls=calls,
+        called_again=None if called_before is None else _called_again(called_before, validation, to_send),
     )
 
 
@@ -696,38 +722,43 @@ def _refuse_orphaned_results(out: Path) -> None:
         raise StateError(
             f"{out} shows calls already made ({made:,} scheduled or uncertain), but its state "
             f"({state_path(out).name}) is gone: running would call those numbers again",
-            hint="Put the state file back beside the results, or give this run its own --output; "
-            "--fresh starts over and calls them again.",
+            hint="Put the state file back beside the results and run again; a new --output or --fresh "
+            "would call those people again.",
         )
 
 
 def _claim_state(
-    state: RunState, path: Path, options: RunOptions, *, agent_id: str, batch_id: str | None
-) -> None:
-    """Make ``state`` this input's: new, resumed, or (``--fresh``) started over."""
-    fresh = options.fresh
-    print_name = state.output
+    state: RunState,
+    path: Path,
+    validation: Validation,
+    options: RunOptions,
+    *,
+    agent_id: str,
+    batch_id: str | None,
+) -> frozenset[str] | None:
+    """Make ``state`` this run's: new, resumed (with this input, edited or not, or another one),
+    or (``--fresh``) started over. With ``--fresh``: the numbers the state had called, else None."""
     digest = fingerprint(path)
-    if fresh:
+    print_name = state.output
+    if state.legacy:
+        _upgrade_state(state, path, validation, digest, fresh=options.fresh)
+    called = None
+    if options.fresh:
+        called = state.called_numbers()
         state.reset()
     elif not state.is_new():
-        if state.get("fingerprint") != digest:
-            raise StateError(
-                f"{print_name} holds the results of a different input "
-                f"({state.get('input') or 'another file'}, last written {state.get('updated_at') or '?'})",
-                hint="Give this input its own --output, or run with --fresh to start over "
-                "(rows that run already scheduled would be called again).",
-            )
         if state.get("agent_id") not in (None, agent_id):
             raise StateError(
                 f"{print_name} was started with --agent-id {state.get('agent_id')}, not {agent_id}",
-                hint="Resume with the same --agent-id, or give this run its own --output.",
+                hint="Resume with the same --agent-id; giving this run its own --output instead starts a "
+                "new campaign, which calls again anyone this one has called.",
             )
         known_batch = state.get("batch_id")
         if batch_id and known_batch and batch_id != known_batch:
             raise StateError(
                 f"{print_name} was sending into campaign {known_batch}, not {batch_id}",
-                hint="Resume without --batch-id (or with the same one), or use another --output.",
+                hint="Resume without --batch-id (or with the same one); another --output into campaign "
+                f"{batch_id} would call again anyone campaign {known_batch} has called.",
             )
         state.recover_interrupted()
     state.set(
@@ -737,6 +768,136 @@ def _claim_state(
         batch_id=batch_id or state.get("batch_id"),
         settings=json.dumps(options.settings(), default=str, sort_keys=True),
     )
+    return called
+
+
+def _upgrade_state(state: RunState, path: Path, validation: Validation, digest: str, *, fresh: bool) -> None:
+    """A state written before slots kept numbers knows its rows only by position in the sheet read then.
+
+    Those positions still say which numbers were called when the sheet is the same (same bytes),
+    or when nothing was called; otherwise nobody can tell, and the run is refused.
+    """
+    calls = state.legacy_calls()
+    if state.get("fingerprint") == digest:
+        numbers = validation.requests["to_number"].dropna()
+        state.upgrade(dict(zip(numbers.index.tolist(), numbers.astype(str).tolist(), strict=True)))
+    elif calls == 0 or fresh:
+        state.upgrade({})
+    else:
+        raise StateError(
+            f"{state.path} was written by an older callkaro-loader, which kept rows by their position in "
+            f"the sheet, and {path} is not the sheet its {calls:,} calls were made from",
+            hint=f"Run the same command once with that sheet as it was ({state.get('input') or 'unedited'}; "
+            f"{state.output} lists its rows) to bring the state up to date, then run this one; a new "
+            f"--output or --fresh would call those {calls:,} people again.",
+        )
+
+
+def _bind_rows(
+    state: RunState,
+    sheet: Sheet,
+    validation: Validation,
+    history: History | None,
+    options: RunOptions,
+    *,
+    run: str,
+    batch_id: str | None,
+    ctx: Context,
+) -> None:
+    """Give each row holding a number the campaign's call for it, if there is one (see ``RunState.bind``).
+
+    With a ledger, calls other outputs made into this campaign (``--batch-id``) count too.
+    """
+    numbers = validation.requests["to_number"]
+    holding = validation.status.isin(["valid", "invalid", "suppressed"]) & numbers.notna()
+    rows = validation.status.index[holding]
+    if history is not None and batch_id:
+        found = history.campaign_calls(batch_id, numbers[rows].astype(str), exclude_run=run)
+        state.import_calls(
+            (
+                entry.number,
+                call_id,
+                entry.at.astimezone(dt.UTC).isoformat(timespec="seconds"),
+                "scheduled" if entry.status == "scheduled" else "uncertain",
+                f"from {entry.input}" if entry.status == "scheduled" else entry.reason(ctx.timezone),
+            )
+            for entry, call_id in found
+        )
+    contents = _row_contents(sheet, rows) if options.allow_duplicates else [None] * len(rows)
+    plan = [
+        Planned(int(row), str(number), content, status == "valid")
+        for row, number, status, content in zip(
+            rows.tolist(), numbers[rows].tolist(), validation.status[rows].tolist(), contents, strict=True
+        )
+    ]
+    state.bind(plan, one_per_number=not options.allow_duplicates)
+
+
+def _row_contents(sheet: Sheet, rows: pd.Index) -> list[str | None]:
+    """A digest of each row's cells, columns taken by header: the same row, moved or not, has the same one."""
+    order = sorted(range(len(sheet.headers)), key=lambda i: (sheet.headers[i], i))
+    cells = sheet.cells.loc[rows, [sheet.cells.columns[i] for i in order]].astype(str)
+    return [format(h, "016x") for h in pd.util.hash_pandas_object(cells, index=False).tolist()]
+
+
+class SlotClaims(Claims):
+    """``Claims`` keyed by the state's slots, which stay with a number when the sheet is edited.
+
+    The sender speaks in rows of this run's input; the ledger keeps a run's
+    entries by a key that must not change meaning between runs of one output
+    (a row position would, once rows move).
+    """
+
+    def __init__(self, history: History, *, slots: Mapping[int, int], **kw: Any) -> None:
+        super().__init__(history, **kw)
+        self._slots = slots
+
+    def admit(self, rows: list[int]) -> dict[int, str]:
+        refused = super().admit([self._slots[row] for row in rows])
+        row_of = {self._slots[row]: row for row in rows}
+        return {row_of[slot]: why for slot, why in refused.items()}
+
+    def outcome(
+        self, source_row: int, status: str, *, call_id: str | None, message: str | None, attempts: int
+    ) -> None:
+        slot = self._slots.get(source_row, source_row)
+        super().outcome(slot, status, call_id=call_id, message=message, attempts=attempts)
+
+
+def _say_when_called(
+    frame: pd.DataFrame, earlier: Mapping[int, RowState], timezone: dt.tzinfo
+) -> dict[str, int]:
+    """Say on each row called by an earlier run when that was; count calls by this run and earlier ones."""
+    scheduled = frame["callkaro_status"] == "scheduled"
+    shown = frame.index[scheduled & frame.index.isin(list(earlier))].tolist()
+    if shown:
+        said: dict[tuple[str, str | None], str] = {}  # calls made in the same second share their text
+
+        def text(record: RowState) -> str:
+            key = (record.updated_at, record.message)
+            if key not in said:
+                when = dt.datetime.fromisoformat(record.updated_at).astimezone(timezone)
+                origin = f" ({record.message})" if record.message else ""
+                said[key] = f"scheduled by an earlier run on {when:%Y-%m-%d %H:%M %Z}{origin}; not sent again"
+            return said[key]
+
+        texts = [text(earlier[row]) for row in shown]
+        frame.loc[shown, "callkaro_message"] = pd.Series(texts, index=shown, dtype=object)
+    return {"this_run": int(scheduled.sum()) - len(shown), "earlier_runs": len(shown)}
+
+
+def _called_again(called: frozenset[str], validation: Validation, to_send: pd.Index) -> int:
+    """How many of the numbers ``to_send`` holds the state had called before ``--fresh`` forgot them."""
+    return len(set(validation.requests["to_number"][to_send].astype(str)) & called)
+
+
+def _fresh_notice(
+    out: Path, called: frozenset[str], validation: Validation, to_send: pd.Index, batch_id: str | None
+) -> str:
+    again = _called_again(called, validation, to_send)
+    where = f"campaign {batch_id}" if batch_id else "a new campaign"
+    people = "1 person" if again == 1 else f"{again:,} people"
+    return f"--fresh: starting {out} over in {where}; {people} it already called will be called again"
 
 
 def _final_outcomes(validation: Validation, recorded: Mapping[int, RowState]) -> pd.DataFrame:

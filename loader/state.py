@@ -1,11 +1,19 @@
-"""Stage 6: what this run has done, kept in SQLite beside the results file.
+"""Stage 6: what this output's campaign has done, kept in SQLite beside the results file.
 
-``<output>.state`` records the input's fingerprint, the campaign's
-``batch_id`` and every sent row's status. A row is marked ``sending`` and
-committed *before* its request goes out, and its outcome is committed as
-soon as the answer arrives; so after a crash (even ``kill -9``) a row is
-either known to be scheduled, known not to be, or marked ``sending`` and
-therefore treated as ``uncertain``, never silently sent twice.
+``<output>.state`` records the campaign's ``batch_id`` and every number
+(E.164) the campaign was asked to call, with its status, call id and time:
+one line (a *slot*) per call. A slot is marked ``sending`` and committed
+*before* its request goes out, and its outcome is committed as soon as the
+answer arrives; so after a crash (even ``kill -9``) a call is either known
+to be scheduled, known not to be, or marked ``sending`` and therefore
+treated as ``uncertain``, never silently sent twice.
+
+Slots belong to numbers, not to positions in the sheet: each run binds the
+rows of the input it reads (edited, reordered, or another file) to the slots
+of their numbers (``RunState.bind``), so a number the campaign already
+called is reported with that call instead of being sent again; with
+``--allow-duplicates``, at most once per row holding it, rows matched by
+their content first.
 
 A second process on the same output is kept out by an advisory lock on
 ``<output>.lock`` that the operating system releases when the holder dies.
@@ -23,14 +31,16 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from loader.errors import StateError, cannot_write
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Slot statuses that mean the API may have the call: never sent again without being asked.
+CALLED = ("scheduled", "uncertain", "sending")
 #: Statuses the state keeps; validation outcomes are recomputed from the input each run.
 #: ``suppressed`` here is a row refused right before sending (``--history``: another run claimed it);
 #: ``invalid``, a row whose ``schedule_at`` passed before its request could leave.
@@ -133,7 +143,7 @@ def state_path(output: Path) -> Path:
 
 
 def fingerprint(path: Path) -> str:
-    """A digest of the input file's bytes: a changed sheet is a different input."""
+    """A digest of the input file's bytes: an old state's rows by position hold only for the same bytes."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -159,6 +169,39 @@ class RowState:
     call_id: str | None
     message: str | None
     updated_at: str
+    #: The slot's own id, stable across edits of the input (the call ledger keeps entries by it).
+    slot: int | None = None
+    number: str | None = None
+
+
+class Planned(NamedTuple):
+    """A row of this run's input that holds a number: what ``RunState.bind`` matches to slots."""
+
+    source_row: int
+    number: str
+    #: A digest of the row's cells (``--allow-duplicates`` only: which of a number's rows it is).
+    content: str | None
+    #: ``valid``: it may be sent. Other rows (invalid, suppressed) only show a call already made.
+    sendable: bool
+
+
+_CREATE_ROWS = (
+    "CREATE TABLE rows ("
+    " slot INTEGER PRIMARY KEY,"
+    " source_row INTEGER UNIQUE,"  # the row of this run's input holding it; NULL: none does
+    " number TEXT,"
+    " content TEXT,"
+    " batch_id TEXT,"
+    " status TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " call_id TEXT,"
+    " message TEXT,"
+    " updated_at TEXT NOT NULL,"
+    " imported INTEGER NOT NULL DEFAULT 0)"  # 1: a call another output made, read from the ledger
+)
+
+#: The columns of a slot, as ``RowState`` takes them.
+_ROW_COLUMNS = "source_row, status, attempts, call_id, message, updated_at, slot, number"
 
 
 class RunState:
@@ -170,6 +213,8 @@ class RunState:
         self._clock = clock
         self._lock_handle: Any = None
         self._db: sqlite3.Connection | None = None
+        #: Written by a loader that kept rows by position (schema 1): see ``upgrade``.
+        self.legacy = False
 
     # --- opening and locking ---------------------------------------------------
 
@@ -193,7 +238,8 @@ class RunState:
             handle.close()
             raise StateError(
                 f"another callkaro-loader run is writing {self.output} right now",
-                hint="Wait for it to finish, or give this run a different --output.",
+                hint="Wait for it to finish, then run the same command again (a different --output would "
+                "start a new campaign, calling again anyone this one has called).",
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -207,9 +253,9 @@ class RunState:
             self.close()
             raise StateError(
                 f"{self.path} is not a state file the loader can read ({exc})",
-                hint="It is the record of which rows were already called: restore it from a backup if you "
-                "can; otherwise move it away and load only the rows its results file does not show as "
-                "scheduled, with a new --output.",
+                hint="It is the record of which numbers were already called: restore it from a backup if "
+                "you can; otherwise move it away and load, with a new --output, only the rows its results "
+                "file shows as neither scheduled nor uncertain (any other row would be called again).",
             ) from None
 
     def close(self) -> None:
@@ -230,18 +276,41 @@ class RunState:
     def _create(self) -> None:
         with self._transaction() as db:
             db.execute("CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS rows ("
-                " source_row INTEGER PRIMARY KEY,"
-                " status TEXT NOT NULL,"
-                " attempts INTEGER NOT NULL DEFAULT 0,"
-                " call_id TEXT,"
-                " message TEXT,"
-                " updated_at TEXT NOT NULL)"
-            )
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'rows'").fetchone() is None:
+                db.execute(_CREATE_ROWS)
+                db.execute("INSERT OR REPLACE INTO run VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             db.execute(
                 "INSERT OR IGNORE INTO run (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
             )
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
+        self.legacy = "slot" not in columns
+
+    def upgrade(self, numbers: Mapping[int, str]) -> None:
+        """Bring a schema-1 state (rows by position) to slots, ``numbers`` giving each row's number.
+
+        Only right when ``numbers`` come from the very input those rows were
+        sent from (same fingerprint), or when none of them was called.
+        """
+        with self._transaction() as db:
+            db.execute("ALTER TABLE rows RENAME TO rows_v1")
+            db.execute(_CREATE_ROWS)
+            db.execute(
+                "INSERT INTO rows (slot, source_row, status, attempts, call_id, message, updated_at)"
+                " SELECT source_row, source_row, status, attempts, call_id, message, updated_at FROM rows_v1"
+            )
+            db.executemany(
+                "UPDATE rows SET number = ? WHERE slot = ?", [(n, int(r)) for r, n in numbers.items()]
+            )
+            db.execute("UPDATE rows SET batch_id = (SELECT value FROM run WHERE key = 'batch_id')")
+            db.execute("DROP TABLE rows_v1")
+            db.execute("INSERT OR REPLACE INTO run VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        self.legacy = False
+
+    def legacy_calls(self) -> int:
+        """How many rows of a schema-1 state the API may have a call for."""
+        marks = ",".join("?" * len(CALLED))
+        (count,) = self.db.execute(f"SELECT count(*) FROM rows WHERE status IN ({marks})", CALLED).fetchone()
+        return int(count)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -270,7 +339,9 @@ class RunState:
             )
 
     def is_new(self) -> bool:
-        return self.get("fingerprint") is None
+        """Nothing recorded yet (or since ``reset``)."""
+        recorded = self.db.execute("SELECT 1 FROM run WHERE key != 'schema_version' LIMIT 1").fetchone()
+        return recorded is None and self.db.execute("SELECT 1 FROM rows LIMIT 1").fetchone() is None
 
     def reset(self) -> None:
         """Forget everything an earlier run recorded (``--fresh``)."""
@@ -281,18 +352,107 @@ class RunState:
     # --- rows ----------------------------------------------------------------------
 
     def rows(self) -> dict[int, RowState]:
-        cursor = self.db.execute(
-            "SELECT source_row, status, attempts, call_id, message, updated_at FROM rows"
-        )
+        """The slots bound to rows of this run's input, by ``source_row``."""
+        if self.legacy:
+            cursor = self.db.execute(
+                "SELECT source_row, status, attempts, call_id, message, updated_at FROM rows"
+            )
+        else:
+            cursor = self.db.execute(f"SELECT {_ROW_COLUMNS} FROM rows WHERE source_row IS NOT NULL")
         return {r[0]: RowState(*r) for r in cursor}
 
+    def slots(self) -> dict[int, RowState]:
+        """Every slot, bound to a row or not, by slot id."""
+        return {r[6]: RowState(*r) for r in self.db.execute(f"SELECT {_ROW_COLUMNS} FROM rows")}
+
+    def imported(self) -> frozenset[int]:
+        """The slots of calls another output made (``import_calls``): the ledger has them already."""
+        return frozenset(slot for (slot,) in self.db.execute("SELECT slot FROM rows WHERE imported = 1"))
+
+    def called_numbers(self) -> frozenset[str]:
+        """Every number the API may have a call for from this campaign (``--fresh`` counts them)."""
+        marks = ",".join("?" * len(CALLED))
+        cursor = self.db.execute(
+            f"SELECT DISTINCT number FROM rows WHERE number IS NOT NULL AND status IN ({marks})", CALLED
+        )
+        return frozenset(str(n) for (n,) in cursor)
+
     def add_pending(self, source_rows: Iterable[int]) -> None:
+        """Slots for ``source_rows`` (each its own, numbered as the row) unless they have one."""
         now = self.timestamp()
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO rows (source_row, status, updated_at) VALUES (?, 'pending', ?)",
-                ((int(r), now) for r in source_rows),
+                "INSERT OR IGNORE INTO rows (slot, source_row, status, updated_at)"
+                " VALUES (?, ?, 'pending', ?)",
+                ((int(r), int(r), now) for r in source_rows),
             )
+
+    def bind(self, plan: Sequence[Planned], *, one_per_number: bool) -> None:
+        """Bind this run's rows to the slots of their numbers; a sendable row without one gets a new slot.
+
+        A number's rows take its slots content first (the same row, moved or
+        not), then in order, calls made before anything else: so a row is
+        never given a new call while its number has a call no row holds.
+        ``one_per_number`` (the default, no ``--allow-duplicates``): a number
+        that has any slot gets no new one.
+        """
+        now = self.timestamp()
+        with self._transaction() as db:
+            (top,) = db.execute("SELECT max(slot) FROM rows").fetchone()
+            known: dict[str, list[tuple[int, str | None, str]]] = {}
+            held: dict[int, int] = {}  # slot -> the row holding it now
+            cursor = db.execute("SELECT slot, number, content, status, source_row FROM rows")
+            for slot, number, content, status, source_row in cursor:
+                if number is not None:
+                    known.setdefault(number, []).append((slot, content, status))
+                if source_row is not None:
+                    held[slot] = source_row
+            bound, new = _pair(plan, known, one_per_number=one_per_number)
+            # Only what changed is written: running an unedited sheet again rewrites nothing.
+            wanted = {slot: row for row, slot in bound}
+            db.executemany(
+                "UPDATE rows SET source_row = NULL WHERE slot = ?",
+                [(slot,) for slot, row in held.items() if wanted.get(slot) != row],
+            )
+            db.executemany(
+                "UPDATE rows SET source_row = ? WHERE slot = ?",
+                [(row, slot) for slot, row in wanted.items() if held.get(slot) != row],
+            )
+            db.executemany(
+                "INSERT INTO rows (slot, source_row, number, content, status, updated_at)"
+                " VALUES (?, ?, ?, ?, 'pending', ?)",
+                [
+                    (slot, row.source_row, row.number, row.content, now)
+                    for slot, row in _new_slots(db, new, top)
+                ],
+            )
+
+    def import_calls(self, calls: Iterable[tuple[str, str | None, str, str, str]]) -> int:
+        """Record calls another output made into this campaign (number, call id, when, status, message).
+
+        Read from the call ledger; they become slots no row holds yet, so
+        ``bind`` gives them to the rows holding their numbers instead of new
+        calls. A call id already recorded is skipped. Returns how many were added.
+        """
+        with self._transaction() as db:
+            # Another run's claims (no call id yet, never sent from here) are read afresh each time:
+            # by now it may have scheduled them (then they come back with their call id) or not.
+            db.execute("DELETE FROM rows WHERE imported = 1 AND call_id IS NULL AND attempts = 0")
+            have = {c for (c,) in db.execute("SELECT call_id FROM rows WHERE call_id IS NOT NULL")}
+            (top,) = db.execute("SELECT max(slot) FROM rows").fetchone()
+            slot = int(top or 0)
+            values = []
+            for number, call_id, at, status, message in calls:
+                if call_id is not None and call_id in have:
+                    continue
+                slot += 1
+                values.append((slot, number, status, call_id, message, at))
+            db.executemany(
+                "INSERT INTO rows (slot, number, status, call_id, message, updated_at, imported, batch_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, 1, (SELECT value FROM run WHERE key = 'batch_id'))",
+                values,
+            )
+        return len(values)
 
     def mark_sending(self, source_row: int) -> None:
         """Committed before the request leaves, so a crash can never hide a sent request."""
@@ -310,12 +470,14 @@ class RunState:
                 raise ValueError(f"not a send status: {write.status}")
         now = self.timestamp()
         with self._transaction() as db:
+            # The campaign a call goes into is recorded with it.
+            batch_id = self.get("batch_id") if any(w.status == "sending" for w in writes) else None
             for write in writes:
                 if write.status == "sending":
                     db.execute(
-                        "UPDATE rows SET status = 'sending', attempts = attempts + 1, updated_at = ?"
-                        " WHERE source_row = ?",
-                        (now, write.source_row),
+                        "UPDATE rows SET status = 'sending', attempts = attempts + 1, updated_at = ?,"
+                        " batch_id = ? WHERE source_row = ?",
+                        (now, batch_id, write.source_row),
                     )
                 else:
                     db.execute(
@@ -349,6 +511,80 @@ class RunState:
                 (IN_FLIGHT_MESSAGE, self.timestamp()),
             )
             return cursor.rowcount
+
+
+def _pair(
+    plan: Sequence[Planned], known: Mapping[str, list[tuple[int, str | None, str]]], *, one_per_number: bool
+) -> tuple[list[tuple[int, int]], list[Planned]]:
+    """(source_row, slot) pairs for ``plan``'s rows, and the sendable rows that need a new slot."""
+    bound: list[tuple[int, int]] = []
+    new: list[Planned] = []
+    if one_per_number:
+        # Validation leaves one row per number: a number's rows need no grouping.
+        for row in plan:
+            slots = known.get(row.number)
+            if slots is None:
+                if row.sendable:
+                    new.append(row)
+            elif len(slots) == 1:
+                if row.sendable or slots[0][2] in CALLED:
+                    bound.append((row.source_row, slots[0][0]))
+            else:
+                bound.extend(_match([row], slots)[0])
+        return bound, new
+    groups: dict[str, list[Planned]] = {}
+    for row in plan:
+        groups.setdefault(row.number, []).append(row)
+    for number, rows in groups.items():
+        pairs, unmatched = _match(rows, known.get(number, []))
+        bound.extend(pairs)
+        new.extend(row for row in unmatched if row.sendable)
+    return bound, new
+
+
+def _new_slots(db: sqlite3.Connection, new: list[Planned], top: int | None) -> Iterator[tuple[int, Planned]]:
+    """Ids for ``new`` slots: each row's own number when that is free (so an unedited sheet's ledger
+    entries name their rows), otherwise after every slot and row number there is."""
+    if top is None:  # a new state: every id is free
+        yield from ((row.source_row, row) for row in new)
+        return
+    existing = {slot for (slot,) in db.execute("SELECT slot FROM rows")}
+    after = max([top, *(row.source_row for row in new)]) + 1
+    for row in new:
+        if row.source_row in existing:
+            slot, after = after, after + 1
+        else:
+            slot = row.source_row
+        existing.add(slot)
+        yield slot, row
+
+
+def _match(
+    rows: Sequence[Planned], slots: Sequence[tuple[int, str | None, str]]
+) -> tuple[list[tuple[int, int]], list[Planned]]:
+    """Pair one number's rows with its slots (slot, content, status): (source_row, slot) pairs, and
+    the rows left over. A row that may not be sent only takes a slot whose call may exist."""
+    rank = {"scheduled": 0, "sending": 1, "uncertain": 1}
+    free = sorted(slots, key=lambda s: (rank.get(s[2], 2), s[0]))
+    pairs: list[tuple[int, int]] = []
+    left: list[Planned] = []
+
+    def take(row: Planned, same_content: bool) -> bool:
+        for i, (slot, content, status) in enumerate(free):
+            if same_content and (content is None or content != row.content):
+                continue
+            if row.sendable or status in CALLED:
+                pairs.append((row.source_row, slot))
+                del free[i]
+                return True
+        return False
+
+    for row in rows:
+        if row.content is None or not take(row, same_content=True):
+            left.append(row)
+    # Rows that may be sent first: a call already made counts for them before a new one is made.
+    ordered = sorted(left, key=lambda r: not r.sendable)
+    return pairs, [row for row in ordered if not take(row, same_content=False)]
 
 
 # --- reading another run's state (``callkaro-loader status``) -----------------------------
@@ -403,7 +639,11 @@ def read_status(output: str | Path) -> RunStatus:
         raise StateError(f"{path} cannot be opened ({exc})") from None
     try:
         run = dict(db.execute("SELECT key, value FROM run").fetchall())
-        live = dict(db.execute("SELECT status, count(*) FROM rows GROUP BY status").fetchall())
+        live = dict(
+            db.execute(
+                "SELECT status, count(*) FROM rows WHERE source_row IS NOT NULL GROUP BY status"
+            ).fetchall()
+        )
         (last_row,) = db.execute("SELECT max(updated_at) FROM rows").fetchone()
     except sqlite3.DatabaseError as exc:
         raise StateError(f"{path} is not a state file the loader can read ({exc})") from None

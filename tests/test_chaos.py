@@ -4,11 +4,12 @@ The sandbox answers 20% of requests with 500, drops 2% of calls after
 recording them and answers 2% with a gateway's 502/504 after recording them
 (the ambiguous cases), rate-limits at 50 requests a second and adds
 latency. The loader is killed with SIGKILL at three random moments and
-resumed until it finishes. Afterwards the sandbox's own record must agree
-with the results file: nobody called twice except rows reported
-``uncertain`` and resent on purpose with ``--retry-uncertain``, every
-``scheduled`` row recorded exactly once under its call id, no row missing,
-one campaign.
+resumed until it finishes; after the first kill the sheet is edited (every
+row moved, cities changed), as a rep fixing it would. Afterwards the
+sandbox's own record must agree with the results file: nobody called twice
+except rows reported ``uncertain`` and resent on purpose with
+``--retry-uncertain``, every ``scheduled`` row recorded exactly once under
+its call id, no row missing, one campaign.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ def _get(url: str) -> Any:
         return json.loads(response.read())
 
 
-def _write_leads(path: Path) -> None:
+def _write_leads(path: Path, *, shuffled: bool = False) -> None:
+    order = random.sample(range(ROWS), ROWS) if shuffled else range(ROWS)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", "phone", "city", "priority"])
-        for i in range(ROWS):
+        for i in order:
             writer.writerow([f"Lead {i}", f"+91 98{i:08d}", random.choice(["Pune", "Delhi"]), i % 7])
 
 
@@ -67,7 +69,7 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
             "--output", str(output), "--concurrency", "16", "--no-progress",
         ]  # fmt: skip
         kills = []
-        for more in (random.randint(100, 400) for _ in range(3)):
+        for attempt, more in enumerate(random.randint(100, 400) for _ in range(3)):
             # Killed once the sandbox has received `more` requests from this run: mid-send, not by
             # the clock (which a loaded machine may reach before the run starts sending, or after).
             start = _get(f"{url}/_sandbox/stats").get("requests", 0)
@@ -82,6 +84,8 @@ def test_killed_three_times_against_a_faulty_api_nobody_is_called_twice(tmp_path
                 run.send_signal(signal.SIGKILL)
             run.communicate()
             kills.append((run.returncode, seen, len(_get(f"{url}/_sandbox/calls"))))
+            if attempt == 0:
+                _write_leads(leads, shuffled=True)  # the same people, every row somewhere else
         # Each kill landed (the run was still going) while calls were being sent: its requests had
         # reached the sandbox, and rows were still left to call.
         assert [code for code, _, _ in kills] == [-signal.SIGKILL] * 3, kills

@@ -493,29 +493,27 @@ def test_plain_http_base_url_to_another_host_is_refused_before_the_key_is_sent(
     assert sorted(p.name for p in here.iterdir() if "results" in p.name) == []
 
 
-def test_another_input_for_the_same_output_is_refused_unless_fresh(
+def test_another_input_for_the_same_output_continues_its_campaign_unless_fresh(
     here: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first = ["--agent-id", "demo-agent", "--sandbox", "--default-region", "IN", *TZ]
     assert run(capsys, "run", "contacts.csv", *first)[0] == 1
 
+    # clean.csv holds three numbers contacts.csv already had scheduled: none is sent again.
     code, out, err = run(capsys, "run", "clean.csv", *first, "--output", "contacts.results.csv")
-    assert code == 2
-    lines = err.splitlines()
-    assert re.fullmatch(
-        r"callkaro-loader: error: contacts\.results\.csv holds the results of a different input "
-        r"\(contacts\.csv, last written \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\)",
-        lines[0],
-    ), lines[0]
-    assert lines[1:] == [
-        "hint: Give this input its own --output, or run with --fresh to start over "
-        "(rows that run already scheduled would be called again)."
-    ]
-    assert statuses(here / "contacts.results.csv")["scheduled"] == 22
+    assert (code, err) == (0, "")
+    assert "scheduled by this run 0, by earlier runs 3" in out.splitlines()
+    rows = read_results(here / "contacts.results.csv")
+    assert [r["callkaro_status"] for r in rows] == ["scheduled"] * 3
+    said = r"scheduled by an earlier run on \S+ \S+ IST; not sent again"
+    assert all(re.fullmatch(said, r["callkaro_message"]) for r in rows), rows
 
     code, out, err = run(capsys, "run", "clean.csv", *first, "--output", "contacts.results.csv", "--fresh")
+    # Everyone is scheduled again. --sandbox calls nobody, so there is no one to warn about (a
+    # real API gets "N people it already called will be called again": see test_rerun.py).
     assert (code, err) == (0, "")
     assert statuses(here / "contacts.results.csv") == {"scheduled": 3}
+    assert "scheduled by earlier runs" not in out
 
 
 def test_dry_run_into_the_output_of_a_real_run_is_refused(
@@ -660,13 +658,15 @@ def test_key_refused_mid_run_exits_3_and_keeps_what_was_scheduled(
         pytest.param(
             ["--agent-id", "a2"],
             "callkaro-loader: error: clean.results.csv was started with --agent-id a1, not a2",
-            "hint: Resume with the same --agent-id, or give this run its own --output.",
+            "hint: Resume with the same --agent-id; giving this run its own --output instead starts a new "
+            "campaign, which calls again anyone this one has called.",
             id="another agent",
         ),
         pytest.param(
             ["--agent-id", "a1", "--batch-id", "batch-9"],
             "callkaro-loader: error: clean.results.csv was sending into campaign batch-1, not batch-9",
-            "hint: Resume without --batch-id (or with the same one), or use another --output.",
+            "hint: Resume without --batch-id (or with the same one); another --output into campaign batch-9 "
+            "would call again anyone campaign batch-1 has called.",
             id="another campaign",
         ),
     ],
@@ -838,8 +838,8 @@ def test_results_showing_calls_made_without_their_state_are_refused_rather_than_
     assert err.splitlines() == [
         f"callkaro-loader: error: out{suffix} shows calls already made (3 scheduled or uncertain), but its "
         f"state (out{suffix}.state) is gone: running would call those numbers again",
-        "hint: Put the state file back beside the results, or give this run its own --output; --fresh "
-        "starts over and calls them again.",
+        "hint: Put the state file back beside the results and run again; a new --output or --fresh would "
+        "call those people again.",
     ]
     assert (here / f"out{suffix}").read_bytes() == before and not (here / f"out{suffix}.state").exists()
     assert run(capsys, *argv, "--fresh")[0] == 0  # as asked

@@ -386,7 +386,14 @@ def test_running_the_same_command_again_sends_nothing_new(sandbox: Sandbox, tmp_
     assert (again.code, again.err) == (1, "")
     assert again.new_calls == [] and again.new_campaigns == []
     assert again.batch_id == first.batch_id
-    assert again.results == first.results
+    # The same rows and outcomes; a scheduled row now also says that an earlier run made its call.
+    said = re.compile(r"scheduled by an earlier run on \d{4}-\d\d-\d\d \d\d:\d\d IST; not sent again")
+    for before, after in zip(first.results, again.results, strict=True):
+        if before["callkaro_status"] == "scheduled":
+            assert said.fullmatch(after.pop("callkaro_message")), after
+            before = {k: v for k, v in before.items() if k != "callkaro_message"}
+        assert after == before
+    assert "scheduled by this run 0, by earlier runs 22" in again.out.splitlines()
 
 
 def test_unknown_agent_exits_3_and_leaves_every_valid_row_pending(sandbox: Sandbox, tmp_path: Path) -> None:

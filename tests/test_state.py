@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from loader.errors import StateError
-from loader.state import RunState, connect, fingerprint, state_path, write_transaction
+from loader.state import Planned, RunState, connect, fingerprint, state_path, write_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 NOON = dt.datetime(2030, 5, 28, 12, 0, tzinfo=dt.UTC)
@@ -132,7 +133,7 @@ def test_fresh_start_forgets_the_earlier_run_but_stays_a_state_file(state: RunSt
     assert state.is_new()
     assert state.rows() == {}
     assert state.get("batch_id") is None
-    assert state.get("schema_version") == "1"
+    assert state.get("schema_version") == "2"
 
 
 # --- one process at a time ------------------------------------------------------------------------
@@ -143,7 +144,10 @@ def test_second_run_on_the_same_output_is_refused_while_the_first_holds_it(outpu
         with pytest.raises(StateError) as caught:
             RunState(output).open()
         assert str(caught.value) == f"another callkaro-loader run is writing {output} right now"
-        assert caught.value.hint == "Wait for it to finish, or give this run a different --output."
+        assert caught.value.hint == (
+            "Wait for it to finish, then run the same command again (a different --output would start a "
+            "new campaign, calling again anyone this one has called)."
+        )
         assert caught.value.exit_code == 2
     # Once the first is done, the output is free again.
     with RunState(output) as again:
@@ -205,9 +209,9 @@ def test_file_that_is_not_a_state_is_refused_with_a_way_out_and_the_lock_is_rele
         RunState(output).open()
     assert str(caught.value).startswith(f"{state_path(output)} is not a state file the loader can read (")
     assert caught.value.hint == (
-        "It is the record of which rows were already called: restore it from a backup if you can; "
-        "otherwise move it away and load only the rows its results file does not show as scheduled, "
-        "with a new --output."
+        "It is the record of which numbers were already called: restore it from a backup if you can; "
+        "otherwise move it away and load, with a new --output, only the rows its results file shows as "
+        "neither scheduled nor uncertain (any other row would be called again)."
     )
     state_path(output).unlink()
     with RunState(output) as state:
@@ -317,3 +321,144 @@ def test_runs_opening_a_new_file_at_the_same_instant_all_get_it(tmp_path: Path) 
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+# --- slots: a campaign's calls belong to numbers, not to positions in the sheet ---------------------
+
+
+def _bound(state: RunState) -> dict[int, tuple[str | None, str, str | None]]:
+    return {row: (r.number, r.status, r.call_id) for row, r in state.rows().items()}
+
+
+def test_rows_moved_inserted_and_deleted_keep_the_calls_of_their_numbers(state: RunState) -> None:
+    state.set(batch_id="b1")
+    state.bind(
+        [Planned(2, "+911", None, True), Planned(3, "+912", None, True), Planned(4, "+913", None, True)],
+        one_per_number=True,
+    )
+    assert {r.slot for r in state.rows().values()} == {2, 3, 4}  # an unedited sheet: slot = row
+    for row in (2, 3):
+        state.mark_sending(row)
+    state.mark(2, "scheduled", call_id="c1")
+    state.mark(3, "failed", message="HTTP 400")
+
+    # +913 deleted, +912 moved to the top, a new number inserted where +911 was.
+    state.bind(
+        [Planned(2, "+912", None, True), Planned(3, "+914", None, True), Planned(5, "+911", None, True)],
+        one_per_number=True,
+    )
+    assert _bound(state) == {
+        2: ("+912", "failed", None),
+        3: ("+914", "pending", None),
+        5: ("+911", "scheduled", "c1"),
+    }
+    slots = state.slots()
+    assert len(slots) == 4 and slots[4].source_row is None and slots[4].number == "+913"
+    assert state.rows()[3].slot not in (2, 3, 4)  # a new slot never takes another's id
+    assert slots[2].number == "+911"  # its slot, with the campaign the call went into
+    batch = state.db.execute("SELECT batch_id FROM rows WHERE slot = 2").fetchone()
+    assert batch == ("b1",)
+
+
+def test_a_number_with_a_call_gets_no_second_slot_without_allow_duplicates(state: RunState) -> None:
+    state.bind([Planned(2, "+911", None, True)], one_per_number=True)
+    state.mark(2, "scheduled", call_id="c1")
+    state.bind([Planned(7, "+911", None, True)], one_per_number=True)
+    assert _bound(state) == {7: ("+911", "scheduled", "c1")}
+    assert len(state.slots()) == 1
+
+
+def test_a_row_that_may_not_be_sent_only_shows_a_call_already_made(state: RunState) -> None:
+    state.bind([Planned(2, "+911", None, True), Planned(3, "+912", None, True)], one_per_number=True)
+    state.mark(2, "scheduled", call_id="c1")
+    # Both rows now invalid (say, a time that has passed): +911's call still shows, +912 has none.
+    state.bind([Planned(2, "+911", None, False), Planned(3, "+912", None, False)], one_per_number=True)
+    assert _bound(state) == {2: ("+911", "scheduled", "c1")}
+
+
+def test_with_allow_duplicates_rows_take_calls_by_content_then_in_order_and_never_more_than_rows(
+    state: RunState,
+) -> None:
+    state.bind([Planned(2, "+911", "home", True), Planned(3, "+911", "office", True)], one_per_number=False)
+    state.mark(2, "scheduled", call_id="c-home")
+    state.mark(3, "scheduled", call_id="c-office")
+    # Swapped: each keeps its own call.
+    state.bind([Planned(2, "+911", "office", True), Planned(3, "+911", "home", True)], one_per_number=False)
+    assert _bound(state) == {2: ("+911", "scheduled", "c-office"), 3: ("+911", "scheduled", "c-home")}
+    # One edited, one added: the edited row keeps the call left over; only the third row is new.
+    state.bind(
+        [
+            Planned(2, "+911", "office", True),
+            Planned(3, "+911", "home, edited", True),
+            Planned(4, "+911", "shop", True),
+        ],
+        one_per_number=False,
+    )
+    assert _bound(state) == {
+        2: ("+911", "scheduled", "c-office"),
+        3: ("+911", "scheduled", "c-home"),
+        4: ("+911", "pending", None),
+    }
+    # Fewer rows than calls: nothing new.
+    state.bind([Planned(9, "+911", "new text", True)], one_per_number=False)
+    assert _bound(state)[9][1] == "scheduled" and len(state.slots()) == 3
+
+
+def test_calls_from_the_ledger_are_given_to_the_rows_holding_their_numbers(state: RunState) -> None:
+    state.bind([Planned(2, "+911", None, True)], one_per_number=True)
+    state.mark(2, "scheduled", call_id="c1")
+    added = state.import_calls(
+        [
+            ("+911", "c1", "2030-05-28T10:00:00+00:00", "scheduled", "from a.csv"),  # already known
+            ("+912", "c2", "2030-05-28T10:00:00+00:00", "scheduled", "from a.csv"),
+            ("+913", None, "2030-05-28T10:00:00+00:00", "uncertain", "claimed by another run"),
+        ]
+    )
+    assert added == 2
+    state.bind(
+        [Planned(2, "+912", None, True), Planned(3, "+913", None, True), Planned(4, "+911", None, True)],
+        one_per_number=True,
+    )
+    assert _bound(state) == {
+        2: ("+912", "scheduled", "c2"),
+        3: ("+913", "uncertain", None),
+        4: ("+911", "scheduled", "c1"),
+    }
+    assert state.rows()[2].updated_at == "2030-05-28T10:00:00+00:00"
+    assert state.called_numbers() == {"+911", "+912", "+913"}
+    # Read again: another run's claim is replaced by what the ledger says now, nothing is doubled.
+    assert state.import_calls([("+913", None, "2030-05-28T10:00:00+00:00", "uncertain", "claimed")]) == 1
+    assert len(state.slots()) == 3
+    # Its claim gone from the ledger (that run found it was not scheduled): so is it here.
+    assert state.import_calls([("+912", "c2", "2030-05-28T10:00:00+00:00", "scheduled", "from a.csv")]) == 0
+    assert sorted(r.number or "" for r in state.slots().values()) == ["+911", "+912"]
+
+
+def test_status_counts_only_the_rows_of_the_input_read_last(state: RunState, output: Path) -> None:
+    from loader.state import read_status
+
+    state.bind([Planned(2, "+911", None, True), Planned(3, "+912", None, True)], one_per_number=True)
+    state.mark(2, "scheduled", call_id="c1")
+    state.bind([Planned(2, "+912", None, True)], one_per_number=True)
+    assert read_status(output).counts == {"pending": 1}
+
+
+def test_a_state_of_schema_1_is_read_by_position_until_upgraded_with_its_inputs_numbers(output: Path) -> None:
+    with contextlib.closing(sqlite3.connect(state_path(output), isolation_level=None)) as db:
+        db.execute("CREATE TABLE run (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO run VALUES ('schema_version', '1'), ('batch_id', 'b1')")
+        db.execute(
+            "CREATE TABLE rows (source_row INTEGER PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT "
+            "NULL DEFAULT 0, call_id TEXT, message TEXT, updated_at TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO rows VALUES (2, 'scheduled', 1, 'c1', NULL, 'x'), (3, 'sending', 1, NULL, NULL, 'x')"
+        )
+    with RunState(output) as state:
+        assert state.legacy and state.legacy_calls() == 2
+        state.upgrade({2: "+911", 3: "+912"})
+        assert not state.legacy and state.get("schema_version") == "2"
+        assert _bound(state) == {2: ("+911", "scheduled", "c1"), 3: ("+912", "sending", None)}
+        assert state.db.execute("SELECT DISTINCT batch_id FROM rows").fetchall() == [("b1",)]
+        state.bind([Planned(5, "+912", None, True), Planned(6, "+911", None, True)], one_per_number=True)
+        assert _bound(state) == {5: ("+912", "sending", None), 6: ("+911", "scheduled", "c1")}

@@ -270,13 +270,17 @@ def test_on_resume_a_newly_listed_row_is_not_sent_and_a_scheduled_one_stays_sche
 
     resumed = loader.load_campaign("leads.csv", suppress=["dnc.txt"], events=Record(), **options)
     assert sent == [(5, "scheduled")]  # only Ananya was sent
-    assert results(here / "leads.results.csv") == {
-        "Aarav": ("scheduled", ""),  # scheduled before it was listed: that call exists
-        "Priya": ("scheduled", ""),
+    found = results(here / "leads.results.csv")
+    earlier = found["Aarav"][1]
+    assert earlier.startswith("scheduled by an earlier run on ") and earlier.endswith("; not sent again")
+    assert found == {
+        "Aarav": ("scheduled", earlier),  # scheduled before it was listed: that call exists
+        "Priya": ("scheduled", earlier),
         "Rohan": ("suppressed", "on the do-not-call list dnc.txt"),
         "Ananya": ("scheduled", ""),
     }
     assert resumed.counts == {"scheduled": 3, "suppressed": 1}
+    assert resumed.calls == {"this_run": 1, "earlier_runs": 2}
 
 
 # --- issue 13 problem 6: entries written in common ways are matched or the list is refused ----------
