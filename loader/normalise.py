@@ -285,34 +285,40 @@ def _spread(
 
 _CANONICAL_INT = re.compile(r"^(?:0|-?[1-9][0-9]*)\Z")  # ASCII digits, no trailing line break
 _PLAIN_DECIMAL = re.compile(r"^-?(?:0|[1-9][0-9]*)\.[0-9]+\Z")
+#: The largest integer every JSON reader holds exactly: JavaScript's and most others' numbers are
+#: doubles, which skip integers above 2**53 (12345678901234567 reads as 12345678901234568).
+EXACT_INT = 2**53
 
 
 def metadata_value(cell: Cell) -> Any:
     """The JSON value a metadata cell is sent as, or ``None`` to leave it out.
 
-    Text that is a canonical integer or plain decimal becomes a number;
-    everything else stays the exact text (``007`` stays ``"007"``).
+    Text that is a canonical integer within ±2**53, or a plain decimal that a
+    double holds as written (its ``repr`` is the text: ``2.5``, not ``1.10``
+    or ``12345678901234567890.5``), becomes a number; everything else stays
+    the exact text (``007`` stays ``"007"``), so no reader can change it.
     """
     if isinstance(cell, str):
         if not cell.strip():
             return None
         if _CANONICAL_INT.match(cell):
-            try:
-                return int(cell)
-            except ValueError:  # more digits than Python converts (4300)
-                return cell
+            # Compared by length first: int() of thousands of digits is refused (4300) or slow.
+            if len(cell) <= 17 and abs(number := int(cell)) <= EXACT_INT:
+                return number
+            return cell
         if _PLAIN_DECIMAL.match(cell):
-            number = float(cell)
-            return number if math.isfinite(number) else cell
+            decimal = float(cell)
+            return decimal if repr(decimal) == cell else cell
         return cell
     if isinstance(cell, bool):
         return cell
     if isinstance(cell, int):
-        return cell
+        return cell if abs(cell) <= EXACT_INT else str(cell)
     if isinstance(cell, float):
         if not math.isfinite(cell):
             return None
-        return int(cell) if cell.is_integer() else cell
+        # A float cell is a double already: sent as one, it reads back as the same double.
+        return int(cell) if cell.is_integer() and abs(cell) <= EXACT_INT else cell
     if isinstance(cell, dt.datetime):
         return cell.replace(microsecond=0).isoformat()
     if isinstance(cell, dt.date | dt.time):
