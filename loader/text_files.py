@@ -130,15 +130,29 @@ def read_text_table(
 # --- encodings -------------------------------------------------------------------------
 
 
+#: Text codecs made for domain names, not files: no spreadsheet program writes them.
+_NAME_CODECS = frozenset({"punycode", "idna"})
+#: Characters every contacts file has; an encoding for files gives them back as they were.
+_ASCII_SAMPLE = 'Phone,Name;\t"x"\r\n'
+
+
 def check_encoding_name(encoding: str) -> str:
-    """``--encoding`` as Python's codec name; a name Python does not know is a usage error."""
+    """``--encoding`` as Python's codec name; a name Python does not know, or a codec that does not
+    turn bytes into text (``hex``, ``base64``, ``zlib``, ``rot13``, ``undefined``...), is a usage error."""
+    hint = "Try utf-8, cp1252, latin-1 or utf-16."
     try:
-        return codecs.lookup(encoding).name
-    except LookupError:
-        raise UsageError(
-            f"--encoding {encoding!r} is not an encoding Python knows",
-            hint="Try utf-8, cp1252, latin-1 or utf-16.",
-        ) from None
+        name = codecs.lookup(encoding).name
+    except (LookupError, ValueError):  # ValueError: a name holding a NUL
+        raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows", hint=hint) from None
+    try:
+        # str.encode/bytes.decode refuse every codec that is not a text encoding (LookupError, as
+        # documented), and "undefined" refuses everything (UnicodeError).
+        same = _ASCII_SAMPLE.encode(name).decode(name) == _ASCII_SAMPLE
+    except (LookupError, UnicodeError):
+        same = False
+    if not same or name in _NAME_CODECS:
+        raise UsageError(f"--encoding {encoding!r} is not a text encoding", hint=hint)
+    return name
 
 
 def decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
