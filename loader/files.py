@@ -20,11 +20,12 @@ regular file is written through, as an editor would.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from loader.errors import InputFileError, UsageError
 
@@ -59,7 +60,9 @@ def open_regular(path: Path) -> BinaryIO:
         raise InputFileError(path, "no such file") from None
     except OSError as exc:
         if exc.errno == 6:  # ENXIO: a socket, which cannot be opened
-            raise InputFileError(path, "is a socket, not a file; the loader reads only regular files") from None
+            raise InputFileError(
+                path, "is a socket, not a file; the loader reads only regular files"
+            ) from None
         raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
     what = not_a_file(os.fstat(fd).st_mode)
     if what is not None:
@@ -116,6 +119,34 @@ def check_output(path: Path, option: str) -> None:
 
 
 def write_target(path: Path) -> Path:
-    """Where writing ``path`` atomically must put the new file: through a symlink, at its target,
-    so the symlink keeps pointing at the new content instead of being replaced by it."""
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    """Where writing ``path`` atomically must put the new file: through a symlink, at its target, so
+    the symlink keeps pointing at the new content instead of being replaced by it.
+
+    Raises ``OSError`` when what is there is not a regular file (or a symlink to nothing): the last
+    guard, for writes no earlier ``check_output`` covered (a failure recorded as the run stops).
+    """
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        what = not_a_file(os.stat(target).st_mode)
+    except FileNotFoundError:
+        if target is not path:
+            raise OSError(errno.ENOENT, "it is a symlink to nothing", str(path)) from None
+        return target
+    if what is not None:
+        raise OSError(errno.EINVAL, f"it is {what}, not a regular file", str(path))
+    return target
+
+
+def open_append(path: Path) -> IO[str]:
+    """``path`` opened to append UTF-8 lines, created if need be; ``OSError`` unless a regular file.
+
+    ``O_NONBLOCK``: a FIFO with no reader fails at once (ENXIO) instead of hanging the run.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o666)
+    what = not_a_file(os.fstat(fd).st_mode)
+    if what is not None:
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"it is {what}, not a regular file", str(path))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")

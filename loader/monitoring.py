@@ -17,6 +17,7 @@ already redacts it, and ``JsonLinesLog`` redacts it once more before writing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from typing import IO, Any
 import pandas as pd
 
 from loader.errors import UsageError, cannot_write
+from loader.files import open_append
 from loader.results import atomic_write
 from loader.secrets import ApiKey
 from loader.state import Clock, utc_now
@@ -42,8 +44,10 @@ class JsonLinesLog:
         self.path = Path(path)
         self._clock = clock
         self._secret = api_key.reveal() if api_key is not None else None
+        #: The write that failed, when one did: nothing more is written after it.
+        self.failure: OSError | None = None
         try:
-            self._handle: IO[str] | None = self.path.open("a", encoding="utf-8")
+            self._handle: IO[str] | None = open_append(self.path)
         except OSError as exc:
             raise UsageError(f"--log-file {self.path} cannot be opened ({exc.strerror or exc})") from None
 
@@ -53,6 +57,16 @@ class JsonLinesLog:
         line = json.dumps({"time": iso(self._clock()), "event": event, **fields}, ensure_ascii=False)
         if self._secret:
             line = line.replace(self._secret, "********")
+        try:
+            self._emit(line)
+        except OSError as exc:
+            # A full disk must not stop the calls being recorded where they must be (the state):
+            # the log stops here, and the run says so when it ends (``failure``).
+            self.failure = exc
+            self.close()
+
+    def _emit(self, line: str) -> None:
+        assert self._handle is not None
         self._handle.write(line + "\n")
         self._handle.flush()
 
@@ -87,9 +101,10 @@ class JsonLinesLog:
             self.outcome(int(row), str(status), call_id=None, message=str(message), attempts=0)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(OSError):  # what a failed flush left behind fails again
+                handle.close()
 
 
 class FanOut:

@@ -27,7 +27,8 @@ import phonenumbers
 from loader import memory
 from loader.columns import ColumnMap, map_columns
 from loader.config import make_options
-from loader.errors import ApiRefusedError, LoaderError, StateError, UnrecordedError, UsageError
+from loader.errors import ApiRefusedError, LoaderError, StateError, UnrecordedError, UsageError, cannot_write
+from loader.files import check_output
 from loader.history import Claims, History
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
@@ -372,6 +373,7 @@ def _load_campaign(
         raise UsageError(
             f"--summary-json {options.summary_json} is a folder; give the path of the JSON file to write"
         )
+    _check_outputs(out, options)
     if isinstance(api_key, str):
         api_key = ApiKey(api_key)
 
@@ -471,6 +473,8 @@ def _load_campaign(
                 to_send=len(to_send),
             )
             log.unsent(unsent)
+            if log.failure is not None:  # found before a call is made: nothing sent (exit 2)
+                raise cannot_write(f"--log-file {log.path}", log.failure)
         claims = None
         if history is not None:
             numbers = validation.requests["to_number"]
@@ -564,6 +568,13 @@ def _load_campaign(
             # "nothing was sent" (exit 2) would not be true.
             failure.exit_code, failure.counts = 1, counts
             raise failure
+        if log is not None and log.failure is not None:
+            unrecorded = UnrecordedError(
+                f"--log-file {log.path} could not be written ({log.failure.strerror or log.failure}); "
+                f"the run itself finished: its results are in {out}"
+            )
+            unrecorded.counts = counts
+            raise unrecorded
         created_name = state.get("campaign_name")
     durations["send_seconds"] = (finished - validated).total_seconds()
     durations["total_seconds"] = (finished - started).total_seconds()
@@ -585,6 +596,16 @@ def _load_campaign(
         started_at=started,
         finished_at=finished,
     )
+
+
+def _check_outputs(out: Path, options: RunOptions) -> None:
+    """Refuse, before anything is read or sent, an output path that is not a regular file to
+    replace or create (a device, a FIFO, a symlink to one or to nothing: ``loader.files``)."""
+    check_output(out, "--output")
+    check_output(state_path(out), f"--output {out}: its state file")
+    for option, target in (("--summary-json", options.summary_json), ("--log-file", options.log_file)):
+        if target is not None:
+            check_output(Path(target), option)
 
 
 def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFrame) -> dict[str, int]:

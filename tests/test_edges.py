@@ -4,7 +4,9 @@ exit code, never a traceback, a hang or an unbounded read."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +118,162 @@ def test_a_virtualenv_folder_named_dotenv_is_not_a_key_file(
     code, err = cli(capsys, *RUN)
     assert code == 2
     assert "no API key" in one_error(err)
+
+
+@pytest.fixture
+def dev_full() -> Iterator[Path]:
+    """/dev/full, put back as the device it is if a broken loader replaced it with a file (as root)."""
+    path = Path("/dev/full")
+    if not path.is_char_device():
+        pytest.skip("this system has no /dev/full device")
+    yield path
+    if not path.is_char_device() and os.geteuid() == 0:
+        path.unlink()
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+        os.chmod(path, 0o666)
+
+
+def test_log_file_on_a_full_device_is_refused_before_anything_is_sent(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    dev_full: Path,
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    code, err = cli(capsys, *RUN, "--log-file", str(dev_full))
+    assert code == 2
+    assert "--log-file /dev/full is a device" in one_error(err)
+    assert not api.calls
+    assert dev_full.is_char_device()
+
+
+def _disk_full_on(monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """--log-file's writes fail with ENOSPC from the first line holding ``when`` on."""
+    from loader import monitoring
+
+    real = monitoring.JsonLinesLog._emit
+    full = False
+
+    def emit(self: monitoring.JsonLinesLog, line: str) -> None:
+        nonlocal full
+        full = full or when in line
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(self, line)
+
+    monkeypatch.setattr(monitoring.JsonLinesLog, "_emit", emit)
+
+
+def test_log_file_that_cannot_be_written_at_the_start_stops_the_run_before_sending(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    _disk_full_on(monkeypatch, "run_started")
+    code, err = cli(capsys, *RUN, "--log-file", "run.log")
+    assert code == 2
+    assert one_error(err) == (
+        "callkaro-loader: error: --log-file run.log cannot be written (No space left on device)"
+    )
+    assert not api.calls
+
+
+def test_log_file_that_fills_up_while_sending_is_the_exit_1_unrecorded_line(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    _disk_full_on(monkeypatch, '"scheduled"')
+    code, err = cli(capsys, *RUN, "--log-file", "run.log")
+    assert code == 1
+    line = one_error(err)
+    assert line.startswith(
+        "callkaro-loader: error: --log-file run.log could not be written (No space left on device)"
+    ), line
+    assert "clean.results.csv" in line
+    sent = [json.loads(call.request.content)["to_number"] for call in api.calls if "outbound" in str(call)]
+    assert sorted(sent) == ["+919845012345", "+919876543210"]  # each number once, none twice
+    assert (here / "clean.results.csv").read_text(encoding="utf-8-sig").count("scheduled") == 2
+
+
+# --- item 3: outputs are written only over regular files ---------------------------------------
+
+
+def _not_files(here: Path) -> dict[str, Path]:
+    """Paths that are not regular files: a FIFO, a symlink to it, a symlink to nothing."""
+    fifo = here / "pipe.csv"
+    os.mkfifo(fifo)
+    (here / "to-pipe.csv").symlink_to(fifo)
+    (here / "nowhere.csv").symlink_to(here / "gone" / "x.csv")
+    return {"fifo": fifo, "symlink to a fifo": here / "to-pipe.csv", "dangling": here / "nowhere.csv"}
+
+
+@pytest.mark.parametrize("option", ["--output", "--summary-json", "--log-file"])
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo", "dangling"])
+def test_run_output_that_is_not_a_regular_file_is_refused_before_sending(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    option: str,
+    kind: str,
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    target = _not_files(here)[kind]
+    code, err = cli(capsys, *RUN, option, target.name)
+    assert code == 2
+    line = one_error(err)
+    assert f"{option} {target.name} is " in line and "the loader writes only regular files" in line, line
+    assert not api.calls
+    assert (here / "pipe.csv").is_fifo()  # still the FIFO, not replaced by a file
+    assert not (here / "gone").exists()
+
+
+def test_dev_full_as_summary_json_stays_a_device_and_the_run_is_refused(
+    here: Path, capsys: pytest.CaptureFixture[str], dev_full: Path
+) -> None:
+    # As root, the atomic rename that writes the summary would replace the device with a file.
+    if os.geteuid() != 0:
+        pytest.skip("only root can replace /dev/full, which is what this guards against")
+    code, err = cli(capsys, *RUN, "--dry-run", "--summary-json", str(dev_full))
+    assert code == 2
+    assert "--summary-json /dev/full is a device" in one_error(err)
+    assert dev_full.is_char_device()
+
+
+def test_state_file_beside_the_results_that_is_a_fifo_is_refused(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    os.mkfifo(here / "clean.results.csv.state")
+    code, err = cli(capsys, *RUN)
+    assert code == 2
+    assert "state" in one_error(err)
+    assert not api.calls
+
+
+def test_report_and_template_that_are_not_regular_files_are_refused(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _not_files(here)
+    for kind in ("fifo", "dangling"):
+        code, err = cli(
+            capsys, "validate", "clean.csv", "--default-region", "IN", "--report", paths[kind].name
+        )
+        assert code == 2, kind
+        assert "the loader writes only regular files" in one_error(err)
+    code, err = cli(capsys, "template", paths["dangling"].name)
+    assert code == 2
+    assert "the loader writes only regular files" in one_error(err)
+    assert not (here / "gone").exists()
+
+
+def test_output_through_a_symlink_to_a_regular_file_writes_the_file_and_keeps_the_link(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (here / "kept").mkdir()
+    (here / "kept" / "summary.json").write_text("{}", encoding="utf-8")
+    (here / "summary.json").symlink_to(here / "kept" / "summary.json")
+    code, _ = cli(capsys, *RUN, "--dry-run", "--summary-json", "summary.json")
+    assert code == 0
+    assert (here / "summary.json").is_symlink()
+    assert json.loads((here / "kept" / "summary.json").read_text(encoding="utf-8"))["counts"]
