@@ -132,7 +132,9 @@ def write_target(path: Path) -> Path:
         if target is not path:
             raise OSError(errno.ENOENT, "it is a symlink to nothing", str(path)) from None
         return target
-    if what is not None:
+    except OSError:
+        return target  # a file where a folder should be, no permission: the write itself says so
+    if what is not None and what != "a folder":  # a folder: the rename fails, saying so
         raise OSError(errno.EINVAL, f"it is {what}, not a regular file", str(path))
     return target
 

@@ -32,6 +32,7 @@ import pandas as pd
 from loader.cells import Cell, blank_mask, cell_text
 from loader.columnar import cell_at
 from loader.errors import InputFileError, NoRowsError, UsageError
+from loader.files import open_regular
 from loader.formats import SPREADSHEET_SUFFIXES, SUFFIX_KINDS, SUPPORTED, TEXT_SUFFIXES, sniff
 from loader.text_files import check_encoding_name, read_text_table
 from loader.workbooks import read_workbook
@@ -91,6 +92,7 @@ def read_sheet(
         raise InputFileError(path, "no such file")
     if path.is_dir():
         raise InputFileError(path, "is a folder, not a file")
+    open_regular(path).close()  # a device, FIFO or socket is refused before a byte is read
     suffix = path.suffix.lower()
     if suffix not in SUFFIX_KINDS:
         raise InputFileError(

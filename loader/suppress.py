@@ -35,6 +35,7 @@ from loader.errors import ColumnError, InputFileError, NoRowsError, NoSuchSheetE
 from loader.normalise import Context
 from loader.phones import NOT_VALID, parse_phone_column
 from loader.read import TEXT_SUFFIXES, read_sheet
+from loader.text_files import read_input
 from loader.validate import Validation
 
 #: Entries shown when a list has entries that are not numbers.
@@ -103,7 +104,7 @@ def _plain_list(path: Path) -> list[tuple[str, Cell]] | None:
     if path.suffix.lower() not in TEXT_SUFFIXES | {""}:
         return None
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_input(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         return None  # a table in another encoding: let read_sheet detect it
     except OSError as exc:

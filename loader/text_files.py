@@ -44,6 +44,7 @@ import codecs
 import csv
 import io
 import itertools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from loader.errors import InputFileError, UsageError
-from loader.limits import MAX_CELL_CHARS, MAX_COLUMNS
+from loader.files import read_regular
+from loader.limits import MAX_CELL_CHARS, MAX_COLUMNS, MAX_INPUT_BYTES
 
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "comma (,)", ";": "semicolon (;)", "\t": "tab", "|": "bar (|)"}
@@ -108,7 +110,7 @@ def read_text_table(
         fast = read_with_arrow(path, suffix=suffix, header_row=header_row)
         if fast is not None:
             return fast
-    text, used = decode(path, path.read_bytes(), encoding)
+    text, used = decode(path, read_input(path), encoding)
     if not text.strip():
         raise InputFileError(path, "the file is empty")
     sep_line = _SEP_LINE.match(text)
@@ -124,6 +126,13 @@ def read_text_table(
         encoding=used,
         delimiter=delimiter,
         ragged=ragged_rows(rows, header_row=header_row, delimiter=delimiter),
+    )
+
+
+def read_input(path: Path) -> bytes:
+    """The bytes of a contacts sheet or do-not-call list, refused past ``MAX_INPUT_BYTES`` read."""
+    return read_regular(
+        path, MAX_INPUT_BYTES, what=f"{MAX_INPUT_BYTES // 1024**3} GiB, the most the loader reads"
     )
 
 
@@ -443,6 +452,8 @@ def read_with_arrow(path: Path, *, suffix: str, header_row: int) -> TextTable | 
     import pyarrow.csv as pacsv
 
     with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size > MAX_INPUT_BYTES:
+            return None  # the csv path reads up to the limit and refuses the rest
         head = handle.read(_PROBE_BYTES)
         whole = not handle.read(1)
     bom = head.startswith(codecs.BOM_UTF8)

@@ -4,11 +4,14 @@ exit code, never a traceback, a hang or an unbounded read."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
+import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -277,3 +280,82 @@ def test_output_through_a_symlink_to_a_regular_file_writes_the_file_and_keeps_th
     assert code == 0
     assert (here / "summary.json").is_symlink()
     assert json.loads((here / "kept" / "summary.json").read_text(encoding="utf-8"))["counts"]
+
+
+# --- item 2: inputs that are not regular files, and reads that never end --------------------------
+
+
+def _special_inputs(here: Path) -> dict[str, Path]:
+    """Inputs that are not regular files, each named as a contacts sheet."""
+    os.mkfifo(here / "fifo.csv")
+    (here / "zero.csv").symlink_to("/dev/zero")
+    (here / "random.xlsx").symlink_to("/dev/urandom")
+    (here / "to-fifo.csv").symlink_to(here / "fifo.csv")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(here / "sock.csv"))
+    listener.close()
+    return {
+        "a named pipe (FIFO)": here / "fifo.csv",
+        "a device": here / "zero.csv",
+        "a device ": here / "random.xlsx",
+        "a named pipe (FIFO) ": here / "to-fifo.csv",
+        "a socket": here / "sock.csv",
+    }
+
+
+def test_inputs_that_are_not_regular_files_are_refused_before_reading(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for what, path in _special_inputs(here).items():
+        code, err = cli(capsys, "validate", path.name, "--default-region", "IN")
+        assert code == 2, path.name
+        assert one_error(err) == (
+            f"callkaro-loader: error: {path.name}: is {what.strip()}, not a file; "
+            "the loader reads only regular files"
+        )
+
+
+def test_do_not_call_list_and_config_that_are_not_regular_files_are_refused(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _special_inputs(here)
+    for option in ("--suppress", "--config"):
+        for name in ("fifo.csv", "zero.csv", "sock.csv"):
+            code, err = cli(capsys, "validate", "clean.csv", "--default-region", "IN", option, name)
+            assert code == 2, (option, name)
+            assert "the loader reads only regular files" in one_error(err), err
+
+
+class Endless(io.RawIOBase):
+    """A file that never ends, as /dev/zero or a file some process keeps appending to."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        buffer[:] = b"7" * len(buffer)
+        return len(buffer)
+
+
+def test_an_endless_stream_is_read_only_up_to_the_limit() -> None:
+    from loader.errors import InputFileError
+    from loader.files import read_bounded
+
+    stream = Endless()
+    with pytest.raises(InputFileError, match=r"^x.csv: is larger than 1 KiB$"):
+        read_bounded(stream, 1024, path=Path("x.csv"), what="1 KiB")  # type: ignore[arg-type]
+    assert stream.tell() if stream.seekable() else True
+    assert read_bounded(io.BytesIO(b"a" * 1024), 1024, path=Path("x.csv"), what="1 KiB") == b"a" * 1024
+
+
+def test_the_size_limit_counts_the_bytes_read_from_a_text_sheet(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loader import limits, text_files
+
+    monkeypatch.setattr(limits, "MAX_INPUT_BYTES", 64)
+    monkeypatch.setattr(text_files, "MAX_INPUT_BYTES", 64, raising=False)
+    (here / "long.csv").write_text(SHEET * 10, encoding="cp1252")  # past the fast path: the csv module reads
+    code, err = cli(capsys, "validate", "long.csv", "--default-region", "IN", "--encoding", "cp1252")
+    assert code == 2
+    assert "long.csv: is larger than" in one_error(err)
