@@ -59,7 +59,7 @@ def open_regular(path: Path) -> BinaryIO:
     except FileNotFoundError:
         raise InputFileError(path, "no such file") from None
     except OSError as exc:
-        if exc.errno == 6:  # ENXIO: a socket, which cannot be opened
+        if exc.errno == errno.ENXIO:  # what opening a socket gives
             raise InputFileError(
                 path, "is a socket, not a file; the loader reads only regular files"
             ) from None

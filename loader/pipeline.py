@@ -38,7 +38,7 @@ from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
 from loader.report import check_report_path, write_report
 from loader.results import count_statuses, outcomes, results_table, write_results
-from loader.secrets import ApiKey, load_api_key
+from loader.secrets import ApiKey, check_key, load_api_key
 from loader.state import Clock, RowState, RunState, fingerprint, state_path, utc_now
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
@@ -375,6 +375,7 @@ def _load_campaign(
         )
     _check_outputs(out, options)
     if isinstance(api_key, str):
+        check_key(api_key.strip(), "api_key")
         api_key = ApiKey(api_key)
 
     sheet, columns, validation, ctx = _read_and_validate(path, options, started)

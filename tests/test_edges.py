@@ -329,11 +329,14 @@ def test_do_not_call_list_and_config_that_are_not_regular_files_are_refused(
 class Endless(io.RawIOBase):
     """A file that never ends, as /dev/zero or a file some process keeps appending to."""
 
+    served = 0
+
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         buffer[:] = b"7" * len(buffer)
+        self.served += len(buffer)
         return len(buffer)
 
 
@@ -344,7 +347,7 @@ def test_an_endless_stream_is_read_only_up_to_the_limit() -> None:
     stream = Endless()
     with pytest.raises(InputFileError, match=r"^x.csv: is larger than 1 KiB$"):
         read_bounded(stream, 1024, path=Path("x.csv"), what="1 KiB")  # type: ignore[arg-type]
-    assert stream.tell() if stream.seekable() else True
+    assert stream.served == 1025  # one byte past the limit proves there is more, and no more is read
     assert read_bounded(io.BytesIO(b"a" * 1024), 1024, path=Path("x.csv"), what="1 KiB") == b"a" * 1024
 
 
@@ -499,3 +502,11 @@ def test_any_dotenv_contents_give_a_documented_exit_code_and_no_traceback(env: b
             os.environ["CALLKARO_API_KEY"] = saved
     assert 0 <= code <= 4, (env, err)
     assert "Traceback" not in err, (env, err)
+
+
+def test_a_library_caller_passing_a_key_with_a_line_break_gets_the_usage_error() -> None:
+    import loader
+    from loader.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"^api_key is not a usable API key: character 21 is a control"):
+        loader.load_campaign(Path("nowhere.csv"), agent_id="a1", api_key=f"{KEY}\nX-Evil: 1")
