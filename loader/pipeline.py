@@ -39,7 +39,7 @@ from loader.read import Sheet, read_sheet
 from loader.report import check_report_path, write_report
 from loader.results import count_statuses, outcomes, results_table, write_results
 from loader.secrets import ApiKey, check_key, load_api_key
-from loader.state import Clock, RowState, RunState, fingerprint, state_path, utc_now
+from loader.state import Clock, RowState, RunState, fingerprint, lock_path, state_path, utc_now
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
@@ -604,6 +604,7 @@ def _check_outputs(out: Path, options: RunOptions) -> None:
     replace or create (a device, a FIFO, a symlink to one or to nothing: ``loader.files``)."""
     check_output(out, "--output")
     check_output(state_path(out), f"--output {out}: its state file")
+    check_output(lock_path(out), f"--output {out}: its lock file")
     for option, target in (("--summary-json", options.summary_json), ("--log-file", options.log_file)):
         if target is not None:
             check_output(Path(target), option)

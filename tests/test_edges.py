@@ -510,3 +510,14 @@ def test_a_library_caller_passing_a_key_with_a_line_break_gets_the_usage_error()
 
     with pytest.raises(UsageError, match=r"^api_key is not a usable API key: character 21 is a control"):
         loader.load_campaign(Path("nowhere.csv"), agent_id="a1", api_key=f"{KEY}\nX-Evil: 1")
+
+
+def test_lock_file_beside_the_results_that_is_a_fifo_is_refused_not_waited_on(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    os.mkfifo(here / "clean.results.csv.lock")
+    code, err = cli(capsys, *RUN)
+    assert code == 2
+    assert "clean.results.csv.lock is a named pipe (FIFO)" in one_error(err)
+    assert not api.calls
