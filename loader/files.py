@@ -48,8 +48,8 @@ def not_a_file(mode: int) -> str | None:
     return "not a regular file"
 
 
-def open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading, once it is known to be a regular file.
+def open_regular(path: Path, *, limit: int | None = None) -> BinaryIO:
+    """``path`` opened for reading, once it is known to be a regular file (of at most ``limit`` bytes).
 
     Opened with ``O_NONBLOCK`` so that a FIFO cannot hang the open; what was opened
     (not what the name pointed to a moment before) is then checked.
@@ -64,12 +64,24 @@ def open_regular(path: Path) -> BinaryIO:
                 path, "is a socket, not a file; the loader reads only regular files"
             ) from None
         raise InputFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    what = not_a_file(os.fstat(fd).st_mode)
+    found = os.fstat(fd)
+    what = not_a_file(found.st_mode)
     if what is not None:
         os.close(fd)
         raise InputFileError(path, f"is {what}, not a file; the loader reads only regular files")
+    if limit is not None and found.st_size > limit:
+        os.close(fd)
+        raise InputFileError(path, f"is larger than {size_text(limit)}, the most the loader reads")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
+
+
+def size_text(limit: int) -> str:
+    """``limit`` bytes as people say it: ``2 GiB``, ``1 MiB``, ``512 bytes``."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if limit >= size:
+            return f"{limit / size:g} {unit}"
+    return f"{limit} bytes"
 
 
 def read_bounded(handle: BinaryIO | io.RawIOBase, limit: int, *, path: Path, what: str) -> bytes:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.errors import InputFileError, UsageError
-from loader.files import read_regular
+from loader.files import read_regular, size_text
 from loader.limits import MAX_CELL_CHARS, MAX_COLUMNS, MAX_INPUT_BYTES
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -132,7 +132,7 @@ def read_text_table(
 def read_input(path: Path) -> bytes:
     """The bytes of a contacts sheet or do-not-call list, refused past ``MAX_INPUT_BYTES`` read."""
     return read_regular(
-        path, MAX_INPUT_BYTES, what=f"{MAX_INPUT_BYTES // 1024**3} GiB, the most the loader reads"
+        path, MAX_INPUT_BYTES, what=f"{size_text(MAX_INPUT_BYTES)}, the most the loader reads"
     )
 
 

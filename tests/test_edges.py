@@ -521,3 +521,18 @@ def test_lock_file_beside_the_results_that_is_a_fifo_is_refused_not_waited_on(
     assert code == 2
     assert "clean.results.csv.lock is a named pipe (FIFO)" in one_error(err)
     assert not api.calls
+
+
+def test_a_sheet_larger_than_the_limit_is_refused_before_it_is_parsed(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loader import read
+
+    monkeypatch.setattr(read, "MAX_INPUT_BYTES", 64)
+    (here / "long.csv").write_text(SHEET * 10, encoding="utf-8")
+    code, err = cli(capsys, "validate", "long.csv", "--default-region", "IN")
+    assert code == 2
+    assert (
+        one_error(err)
+        == "callkaro-loader: error: long.csv: is larger than 64 bytes, the most the loader reads"
+    )
