@@ -27,7 +27,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from loader.errors import UsageError
+from loader.errors import InputFileError, UsageError
+from loader.files import read_regular
+from loader.limits import MAX_SETTINGS_BYTES
 from loader.options import O, RunOptions
 
 
@@ -200,15 +202,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
     unparsable file, an unknown key, or a value of the wrong type.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--config {path} is a folder, not a TOML file")
     try:
-        with path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError:
-        raise UsageError(f"--config {path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"--config {path} is a folder, not a TOML file") from None
-    except OSError as exc:
-        raise UsageError(f"--config {path} cannot be read ({exc.strerror or exc})") from None
+        # Read as a regular file only, and only so much: a FIFO or /dev/zero never ends.
+        raw = tomllib.loads(read_regular(path, MAX_SETTINGS_BYTES, what="1 MiB").decode("utf-8"))
+    except InputFileError as exc:
+        raise UsageError(f"--config {exc.path}: {exc.problem}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(
             f"{path} is not valid TOML ({exc})",

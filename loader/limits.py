@@ -28,6 +28,13 @@ can exhaust memory. The numbers:
     declaration (``<!DOCTYPE``), which workbooks never have and XML entity
     attacks always do. A prolog longer than this is itself refused.
 
+``MAX_INPUT_BYTES`` (2 GiB, as ``MAX_UNCOMPRESSED_BYTES``)
+    The most bytes read from any contacts sheet or do-not-call list, counted
+    as they are read (``loader.files``): a file that keeps growing, or a
+    device behind a symlink, stops here instead of filling memory.
+``MAX_SETTINGS_BYTES`` (1 MiB)
+    The most bytes read from ``--config`` or ``.env``: a few lines each.
+
 The limits are checked from the zip directory and the first bytes of each
 part, before any spreadsheet library parses the file.
 """
@@ -41,3 +48,5 @@ MAX_COMPRESSION_RATIO = 100
 RATIO_CHECKED_ABOVE_BYTES = 10 * 1024**2
 MAX_ZIP_MEMBERS = 10_000
 MAX_XML_PROLOG_BYTES = 64 * 1024
+MAX_INPUT_BYTES = MAX_UNCOMPRESSED_BYTES
+MAX_SETTINGS_BYTES = 1024**2

@@ -18,6 +18,7 @@ already masks it, and ``JsonLinesLog`` masks every text once more
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from typing import IO, Any
 import pandas as pd
 
 from loader.errors import UsageError, cannot_write
+from loader.files import open_append
 from loader.results import atomic_write
 from loader.secrets import ApiKey, mask
 from loader.state import Clock, utc_now
@@ -43,8 +45,10 @@ class JsonLinesLog:
         self.path = Path(path)
         self._clock = clock
         self._api_key = api_key
+        #: The write that failed, when one did: nothing more is written after it.
+        self.failure: OSError | None = None
         try:
-            self._handle: IO[str] | None = self.path.open("a", encoding="utf-8")
+            self._handle: IO[str] | None = open_append(self.path)
         except OSError as exc:
             raise UsageError(f"--log-file {self.path} cannot be opened ({exc.strerror or exc})") from None
 
@@ -54,6 +58,16 @@ class JsonLinesLog:
         # Masked field by field, before JSON escapes could hide a form of the key from the search.
         shown = {name: mask(v, self._api_key) if isinstance(v, str) else v for name, v in fields.items()}
         line = json.dumps({"time": iso(self._clock()), "event": event, **shown}, ensure_ascii=False)
+        try:
+            self._emit(line)
+        except OSError as exc:
+            # A full disk must not stop the calls being recorded where they must be (the state):
+            # the log stops here, and the run says so when it ends (``failure``).
+            self.failure = exc
+            self.close()
+
+    def _emit(self, line: str) -> None:
+        assert self._handle is not None
         self._handle.write(line + "\n")
         self._handle.flush()
 
@@ -88,9 +102,10 @@ class JsonLinesLog:
             self.outcome(int(row), str(status), call_id=None, message=str(message), attempts=0)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with contextlib.suppress(OSError):  # what a failed flush left behind fails again
+                handle.close()
 
 
 class FanOut:

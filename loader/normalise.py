@@ -99,7 +99,8 @@ _TIME = re.compile(
 )
 
 
-def parse_time_of_day(cell: Cell, ctx: Context) -> Parsed:
+def seconds_of_day(cell: Cell) -> tuple[float | None, str | None]:
+    """The time of day ``cell`` says, in seconds after midnight (fractions kept), or a problem."""
     problem = "is not a time of day; write it as HH:MM, e.g. 08:30 or 8:30 PM"
     if isinstance(cell, dt.datetime):
         # Excel stores a bare time as a date-time on its epoch day.
@@ -107,31 +108,43 @@ def parse_time_of_day(cell: Cell, ctx: Context) -> Parsed:
             return None, "is a date and time, not a time of day; write it as HH:MM"
         cell = cell.time()
     if isinstance(cell, dt.time):
-        return f"{cell.hour:02d}:{cell.minute:02d}", None
+        return cell.hour * 3600 + cell.minute * 60 + cell.second + cell.microsecond / 1e6, None
     if isinstance(cell, dt.timedelta):
-        seconds = int(cell.total_seconds())
-        if not 0 <= seconds < 86400:
-            return None, problem
-        return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}", None
+        seconds = cell.total_seconds()
+        return (seconds, None) if 0 <= seconds < 86400 else (None, problem)
     if isinstance(cell, float) and not isinstance(cell, bool) and 0 <= cell < 1:
-        # A time cell that lost its format is a fraction of a day.
-        minutes = round(cell * 1440)
-        if minutes >= 1440:
-            return None, problem
-        return f"{minutes // 60:02d}:{minutes % 60:02d}", None
+        # A time cell that lost its format is a fraction of a day; Excel keeps whole seconds.
+        seconds = round(cell * 86400)
+        return (seconds, None) if seconds < 86400 else (None, problem)
     if not isinstance(cell, str):
         return None, problem
     match = _TIME.match(cell.strip())
     if not match or (match["m"] is None and match["ampm"] is None):
         return None, problem
-    hour, minute = int(match["h"]), int(match["m"] or 0)
+    hour, minute, second = int(match["h"]), int(match["m"] or 0), int(match["s"] or 0)
     if match["ampm"]:
         if not 1 <= hour <= 12:
             return None, problem
         hour = hour % 12 + (12 if match["ampm"].lower() == "p" else 0)
-    if hour > 23 or minute > 59 or int(match["s"] or 0) > 59:
+    if hour > 23 or minute > 59 or second > 59:
         return None, problem
-    return f"{hour:02d}:{minute:02d}", None
+    return hour * 3600 + minute * 60 + second, None
+
+
+def parse_time_of_day(cell: Cell, ctx: Context, *, round_up: bool = False) -> Parsed:
+    """``HH:MM``, as the API takes it. Seconds narrow the window, never widen it: the end of a
+    window (the default) rounds down to its minute, the start (``round_up``) up to the next."""
+    seconds, problem = seconds_of_day(cell)
+    if seconds is None:
+        return None, problem
+    minutes = math.ceil(seconds / 60) if round_up else math.floor(seconds / 60)
+    if minutes >= 1440:
+        return None, "rounds up to midnight: no whole minute of the day is left to call in"
+    return f"{minutes // 60:02d}:{minutes % 60:02d}", None
+
+
+def parse_window_start(cell: Cell, ctx: Context) -> Parsed:
+    return parse_time_of_day(cell, ctx, round_up=True)
 
 
 # --- booleans and numbers ------------------------------------------------------
@@ -206,7 +219,7 @@ def parse_gap(cell: Cell, ctx: Context) -> Parsed:
 PARSERS: dict[str, Callable[[Cell, Context], Parsed]] = {
     "to_number": parse_phone,
     "schedule_at": parse_schedule_at,
-    "min_trigger_time": parse_time_of_day,
+    "min_trigger_time": parse_window_start,
     "max_trigger_time": parse_time_of_day,
     "carry_over": parse_bool,
     "number_of_retries": parse_whole_number,
@@ -285,34 +298,40 @@ def _spread(
 
 _CANONICAL_INT = re.compile(r"^(?:0|-?[1-9][0-9]*)\Z")  # ASCII digits, no trailing line break
 _PLAIN_DECIMAL = re.compile(r"^-?(?:0|[1-9][0-9]*)\.[0-9]+\Z")
+#: The largest integer every JSON reader holds exactly: JavaScript's and most others' numbers are
+#: doubles, which skip integers above 2**53 (12345678901234567 reads as 12345678901234568).
+EXACT_INT = 2**53
 
 
 def metadata_value(cell: Cell) -> Any:
     """The JSON value a metadata cell is sent as, or ``None`` to leave it out.
 
-    Text that is a canonical integer or plain decimal becomes a number;
-    everything else stays the exact text (``007`` stays ``"007"``).
+    Text that is a canonical integer within ±2**53, or a plain decimal that a
+    double holds as written (its ``repr`` is the text: ``2.5``, not ``1.10``
+    or ``12345678901234567890.5``), becomes a number; everything else stays
+    the exact text (``007`` stays ``"007"``), so no reader can change it.
     """
     if isinstance(cell, str):
         if not cell.strip():
             return None
         if _CANONICAL_INT.match(cell):
-            try:
-                return int(cell)
-            except ValueError:  # more digits than Python converts (4300)
-                return cell
+            # Compared by length first: int() of thousands of digits is refused (4300) or slow.
+            if len(cell) <= 17 and abs(number := int(cell)) <= EXACT_INT:
+                return number
+            return cell
         if _PLAIN_DECIMAL.match(cell):
-            number = float(cell)
-            return number if math.isfinite(number) else cell
+            decimal = float(cell)
+            return decimal if repr(decimal) == cell else cell
         return cell
     if isinstance(cell, bool):
         return cell
     if isinstance(cell, int):
-        return cell
+        return cell if abs(cell) <= EXACT_INT else str(cell)
     if isinstance(cell, float):
         if not math.isfinite(cell):
             return None
-        return int(cell) if cell.is_integer() else cell
+        # A float cell is a double already: sent as one, it reads back as the same double.
+        return int(cell) if cell.is_integer() and abs(cell) <= EXACT_INT else cell
     if isinstance(cell, dt.datetime):
         return cell.replace(microsecond=0).isoformat()
     if isinstance(cell, dt.date | dt.time):

@@ -35,7 +35,9 @@ from loader.errors import (
     StateError,
     UnrecordedError,
     UsageError,
+    cannot_write,
 )
+from loader.files import check_output
 from loader.history import Claims, History
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
@@ -45,8 +47,8 @@ from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
 from loader.report import check_report_path, write_report
 from loader.results import count_statuses, outcomes, results_table, write_results
-from loader.secrets import ApiKey, load_api_key
-from loader.state import Clock, Planned, RowState, RunState, fingerprint, state_path, utc_now
+from loader.secrets import ApiKey, check_key, load_api_key
+from loader.state import Clock, Planned, RowState, RunState, fingerprint, lock_path, state_path, utc_now
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
@@ -399,7 +401,9 @@ def _load_campaign(
         raise UsageError(
             f"--summary-json {options.summary_json} is a folder; give the path of the JSON file to write"
         )
+    _check_outputs(out, options)
     if isinstance(api_key, str):
+        check_key(api_key.strip(), "api_key")
         api_key = ApiKey(api_key)
 
     sheet, columns, validation, ctx = _read_and_validate(path, options, started)
@@ -503,6 +507,8 @@ def _load_campaign(
                 to_send=len(to_send),
             )
             log.unsent(unsent)
+            if log.failure is not None:  # found before a call is made: nothing sent (exit 2)
+                raise cannot_write(f"--log-file {log.path}", log.failure)
         claims = None
         if history is not None:
             slots = {int(r): recorded[int(r)].slot or int(r) for r in valid_rows}
@@ -609,6 +615,13 @@ def _load_campaign(
             # "nothing was sent" (exit 2) would not be true.
             failure.exit_code, failure.counts = 1, counts
             raise failure
+        if log is not None and log.failure is not None:
+            unrecorded = UnrecordedError(
+                f"--log-file {log.path} could not be written ({log.failure.strerror or log.failure}); "
+                f"the run itself finished: its results are in {out}"
+            )
+            unrecorded.counts = counts
+            raise unrecorded
         created_name = state.get("campaign_name")
     durations["send_seconds"] = (finished - validated).total_seconds()
     durations["total_seconds"] = (finished - started).total_seconds()
@@ -633,6 +646,17 @@ def _load_campaign(
         calls=calls,
         called_again=None if called_before is None else _called_again(called_before, validation, to_send),
     )
+
+
+def _check_outputs(out: Path, options: RunOptions) -> None:
+    """Refuse, before anything is read or sent, an output path that is not a regular file to
+    replace or create (a device, a FIFO, a symlink to one or to nothing: ``loader.files``)."""
+    check_output(out, "--output")
+    check_output(state_path(out), f"--output {out}: its state file")
+    check_output(lock_path(out), f"--output {out}: its lock file")
+    for option, target in (("--summary-json", options.summary_json), ("--log-file", options.log_file)):
+        if target is not None:
+            check_output(Path(target), option)
 
 
 def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFrame) -> dict[str, int]:

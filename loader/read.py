@@ -32,7 +32,9 @@ import pandas as pd
 from loader.cells import Cell, blank_mask, cell_text
 from loader.columnar import cell_at
 from loader.errors import InputFileError, NoRowsError, UsageError
+from loader.files import open_regular
 from loader.formats import SPREADSHEET_SUFFIXES, SUFFIX_KINDS, SUPPORTED, TEXT_SUFFIXES, sniff
+from loader.limits import MAX_INPUT_BYTES
 from loader.text_files import check_encoding_name, read_text_table
 from loader.workbook_view import NOTHING, View
 from loader.workbooks import read_workbook
@@ -98,6 +100,8 @@ def read_sheet(
         raise InputFileError(path, "no such file")
     if path.is_dir():
         raise InputFileError(path, "is a folder, not a file")
+    # A device, FIFO or socket is refused before a byte is read; a file past the limit too.
+    open_regular(path, limit=MAX_INPUT_BYTES).close()
     suffix = path.suffix.lower()
     if suffix not in SUFFIX_KINDS:
         raise InputFileError(

@@ -22,6 +22,7 @@ from typing import IO, Any
 from loader.cells import Cell
 from loader.columns import ColumnMap
 from loader.errors import UsageError, cannot_write
+from loader.files import check_output
 from loader.read import Sheet
 from loader.results import atomic_write, inert, shows_in_full, xlsx_text
 from loader.validate import PROBLEM_COLUMNS, Validation, problem_text
@@ -57,6 +58,7 @@ def check_report_path(path: Path, input_path: Path) -> None:
         )
     if path.resolve() == input_path.resolve():
         raise UsageError(f"--report {path} is the input file; the loader never overwrites its input")
+    check_output(path, "--report")
 
 
 def write_report(path: Path, sheet: Sheet, columns: ColumnMap, validation: Validation) -> None:

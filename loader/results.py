@@ -27,6 +27,7 @@ import pandas as pd
 
 from loader.cells import cell_text, column_matches
 from loader.columns import RESULT_COLUMNS
+from loader.files import write_target
 from loader.read import Sheet
 from loader.state import IN_FLIGHT_MESSAGE, RowState
 
@@ -248,7 +249,9 @@ def atomic_write(
     """Write ``path`` through ``write`` into a temporary file beside it, then swap it in: a reader
     sees the old file or the new one, never half of one. Text is ``encoding`` (by default UTF-8
     with the byte-order mark Excel needs) with newlines as written. Every file the loader
-    produces is written this way."""
+    produces is written this way. Through a symlink, the file it points to is replaced and the
+    symlink kept (``loader.files.write_target``)."""
+    path = write_target(path)
     if make_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -142,6 +142,10 @@ def state_path(output: Path) -> Path:
     return output.with_name(output.name + ".state")
 
 
+def lock_path(output: Path) -> Path:
+    return output.with_name(output.name + ".lock")
+
+
 def fingerprint(path: Path) -> str:
     """A digest of the input file's bytes: an old state's rows by position hold only for the same bytes."""
     digest = hashlib.sha256()
@@ -226,10 +230,9 @@ class RunState:
         self.close()
 
     def open(self) -> None:
-        lock_path = self.output.with_name(self.output.name + ".lock")
         try:
             self.output.parent.mkdir(parents=True, exist_ok=True)
-            handle = lock_path.open("a+")
+            handle = lock_path(self.output).open("a+")
         except OSError as exc:
             raise cannot_write(f"--output {self.output}", exc) from None
         try:

@@ -37,6 +37,7 @@ from loader.formats import SUFFIX_KINDS, sniff
 from loader.list_entries import EntryNumbers, read_entries
 from loader.normalise import Context
 from loader.read import TEXT_SUFFIXES, Sheet, read_sheet
+from loader.text_files import read_input
 from loader.validate import Validation
 from loader.workbooks import read_workbook
 
@@ -111,7 +112,7 @@ def _plain_list(path: Path) -> list[Entry] | None:
     if path.suffix.lower() not in TEXT_SUFFIXES | {""}:
         return None
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_input(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         return None  # a table in another encoding: let read_sheet detect it
     except OSError as exc:

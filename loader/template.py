@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from loader.columns import ROW_FIELDS
 from loader.errors import UsageError, cannot_write
+from loader.files import check_output
 from loader.results import atomic_write
 
 #: What each column means, for the header comments.
@@ -51,6 +52,7 @@ def write_template(path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".xlsx", ".csv"):
         raise UsageError(f"template {path} must end in .xlsx or .csv")
+    check_output(path, "template")
     if path.exists():
         raise UsageError(
             f"{path} already exists; the template never replaces a file", hint="Choose another name."

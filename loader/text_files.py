@@ -44,6 +44,7 @@ import codecs
 import csv
 import io
 import itertools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from loader.errors import InputFileError, UsageError
-from loader.limits import MAX_CELL_CHARS, MAX_COLUMNS
+from loader.files import read_regular, size_text
+from loader.limits import MAX_CELL_CHARS, MAX_COLUMNS, MAX_INPUT_BYTES
 
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "comma (,)", ";": "semicolon (;)", "\t": "tab", "|": "bar (|)"}
@@ -108,7 +110,7 @@ def read_text_table(
         fast = read_with_arrow(path, suffix=suffix, header_row=header_row)
         if fast is not None:
             return fast
-    text, used = decode(path, path.read_bytes(), encoding)
+    text, used = decode(path, read_input(path), encoding)
     if not text.strip():
         raise InputFileError(path, "the file is empty")
     sep_line = _SEP_LINE.match(text)
@@ -127,18 +129,39 @@ def read_text_table(
     )
 
 
+def read_input(path: Path) -> bytes:
+    """The bytes of a contacts sheet or do-not-call list, refused past ``MAX_INPUT_BYTES`` read."""
+    return read_regular(
+        path, MAX_INPUT_BYTES, what=f"{size_text(MAX_INPUT_BYTES)}, the most the loader reads"
+    )
+
+
 # --- encodings -------------------------------------------------------------------------
 
 
+#: Text codecs made for domain names, not files: no spreadsheet program writes them.
+_NAME_CODECS = frozenset({"punycode", "idna"})
+#: Characters every contacts file has; an encoding for files gives them back as they were.
+_ASCII_SAMPLE = 'Phone,Name;\t"x"\r\n'
+
+
 def check_encoding_name(encoding: str) -> str:
-    """``--encoding`` as Python's codec name; a name Python does not know is a usage error."""
+    """``--encoding`` as Python's codec name; a name Python does not know, or a codec that does not
+    turn bytes into text (``hex``, ``base64``, ``zlib``, ``rot13``, ``undefined``...), is a usage error."""
+    hint = "Try utf-8, cp1252, latin-1 or utf-16."
     try:
-        return codecs.lookup(encoding).name
-    except LookupError:
-        raise UsageError(
-            f"--encoding {encoding!r} is not an encoding Python knows",
-            hint="Try utf-8, cp1252, latin-1 or utf-16.",
-        ) from None
+        name = codecs.lookup(encoding).name
+    except (LookupError, ValueError):  # ValueError: a name holding a NUL
+        raise UsageError(f"--encoding {encoding!r} is not an encoding Python knows", hint=hint) from None
+    try:
+        # str.encode/bytes.decode refuse every codec that is not a text encoding (LookupError, as
+        # documented), and "undefined" refuses everything (UnicodeError).
+        same = _ASCII_SAMPLE.encode(name).decode(name) == _ASCII_SAMPLE
+    except (LookupError, UnicodeError):
+        same = False
+    if not same or name in _NAME_CODECS:
+        raise UsageError(f"--encoding {encoding!r} is not a text encoding", hint=hint)
+    return name
 
 
 def decode(path: Path, raw: bytes, encoding: str | None) -> tuple[str, str]:
@@ -429,6 +452,8 @@ def read_with_arrow(path: Path, *, suffix: str, header_row: int) -> TextTable | 
     import pyarrow.csv as pacsv
 
     with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size > MAX_INPUT_BYTES:
+            return None  # the csv path reads up to the limit and refuses the rest
         head = handle.read(_PROBE_BYTES)
         whole = not handle.read(1)
     bom = head.startswith(codecs.BOM_UTF8)

@@ -19,11 +19,11 @@ from loader import memory
 from loader.cells import Cell, arrow_text, blank_mask, cell_text, is_blank, is_text_column, shorten
 from loader.columns import ROW_FIELDS, ColumnMap
 from loader.errors import UsageError
-from loader.normalise import DTYPES, Context, parse_column
+from loader.normalise import DTYPES, Context, parse_column, seconds_of_day
 from loader.pandera_quiet import pa
 from loader.read import Sheet
 from loader.workbook_view import as_shown
-from schemas import ROW_CHECK_COLUMNS, CallRequests
+from schemas import ROW_CHECK_COLUMNS, WINDOW_ERROR, CallRequests
 
 PROBLEM_COLUMNS = ["source_row", "column", "value", "error"]
 #: Longest metadata value sent, in characters. Metadata goes into the voice agent's
@@ -386,9 +386,19 @@ def _failures(
     for column, rows in rows_of.items():
         cells.update(zip([(row, column) for row in rows], raw[column].loc[rows].tolist(), strict=True))
     return [
-        (row, headers.get(column, column), cell_text(cells.get((row, column), "")), check)
+        (row, headers.get(column, column), cell_text(cells.get((row, column), "")), _why(check, row, raw))
         for row, column, check in new
     ]
+
+
+def _why(check: str, row: int, raw: dict[str, pd.Series]) -> str:
+    """The rule's message, saying so where rounding to whole minutes is what emptied a window."""
+    if check != WINDOW_ERROR:
+        return check
+    written = [raw[name].loc[row] for name in ("min_trigger_time", "max_trigger_time") if name in raw]
+    if any(seconds % 60 for seconds, _ in map(seconds_of_day, written) if seconds is not None):
+        return f"{check} once both are rounded to whole minutes (the start up, the end down)"
+    return check
 
 
 def problem_text(column: str, value: str, error: str) -> str:

@@ -25,6 +25,7 @@ from loader.columnar import Columns, collect_columns
 from loader.errors import InputFileError, NoSuchSheetError
 from loader.formats import OLE2, ZIPPED, Kind, by_content
 from loader.limits import MAX_COLUMNS
+from loader.text_files import read_input
 from loader.workbook_view import NOTHING, Ahead, View, view_of
 from loader.zip_checks import check_zip
 
@@ -129,7 +130,7 @@ def _damaged(path: Path, detail: str) -> str:
     with path.open("rb") as handle:
         head = handle.read(8)
     if head == OLE2:
-        data = path.read_bytes()
+        data = read_input(path)
         if "EncryptedPackage".encode("utf-16-le") in data:
             return _PASSWORD
         if "WordDocument".encode("utf-16-le") in data:

@@ -22,7 +22,8 @@ TIME_OF_DAY = r"^([01]\d|2[0-3]):[0-5]\d$"
 PRIORITY_RANGE = (-100, 100)
 
 #: Each row-level check, and the column its failure is reported against.
-ROW_CHECK_COLUMNS = {"is not before max_trigger_time": "min_trigger_time"}
+WINDOW_ERROR = "is not before max_trigger_time"
+ROW_CHECK_COLUMNS = {WINDOW_ERROR: "min_trigger_time"}
 
 
 def _positive_minutes(value: Any) -> bool:
@@ -57,7 +58,7 @@ class CallRequests(pa.DataFrameModel):
         low, high = PRIORITY_RANGE
         return series.isna() | series.between(low, high)
 
-    @pa.dataframe_check(error="is not before max_trigger_time")
+    @pa.dataframe_check(error=WINDOW_ERROR)
     def window_in_order(cls, frame: pd.DataFrame) -> pd.Series:
         start, end = frame["min_trigger_time"], frame["max_trigger_time"]
         return (start.isna() | end.isna() | (start < end)).astype(bool)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import time
@@ -558,3 +559,32 @@ def test_metadata_text_never_becomes_nan_infinity_or_nothing(text: str) -> None:
     assert value == text or isinstance(value, int | float)
     if isinstance(value, float):
         assert math.isfinite(value)
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("12345678901234567890.5", "12345678901234567890.5"),  # no double holds it
+        ("12345678901234567", "12345678901234567"),  # above 2**53: a JavaScript reader changes it
+        ("-12345678901234567", "-12345678901234567"),
+        ("1.10", "1.10"),  # a version or a price band: the trailing zero is part of it
+        ("0.10", "0.10"),
+        ("0.1000000000000000055511151231257827", "0.1000000000000000055511151231257827"),
+        (str(2**53), 2**53),
+        (str(-(2**53)), -(2**53)),
+        (str(2**53 + 1), str(2**53 + 1)),
+        ("0.1", 0.1),
+        ("123.456", 123.456),
+        (12345678901234567, "12345678901234567"),  # an integer cell above 2**53
+        (2**53, 2**53),
+    ],
+)
+def test_metadata_number_that_a_double_would_change_is_sent_as_the_text_written(
+    cell: Any, expected: Any
+) -> None:
+    value = metadata_value(cell)
+    assert value == expected
+    assert type(value) is type(expected)
+    # What a double-based JSON reader (JavaScript's) makes of it is what the sheet says.
+    if isinstance(value, int | float):
+        assert float(json.loads(json.dumps(value))) == value

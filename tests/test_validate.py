@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -389,3 +390,42 @@ def test_problems_read_left_to_right_in_the_sheets_column_order(check: Callable[
         [["500", "n" * 2001, "12", "25:00"]],
     )
     assert validation.problems["column"].tolist() == ["priority", "Notes", "phone", "min_trigger_time"]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "sent"),
+    [
+        ("09:30:59", "17:00:30", ("09:31", "17:00")),
+        ("09:30:00", "17:00:00", ("09:30", "17:00")),
+        ("9:30:01 AM", "5:59:59 PM", ("09:31", "17:59")),
+        (dt.time(9, 30, 0, 1), dt.time(17, 0, 59, 999999), ("09:31", "17:00")),
+    ],
+)
+def test_calling_window_with_seconds_is_narrowed_to_whole_minutes_never_widened(
+    check: Callable[..., Validation], start: Any, end: Any, sent: tuple[str, str]
+) -> None:
+    # The API takes HH:MM: dropping the seconds of the start would open the window before the row asked.
+    validation = check(["Phone", "Min Trigger Time", "Max Trigger Time"], [["+919876543210", start, end]])
+    assert validation.status[2] == "valid"
+    request = validation.requests.loc[2]
+    assert (request["min_trigger_time"], request["max_trigger_time"]) == sent
+
+
+@pytest.mark.parametrize(("start", "end"), [("09:30:30", "09:30:50"), ("09:30", "09:30:45")])
+def test_calling_window_emptied_by_rounding_to_minutes_is_invalid_and_says_why(
+    check: Callable[..., Validation], start: str, end: str
+) -> None:
+    validation = check(["Phone", "Min Trigger Time", "Max Trigger Time"], [["+919876543210", start, end]])
+    assert validation.status[2] == "invalid"
+    assert validation.message[2] == (
+        f"Min Trigger Time: {start} is not before max_trigger_time once both are rounded to whole "
+        "minutes (the start up, the end down)"
+    )
+
+
+def test_calling_window_starting_in_the_last_minute_of_the_day_is_invalid(
+    check: Callable[..., Validation],
+) -> None:
+    validation = check(["Phone", "Min Trigger Time"], [["+919876543210", "23:59:30"]])
+    assert validation.status[2] == "invalid"
+    assert "no whole minute of the day is left" in validation.message[2]
