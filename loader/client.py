@@ -40,10 +40,10 @@ from loader.errors import (
     TransientError,
     UsageError,
 )
+from loader.options import DEFAULT_BASE_URL
 from loader.secrets import ApiKey
 from loader.transport import network_transport
 
-DEFAULT_BASE_URL = "https://api.callkaro.ai"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 #: ``Retry-After`` beyond this is treated as this: a run should not sleep for an hour.
 MAX_RETRY_AFTER = 60.0

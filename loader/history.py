@@ -56,12 +56,13 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
 
 from loader.errors import StateError, UsageError
+from loader.options import Window
 from loader.state import Clock, RowState, connect, utc_now, write_transaction
 
 SCHEMA_VERSION = 2
@@ -70,8 +71,6 @@ APPLICATION_ID = 0x434B4C47
 APPLICATION = "callkaro-loader call ledger"
 #: The environment variable naming the ledger when ``--history`` is not given.
 HISTORY_ENV = "CALLKARO_HISTORY"
-#: Days (``--skip-recent``), or ``"all"``: ever.
-Window = int | Literal["all"]
 #: Numbers per query: well under SQLite's limit on bound parameters.
 _CHUNK = 500
 _SQLITE_HEADER = b"SQLite format 3\x00"

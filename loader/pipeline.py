@@ -28,10 +28,10 @@ from loader import memory
 from loader.columns import ColumnMap, map_columns
 from loader.config import make_options
 from loader.errors import ApiRefusedError, LoaderError, StateError, UnrecordedError, UsageError
-from loader.history import Claims, History
+from loader.history import Claims, History, choose_ledger
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
-from loader.options import InputOptions, RunOptions
+from loader.options import DEFAULT_BASE_URL, InputOptions, RunOptions, Window
 from loader.payload import check_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 #: Statuses that need nobody's attention after a real run.
 SETTLED = frozenset({"scheduled", "duplicate", "suppressed"})
+#: The in-process sandbox's base URL, when ``--base-url`` gives none.
+SANDBOX_BASE_URL = "http://127.0.0.1"
 #: ... and after ``validate`` or ``--dry-run``.
 SETTLED_DRY = frozenset({"valid", "duplicate", "suppressed"})
 STATUS_ORDER = ("scheduled", "valid", "invalid", "duplicate", "suppressed", "failed", "uncertain", "pending")
@@ -84,6 +86,8 @@ class RunResult:
     campaign_name: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    #: The call ledger the run read and wrote (``None``: ``--no-history``, or the in-process sandbox).
+    ledger: Path | None = None
 
     @property
     def exit_code(self) -> int:
@@ -116,6 +120,7 @@ class RunResult:
             "started_at": iso(self.started_at) if self.started_at else None,
             "finished_at": iso(self.finished_at) if self.finished_at else None,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
+            "ledger": str(self.ledger) if self.ledger is not None else None,
         }
 
 
@@ -374,16 +379,27 @@ def _load_campaign(
         )
     if isinstance(api_key, str):
         api_key = ApiKey(api_key)
+    # As on the command line: the option, else the config file, else the environment.
+    base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
+    if options.sandbox:
+        base_url = base_url or SANDBOX_BASE_URL
+    ledger, default_ledger = choose_ledger(
+        options.history, no_history=options.no_history, sandbox=options.sandbox
+    )
+    window = options.recent_window()
 
     sheet, columns, validation, ctx = _read_and_validate(path, options, started)
     validated = clock()
     durations = {"validate_seconds": (validated - started).total_seconds()}
 
     if options.dry_run:
-        if options.history is not None and options.skip_recent is not None:
-            # What the run would skip, read without writing (and without creating the ledger).
-            with History(options.history, clock=clock, readonly=True) as ledger:
-                validation = _skip_recent(validation, ledger, options.skip_recent, ctx, run=None)
+        if ledger is not None:
+            # What the run would skip, read without writing (and without creating the ledger); a
+            # file that is not a ledger is refused here too, so the preview fails as the run would.
+            api = base_url or DEFAULT_BASE_URL
+            with History(ledger, clock=clock, readonly=True, api=api) as readonly:
+                if window is not None:
+                    validation = _skip_recent(validation, readonly, window, ctx, run=None)
         # Build every body so a dry run proves the requests can be made, keeping none.
         check_bodies(sheet, validation, agent_id=agent_id, batch_id=batch_id)
         if state_path(out).exists():
@@ -405,23 +421,21 @@ def _load_campaign(
             input_path=path,
             started_at=started,
             finished_at=finished,
+            ledger=ledger,
         )
 
     # Only a run that sends loads the HTTP stack (see loader.campaign).
     from loader.campaign import SendJob, run_coroutine
-    from loader.client import DEFAULT_BASE_URL, CallKaroClient, check_base_url
+    from loader.client import CallKaroClient, check_base_url
     from loader.send import RetryPolicy, SendReport
 
     simulated = None
-    # As on the command line: the option, else the config file, else the environment.
-    base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
     if options.sandbox:
         from loader.sandbox import Faults, Sandbox, SandboxTransport
 
         simulated = Sandbox(api_key="sandbox-key", agents=[agent_id], faults=sandbox_faults or Faults())
         transport = transport or SandboxTransport(simulated)
         api_key = ApiKey("sandbox-key")
-        base_url = base_url or "http://127.0.0.1"
     else:
         api_key = api_key or load_api_key()
         if api_key is None:
@@ -435,7 +449,11 @@ def _load_campaign(
     if not options.fresh:
         _refuse_orphaned_results(out)
     with contextlib.ExitStack() as stack:
-        history = stack.enter_context(History(options.history, clock=clock)) if options.history else None
+        history = (
+            stack.enter_context(History(ledger, clock=clock, api=base_url, make_folder=default_ledger))
+            if ledger is not None
+            else None
+        )
         log = JsonLinesLog(options.log_file, api_key=api_key, clock=clock) if options.log_file else None
         if log is not None:
             stack.callback(log.close)
@@ -443,8 +461,9 @@ def _load_campaign(
         resumed = not (options.fresh or state.is_new())
         _claim_state(state, path, options, agent_id=agent_id, batch_id=batch_id)
         run_token = state.run_token()
-        if history is not None and options.skip_recent is not None:
-            validation = _skip_recent(validation, history, options.skip_recent, ctx, run=run_token)
+        state.set(ledger=str(ledger) if ledger is not None else None)
+        if history is not None and window is not None:
+            validation = _skip_recent(validation, history, window, ctx, run=run_token)
         known_batch = state.get("batch_id")
         if simulated is not None and known_batch:
             # Each --sandbox run starts a new simulated API; let it know the campaign being resumed.
@@ -479,7 +498,7 @@ def _load_campaign(
                 run=run_token,
                 input_name=str(path),
                 numbers={int(r): str(numbers[r]) for r in valid_rows},
-                days=options.skip_recent,
+                days=window,
                 timezone=ctx.timezone,
                 clock=clock,
             )
@@ -584,6 +603,7 @@ def _load_campaign(
         campaign_name=created_name,
         started_at=started,
         finished_at=finished,
+        ledger=ledger,
     )
 
 
@@ -595,7 +615,7 @@ def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFr
 
 
 def _skip_recent(
-    validation: Validation, history: History, days: int, ctx: Context, *, run: str | None
+    validation: Validation, history: History, days: Window, ctx: Context, *, run: str | None
 ) -> Validation:
     """``valid`` rows whose number another run scheduled or claimed in ``days`` days: ``suppressed``."""
     numbers = validation.requests["to_number"][validation.status == "valid"]

@@ -356,6 +356,8 @@ class RunStatus:
     #: The last run ended early: Ctrl-C or SIGTERM (``stopped``), or the API's refusal of it (``refused``).
     stopped: bool = False
     refused: str | None = None
+    #: The call ledger the last run used (``None``: none, e.g. ``--no-history`` or ``--sandbox``).
+    ledger: str | None = None
 
 
 def read_status(output: str | Path) -> RunStatus:
@@ -413,6 +415,7 @@ def read_status(output: str | Path) -> RunStatus:
         results_path=summary.get("results_path") if summary else None,
         stopped=bool(summary.get("stopped")) if summary and finished else False,
         refused=summary.get("refused") if summary and finished else None,
+        ledger=run.get("ledger"),
     )
 
 
