@@ -506,10 +506,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     _say(f"input: {found.input or '?'}")
     _say(f"last activity: {found.last_activity or '?'}")
     _say(f"run: {where}")
-    _say(f"ledger: {found.ledger or 'none'}")
     for line in summary_lines(found.counts):
         _say(line)
     _say(f"results: {found.results_path or args.output}")
+    _say(f"ledger: {found.ledger or 'none (--no-history, or the built-in --sandbox)'}")
     return 0 if found.finished and set(found.counts) <= SETTLED else 1
 
 
