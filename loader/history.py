@@ -180,7 +180,14 @@ class History:
         if not self.readonly and not self.path.parent.exists():
             if self._make_folder:
                 # Only the per-user default's folder: it holds phone numbers, so it is the user's alone.
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                except OSError as exc:
+                    raise UsageError(
+                        f"the call ledger's folder {self.path.parent} cannot be made ({exc.strerror or exc})",
+                        hint="Give the ledger a path with --history (or CALLKARO_HISTORY) in a folder this "
+                        "user can write.",
+                    ) from None
             else:
                 # Never create folders for a given path: a typo must not silently start an empty ledger.
                 raise UsageError(
@@ -221,8 +228,13 @@ class History:
                     _create(inside)
             finally:
                 db.close()
-            with contextlib.suppress(FileExistsError):  # another run made it first: use theirs
+            try:
                 os.link(made, path)
+            except FileExistsError:
+                pass  # another run made it first: use theirs
+            except OSError:
+                if not path.exists():  # a file system without hard links: nearly as good
+                    os.replace(made, path)
         finally:
             made.unlink(missing_ok=True)
 

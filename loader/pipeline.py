@@ -52,11 +52,11 @@ if TYPE_CHECKING:
 
 #: Statuses that need nobody's attention after a real run.
 SETTLED = frozenset({"scheduled", "duplicate", "suppressed"})
-#: The in-process sandbox's base URL, when ``--base-url`` gives none.
-SANDBOX_BASE_URL = "http://127.0.0.1"
 #: ... and after ``validate`` or ``--dry-run``.
 SETTLED_DRY = frozenset({"valid", "duplicate", "suppressed"})
 STATUS_ORDER = ("scheduled", "valid", "invalid", "duplicate", "suppressed", "failed", "uncertain", "pending")
+#: The in-process sandbox's base URL, when ``--base-url`` gives none.
+SANDBOX_BASE_URL = "http://127.0.0.1"
 
 O = TypeVar("O", bound=InputOptions)  # noqa: E741 - as in loader.options
 

@@ -1013,3 +1013,18 @@ def test_skip_recent_beyond_any_date_means_ever_instead_of_a_traceback(
     )
     assert (code, err) == (0, "")
     assert out.splitlines()[0] == "suppressed  3"
+
+
+def test_a_default_ledger_whose_folder_cannot_be_made_stops_the_run_before_sending(
+    capsys: pytest.CaptureFixture[str], here: Path, api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (here / "state").write_text("a file where the state folder would be\n", encoding="utf-8")
+    monkeypatch.setenv("XDG_STATE_HOME", str(here / "state"))
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    campaign, outbound = callkaro_answers(api)
+    code, out, err = run(capsys, "run", "clean.csv", "--agent-id", "a", "--default-region", "IN", *TZ)
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        f"callkaro-loader: error: the call ledger's folder {here / 'state'}/callkaro-loader "
+    )
+    assert len(err.splitlines()) == 2 and not campaign.called and not outbound.called
