@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import random
 import sqlite3
+import tempfile
 import threading
 import zoneinfo
 from collections import Counter
@@ -396,3 +397,13 @@ def test_a_file_that_is_not_a_ledger_is_refused_and_left_untouched(
     assert refused.value.exit_code == 2
     assert (path.read_bytes(), path.stat().st_mtime_ns) == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no -wal, -shm or -journal either
+
+
+def test_tests_never_touch_the_real_per_user_ledger() -> None:
+    """conftest gives every test its own home: the ledger the loader would use is in a temporary folder."""
+    from conftest import default_ledger as this_tests_ledger
+
+    from loader.history import default_ledger
+
+    assert default_ledger() == this_tests_ledger()
+    assert default_ledger().is_relative_to(tempfile.gettempdir())
