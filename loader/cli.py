@@ -58,7 +58,40 @@ class _BadArguments(Exception):
         self.prog, self.message = prog, message
 
 
+class _Once(argparse.Action):
+    """An option that takes one value refuses a second one: ``--history a --history b`` would
+    otherwise silently use b, and a pasted command line could quietly undo a setting."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given: set[str] = vars(namespace).setdefault("_given_once", set())
+        if self.dest in given:
+            names = "/".join(self.option_strings)
+            parser.error(f"{names} was given twice; it takes one value: give it once")
+        given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _StoreOnce(_Once, argparse._StoreAction):
+    pass
+
+
+class _BooleanOnce(_Once, argparse.BooleanOptionalAction):
+    pass
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Every option that stores one value (argparse's default action), in every subcommand.
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
     def error(self, message: str) -> Any:  # argparse's own usage errors: exit 2, one line, a hint
         raise _BadArguments(self.prog, message)
 
@@ -94,6 +127,16 @@ def _unknown_flag_values(argv: Sequence[str], parser: argparse.ArgumentParser) -
         elif index + 1 < len(argv) and not argv[index + 1].startswith("-"):
             values.add(argv[index + 1])
     return values - {""}
+
+
+def _days(text: str) -> int | str:
+    """``--skip-recent``: a whole number of days, or ``all``."""
+    if text.strip().lower() == "all":
+        return "all"
+    return int(text)
+
+
+_days.__name__ = "days"  # argparse names the type in its error: "invalid days value: 'x'"
 
 
 def _input_options(parser: argparse.ArgumentParser) -> None:
@@ -159,7 +202,7 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-trigger-time", metavar="HH:MM", help="end of each day's calling window")
     group.add_argument(
         "--carry-over",
-        action=argparse.BooleanOptionalAction,
+        action=_BooleanOnce,
         help="move a call not made by the window's end to the next day",
     )
     group.add_argument("--retries", metavar="N", help="retries when the customer does not pick up")
@@ -285,14 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--history",
         metavar="PATH",
         type=Path,
-        help="a SQLite ledger, shared by runs (e.g. nightly ones), of every number scheduled and when; "
-        "created if missing",
+        help="the call ledger: a SQLite file of every number scheduled, when and in which campaign, "
+        "shared by runs; created if missing (default: $CALLKARO_HISTORY, else a per-user ledger in "
+        "this user's state folder; --sandbox keeps none unless given)",
     )
     group.add_argument(
         "--skip-recent",
         metavar="DAYS",
-        type=int,
-        help="with --history: rows whose number was scheduled in the last DAYS days are 'suppressed'",
+        type=_days,
+        help="rows whose number the ledger shows scheduled in the last DAYS days, in any campaign, are "
+        "'suppressed' (default: 1; 0 turns it off; 'all': ever called)",
+    )
+    group.add_argument(
+        "--no-history",
+        action="store_true",
+        help="neither read nor write the call ledger (for throwaway tests only)",
     )
     group = run.add_argument_group("output")
     group.add_argument(
@@ -546,6 +596,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for line in summary_lines(found.counts):
         _say(line)
     _say(f"results: {found.results_path or args.output}")
+    _say(f"ledger: {found.ledger or 'none (--no-history, or the built-in --sandbox)'}")
     return 0 if found.finished and set(found.counts) <= SETTLED else 1
 
 

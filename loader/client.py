@@ -49,10 +49,10 @@ from loader.errors import (
     TransientError,
     UsageError,
 )
+from loader.options import DEFAULT_BASE_URL
 from loader.secrets import ApiKey, mask
 from loader.transport import network_transport
 
-DEFAULT_BASE_URL = "https://api.callkaro.ai"
 #: Answers that say "not now" without doing the work, whoever gives them.
 RETRYABLE_STATUS = frozenset({429, 503})
 #: A gateway's answers: it may have passed the request on before it gave up on the answer.

@@ -107,6 +107,14 @@ def _duration(value: Any) -> str | dt.timedelta:
     raise _WrongType('a duration in quotes, e.g. "30m", "90s" or "2h"')
 
 
+def _days(value: Any) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    raise _WrongType('a whole number of days, or "all"')
+
+
 def _path(value: Any) -> str:
     if isinstance(value, str) and value.strip():
         return value
@@ -153,7 +161,8 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "fresh": _flag,
     "retry_uncertain": _flag,
     "history": _path,
-    "skip_recent": _whole,
+    "skip_recent": _days,
+    "no_history": _flag,
     "summary_json": _path,
     "log_file": _path,
     "no_progress": _flag,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from loader.columns import parse_map_options
 from loader.errors import UsageError
@@ -29,6 +29,14 @@ O = TypeVar("O", bound="InputOptions")  # noqa: E741 - the conventional name for
 def _is_default(value: Any, default: Any) -> bool:
     return type(value) is type(default) and value == default  # True is not header_row=1
 
+
+#: ``--base-url`` when neither the option nor ``$CALLKARO_BASE_URL`` gives one. Here, not in
+#: ``loader.client``, so that a dry run can name the API its ledger entries belong to without
+#: loading the HTTP stack.
+DEFAULT_BASE_URL = "https://api.callkaro.ai"
+
+#: ``--skip-recent`` as the ledger takes it: days, or ``"all"`` (ever).
+Window = int | Literal["all"]
 
 #: Option name -> the call field whose blank cells it fills.
 DEFAULT_FIELDS = {
@@ -152,10 +160,14 @@ class RunOptions(InputOptions):
     base_url: str | None = None
     fresh: bool = False
     retry_uncertain: bool = False
-    #: SQLite ledger of every number scheduled, shared by runs (see ``loader.history``).
+    #: The call ledger of every number scheduled, shared by runs (see ``loader.history``);
+    #: ``None``: ``$CALLKARO_HISTORY``, else the per-user ledger.
     history: str | Path | None = None
-    #: With ``history``: rows whose number was scheduled in the last this many days are ``suppressed``.
-    skip_recent: int | None = None
+    #: Rows whose number was scheduled in the last this many days are ``suppressed``; ``None``:
+    #: the default, one day; ``0``: off; ``"all"``: ever.
+    skip_recent: int | str | None = None
+    #: Neither read nor write the call ledger.
+    no_history: bool = False
     summary_json: str | Path | None = None
     log_file: str | Path | None = None
     no_progress: bool = False
@@ -185,20 +197,33 @@ class RunOptions(InputOptions):
         if self.header_row < 1:
             raise UsageError(f"--header-row must be 1 or more, not {self.header_row}")
         self.retry_for_seconds()
+        if self.history is not None and self.no_history:
+            raise UsageError("--history and --no-history contradict each other: give one of them")
         if self.skip_recent is not None:
-            if self.history is None:
+            if self.skip_recent != "all" and (
+                not isinstance(self.skip_recent, int)
+                or isinstance(self.skip_recent, bool)
+                or self.skip_recent < 0
+            ):
                 raise UsageError(
-                    "--skip-recent needs --history: the ledger that says when each number was last called",
-                    hint="Add --history PATH: a SQLite file the nightly runs share, created if missing.",
+                    f"--skip-recent must be a whole number of days (0 or more) or all, not {self.skip_recent}"
                 )
-            if isinstance(self.skip_recent, bool) or self.skip_recent < 1:
+            if self.no_history and self.skip_recent != 0:
                 raise UsageError(
-                    f"--skip-recent must be a whole number of days, 1 or more, not {self.skip_recent}"
+                    "--skip-recent needs the call ledger, which --no-history turns off",
+                    hint="Drop --no-history (the ledger is what says when each number was last called).",
                 )
 
     def retry_for_seconds(self) -> float | None:
         """``retry_for`` in seconds, or None when not given (a usage error when it is not a duration)."""
         return None if self.retry_for is None else parse_duration(self.retry_for)
+
+    def recent_window(self) -> Window | None:
+        """``--skip-recent`` as the ledger takes it: days or ``"all"``; ``None`` when turned off."""
+        if self.skip_recent == "all":
+            return "all"
+        days = 1 if self.skip_recent is None else int(self.skip_recent)  # check() made sure it is whole
+        return None if days == 0 else days
 
     def settings(self) -> dict[str, Any]:
         """What a state file records of the run's options (paths as text)."""

@@ -38,10 +38,10 @@ from loader.errors import (
     cannot_write,
 )
 from loader.files import check_output
-from loader.history import Claims, History
+from loader.history import Claims, History, choose_ledger
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
-from loader.options import InputOptions, RunOptions
+from loader.options import DEFAULT_BASE_URL, InputOptions, RunOptions, Window
 from loader.payload import check_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
@@ -65,6 +65,8 @@ SETTLED = frozenset({"scheduled", "duplicate", "suppressed"})
 #: ... and after ``validate`` or ``--dry-run``.
 SETTLED_DRY = frozenset({"valid", "duplicate", "suppressed"})
 STATUS_ORDER = ("scheduled", "valid", "invalid", "duplicate", "suppressed", "failed", "uncertain", "pending")
+#: The in-process sandbox's base URL, when ``--base-url`` gives none.
+SANDBOX_BASE_URL = "http://127.0.0.1"
 
 O = TypeVar("O", bound=InputOptions)  # noqa: E741 - as in loader.options
 
@@ -101,6 +103,8 @@ class RunResult:
     calls: dict[str, int] = field(default_factory=lambda: {"this_run": 0, "earlier_runs": 0})
     #: ``--fresh``: how many numbers the output had already called this run sent again.
     called_again: int | None = None
+    #: The call ledger the run read and wrote (``None``: ``--no-history``, or the in-process sandbox).
+    ledger: Path | None = None
 
     @property
     def exit_code(self) -> int:
@@ -136,6 +140,7 @@ class RunResult:
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
             "calls": dict(self.calls),
             "called_again": self.called_again,
+            "ledger": str(self.ledger) if self.ledger is not None else None,
         }
 
 
@@ -405,16 +410,27 @@ def _load_campaign(
     if isinstance(api_key, str):
         check_key(api_key.strip(), "api_key")
         api_key = ApiKey(api_key)
+    # As on the command line: the option, else the config file, else the environment.
+    base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
+    if options.sandbox:
+        base_url = base_url or SANDBOX_BASE_URL
+    ledger, default_ledger = choose_ledger(
+        options.history, no_history=options.no_history, sandbox=options.sandbox
+    )
+    window = options.recent_window()
 
     sheet, columns, validation, ctx = _read_and_validate(path, options, started)
     validated = clock()
     durations = {"validate_seconds": (validated - started).total_seconds()}
 
     if options.dry_run:
-        if options.history is not None and options.skip_recent is not None:
-            # What the run would skip, read without writing (and without creating the ledger).
-            with History(options.history, clock=clock, readonly=True) as ledger:
-                validation = _skip_recent(validation, ledger, options.skip_recent, ctx, run=None)
+        if ledger is not None:
+            # What the run would skip, read without writing (and without creating the ledger); a
+            # file that is not a ledger is refused here too, so the preview fails as the run would.
+            api = base_url or DEFAULT_BASE_URL
+            with History(ledger, clock=clock, readonly=True, api=api) as readonly:
+                if window is not None:
+                    validation = _skip_recent(validation, readonly, window, ctx, run=None)
         # Build every body so a dry run proves the requests can be made, keeping none.
         check_bodies(sheet, validation, agent_id=agent_id, batch_id=batch_id)
         if state_path(out).exists():
@@ -436,23 +452,21 @@ def _load_campaign(
             input_path=path,
             started_at=started,
             finished_at=finished,
+            ledger=ledger,
         )
 
     # Only a run that sends loads the HTTP stack (see loader.campaign).
     from loader.campaign import SendJob, run_coroutine
-    from loader.client import DEFAULT_BASE_URL, CallKaroClient, check_base_url
+    from loader.client import CallKaroClient, check_base_url
     from loader.send import RetryPolicy, SendReport, expiry_check
 
     simulated = None
-    # As on the command line: the option, else the config file, else the environment.
-    base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
     if options.sandbox:
         from loader.sandbox import Faults, Sandbox, SandboxTransport
 
         simulated = Sandbox(api_key="sandbox-key", agents=[agent_id], faults=sandbox_faults or Faults())
         transport = transport or SandboxTransport(simulated)
         api_key = ApiKey("sandbox-key")
-        base_url = base_url or "http://127.0.0.1"
     else:
         api_key = api_key or load_api_key()
         if api_key is None:
@@ -466,7 +480,11 @@ def _load_campaign(
     if not options.fresh:
         _refuse_orphaned_results(out)
     with contextlib.ExitStack() as stack:
-        history = stack.enter_context(History(options.history, clock=clock)) if options.history else None
+        history = (
+            stack.enter_context(History(ledger, clock=clock, api=base_url, make_folder=default_ledger))
+            if ledger is not None
+            else None
+        )
         log = JsonLinesLog(options.log_file, api_key=api_key, clock=clock) if options.log_file else None
         if log is not None:
             stack.callback(log.close)
@@ -474,8 +492,9 @@ def _load_campaign(
         resumed = not (options.fresh or state.is_new())
         called_before = _claim_state(state, path, validation, options, agent_id=agent_id, batch_id=batch_id)
         run_token = state.run_token()
-        if history is not None and options.skip_recent is not None:
-            validation = _skip_recent(validation, history, options.skip_recent, ctx, run=run_token)
+        state.set(ledger=str(ledger) if ledger is not None else None)
+        if history is not None and window is not None:
+            validation = _skip_recent(validation, history, window, ctx, run=run_token)
         known_batch = state.get("batch_id")
         if simulated is not None and known_batch:
             # Each --sandbox run starts a new simulated API; let it know the campaign being resumed.
@@ -522,7 +541,7 @@ def _load_campaign(
                 numbers={
                     slots[row]: recorded[row].number or "" for row in slots if slots[row] not in imported
                 },
-                days=options.skip_recent,
+                days=window,
                 timezone=ctx.timezone,
                 clock=clock,
             )
@@ -645,6 +664,7 @@ def _load_campaign(
         finished_at=finished,
         calls=calls,
         called_again=None if called_before is None else _called_again(called_before, validation, to_send),
+        ledger=ledger,
     )
 
 
@@ -667,7 +687,7 @@ def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFr
 
 
 def _skip_recent(
-    validation: Validation, history: History, days: int, ctx: Context, *, run: str | None
+    validation: Validation, history: History, days: Window, ctx: Context, *, run: str | None
 ) -> Validation:
     """``valid`` rows whose number another run scheduled or claimed in ``days`` days: ``suppressed``."""
     numbers = validation.requests["to_number"][validation.status == "valid"]
@@ -841,7 +861,8 @@ def _bind_rows(
             (
                 entry.number,
                 call_id,
-                entry.at.astimezone(dt.UTC).isoformat(timespec="seconds"),
+                # An entry whose time nobody can read was still a call: dated now.
+                (entry.at or ctx.now).astimezone(dt.UTC).isoformat(timespec="seconds"),
                 "scheduled" if entry.status == "scheduled" else "uncertain",
                 f"from {entry.input}" if entry.status == "scheduled" else entry.reason(ctx.timezone),
             )

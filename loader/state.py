@@ -613,6 +613,8 @@ class RunStatus:
     refused: str | None = None
     #: The last run found the API unavailable (exit 4): why; its rows not sent are ``pending``.
     unavailable: str | None = None
+    #: The call ledger the last run used (``None``: none, e.g. ``--no-history`` or ``--sandbox``).
+    ledger: str | None = None
 
 
 def read_status(output: str | Path) -> RunStatus:
@@ -675,6 +677,7 @@ def read_status(output: str | Path) -> RunStatus:
         stopped=bool(summary.get("stopped")) if summary and finished else False,
         refused=summary.get("refused") if summary and finished else None,
         unavailable=summary.get("unavailable") if summary and finished else None,
+        ledger=run.get("ledger"),
     )
 
 

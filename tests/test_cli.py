@@ -53,6 +53,7 @@ SPEC_RUN_OPTIONS = [
     "--suppress",
     "--history",
     "--skip-recent",
+    "--no-history",
     "--concurrency",
     "--rate-limit",
     "--retry-for",
@@ -286,7 +287,7 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
             id="unknown region",
         ),
         pytest.param(
-            [*SANDBOX_RUN, "--default-region", "IN", "--timezone", "Mars/Olympus"],
+            [*SANDBOX_RUN[:-2], "--default-region", "IN", "--timezone", "Mars/Olympus"],
             "callkaro-loader: error: --timezone 'Mars/Olympus' is not an IANA time zone",
             "hint: Use a name such as Asia/Kolkata.",
             id="bad timezone",
@@ -934,3 +935,114 @@ def test_validate_writes_a_problem_report(here: Path, capsys: pytest.CaptureFixt
 def test_validate_of_a_clean_sheet_exits_0(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "validate", "clean.csv", "--default-region", "IN", *TZ)
     assert (code, out, err) == (0, "valid  3\n", "")
+
+
+# --- options given twice, and the ledger's options ------------------------------------------------------
+
+
+def single_valued(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Options that take one value (not flags, not the repeatable ones)."""
+    return [
+        action
+        for action in parser._actions
+        if action.option_strings
+        and not isinstance(action, argparse._AppendAction | argparse._HelpAction | argparse._VersionAction)
+        and (action.nargs is None or isinstance(action, argparse.BooleanOptionalAction))
+    ]
+
+
+def twice(action: argparse.Action) -> list[str]:
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return action.option_strings[:2]  # --carry-over --no-carry-over: which one was meant?
+    value = {"skip_recent": "all", "port": "-1"}.get(action.dest, "1")
+    return [action.option_strings[0], value, action.option_strings[0], value]
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (command, action.option_strings[0])
+        for command, parser in subcommands().items()
+        if command != "template" and command != "status"
+        for action in single_valued(parser)
+    ],
+)
+def test_an_option_that_takes_one_value_given_twice_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], here: Path, command: str, option: str
+) -> None:
+    (action,) = [a for a in single_valued(subcommands()[command]) if a.option_strings[0] == option]
+    positional = ["clean.csv"] if command in ("run", "validate") else []
+    if command == "sandbox" and option != "--port":
+        positional = ["--port", "-1"]  # were the option not refused, no server would start either
+    code, out, err = run(capsys, command, *positional, *twice(action))
+    names = "/".join(action.option_strings)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"callkaro-loader {command}: error: {names} was given twice; it takes one value: give it once",
+        f"hint: see 'callkaro-loader {command} --help'",
+    ]
+
+
+def test_history_given_twice_is_refused_and_neither_ledger_is_made(
+    capsys: pytest.CaptureFixture[str], here: Path
+) -> None:
+    argv = [
+        "run",
+        "clean.csv",
+        "--agent-id",
+        "a",
+        "--sandbox",
+        "--history",
+        "a.sqlite",
+        "--history",
+        "b.sqlite",
+    ]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "--history was given twice" in err
+    assert not (here / "a.sqlite").exists() and not (here / "b.sqlite").exists()
+    assert not (here / "clean.results.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--skip-recent", "-1"], "--skip-recent must be a whole number of days (0 or more) or all, not -1"),
+        (["--skip-recent", "week"], "argument --skip-recent: invalid days value: 'week'"),
+        (["--history", "h.sqlite", "--no-history"], "--history and --no-history contradict each other"),
+    ],
+)
+def test_the_ledgers_options_refuse_what_cannot_be_meant(
+    capsys: pytest.CaptureFixture[str], here: Path, flags: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "run", "clean.csv", "--agent-id", "a", "--sandbox", *flags)
+    assert code == 2 and err.splitlines()[0].startswith(
+        f"callkaro-loader{' run' if 'argument' in message else ''}: error: {message}"
+    )
+    assert not (here / "clean.results.csv").exists()
+
+
+def test_skip_recent_beyond_any_date_means_ever_instead_of_a_traceback(
+    capsys: pytest.CaptureFixture[str], here: Path
+) -> None:
+    first = ["run", "clean.csv", "--agent-id", "a", "--sandbox", "--default-region", "IN", *TZ]
+    assert run(capsys, *first, "--history", "h.sqlite", "--output", "a.csv")[0] == 0
+    code, out, err = run(
+        capsys, *first, "--history", "h.sqlite", "--skip-recent", "100000000", "--output", "b.csv"
+    )
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == "suppressed  3"
+
+
+def test_a_default_ledger_whose_folder_cannot_be_made_stops_the_run_before_sending(
+    capsys: pytest.CaptureFixture[str], here: Path, api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (here / "state").write_text("a file where the state folder would be\n", encoding="utf-8")
+    monkeypatch.setenv("XDG_STATE_HOME", str(here / "state"))
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    campaign, outbound = callkaro_answers(api)
+    code, out, err = run(capsys, "run", "clean.csv", "--agent-id", "a", "--default-region", "IN", *TZ)
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        f"callkaro-loader: error: the call ledger's folder {here / 'state'}/callkaro-loader "
+    )
+    assert len(err.splitlines()) == 2 and not campaign.called and not outbound.called

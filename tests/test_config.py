@@ -261,7 +261,7 @@ def test_the_config_in_the_readme_is_accepted(tmp_path: Path) -> None:
     (block,) = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
     (tmp_path / "nightly.toml").write_text(block, encoding="utf-8")
     values = load_config(tmp_path / "nightly.toml")
-    assert values["skip_recent"] == 7 and values["history"] == tmp_path / "state/calls.sqlite"
+    assert values["skip_recent"] == "all" and values["history"] == tmp_path / "state/calls.sqlite"
     RunOptions.make(**values).check()
 
 

@@ -131,7 +131,11 @@ def run_loader(
     """Run the installed command in ``folder`` against ``sandbox``; what it did and what arrived."""
     env = clean_env()
     env["CALLKARO_API_KEY"] = key
-    argv = [CLI, "run", sheet, *COMMON, *options]
+    common = COMMON
+    if "--agent-id" in options:  # an option given twice is refused: this run's own agent replaces COMMON's
+        at = COMMON.index("--agent-id")
+        common = COMMON[:at] + COMMON[at + 2 :]
+    argv = [CLI, "run", sheet, *common, *options]
     if sandbox is not None:
         argv += ["--base-url", sandbox.url]
     if output is not None:

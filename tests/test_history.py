@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import random
 import sqlite3
+import tempfile
 import threading
 import zoneinfo
 from collections import Counter
@@ -55,8 +56,9 @@ def test_scheduled_entries_say_when_and_in_which_campaign_in_the_runs_time_zone(
         history.settle("a", scheduled=[(2, "call1", NOW)])
         found = history.recent([NUMBERS[0], NUMBERS[1]], days=7)
     assert list(found) == [NUMBERS[0]]
-    assert found[NUMBERS[0]].reason(KOLKATA) == "called on 2026-11-22 in campaign b1"
-    assert found[NUMBERS[0]].reason(dt.UTC) == "called on 2026-11-21 in campaign b1"
+    again = " (to call it again, run with --skip-recent 0)"
+    assert found[NUMBERS[0]].reason(KOLKATA) == "called on 2026-11-22 in campaign b1" + again
+    assert found[NUMBERS[0]].reason(dt.UTC) == "called on 2026-11-21 in campaign b1" + again
 
 
 def test_entries_older_than_the_window_do_not_count(tmp_path: Path) -> None:
@@ -151,13 +153,6 @@ def test_a_history_in_a_folder_that_does_not_exist_is_refused_rather_than_starte
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_file_that_is_not_a_history_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "notes.sqlite"
-    path.write_text("shopping list\n", encoding="utf-8")
-    with pytest.raises(StateError, match=r"notes\.sqlite is not a history file the loader can read"):
-        History(path).open()
-
-
 # --- through load_campaign ------------------------------------------------------------------------
 
 SHEET = "Name,Phone\n" + "".join(f"Lead {i},+91 98{100 + i:03d} 4{i:04d}\n" for i in range(40))
@@ -184,6 +179,7 @@ def test_a_dry_run_shows_what_the_history_would_skip_without_writing_to_it(
     assert dry.counts == {"suppressed": 40}
     assert set(dry.outcomes["callkaro_message"]) == {
         f"called on {first.started_at.astimezone(KOLKATA):%Y-%m-%d} in campaign {first.batch_id}"
+        " (to call it again, run with --skip-recent 0)"
     }
     assert ledger_path.read_bytes() == before
 
@@ -279,3 +275,135 @@ def test_a_resumed_run_does_not_mistake_its_own_claims_for_another_runs(sheet: P
         sheet, history=tmp_path / "h.sqlite", skip_recent=7, retry_uncertain=True, output=out, **OPTIONS
     )
     assert resumed.counts == {"scheduled": 40}  # its own two claims did not stop it resending them
+
+
+# --- what the ledger counts: instants, one API, and files that are not ledgers ----------------------
+
+
+def test_a_time_written_in_sqlites_own_datetime_style_counts_on_the_boundary_day(tmp_path: Path) -> None:
+    """A script importing last month's calls writes ``datetime()``'s ``2026-11-25 06:30:00`` (UTC):
+    compared as text with ``2026-11-25T06:00:00+00:00`` it would look older than the window."""
+    path = tmp_path / "h.sqlite"
+    with ledger(path):
+        pass
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO calls (number, status, at, batch_id, run, source_row)"
+            " VALUES (?, 'scheduled', '2026-11-25 06:30:00', 'imported', 'import', 1)",
+            (NUMBERS[0],),
+        )
+    a_day_later = dt.datetime(2026, 11, 26, 6, 0, tzinfo=dt.UTC)
+    with ledger(path, a_day_later) as history:
+        found = history.recent([NUMBERS[0]], days=1)
+        assert found[NUMBERS[0]].at == dt.datetime(2026, 11, 25, 6, 30, tzinfo=dt.UTC)
+        assert found[NUMBERS[0]].reason(KOLKATA).startswith("called on 2026-11-25 in campaign imported")
+    with ledger(path, a_day_later + dt.timedelta(hours=1)) as history:
+        assert history.recent([NUMBERS[0]], days=1) == {}  # and out of it an hour later
+
+
+def test_calls_to_one_api_never_block_calls_to_another(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    with History(path, clock=lambda: NOW, api="http://127.0.0.1:8787") as test_server:
+        test_server.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+    with History(path, clock=lambda: NOW, api="https://api.callkaro.ai/") as real:
+        assert real.recent([NUMBERS[0]], days=7) == {}
+        assert real.claim([(2, NUMBERS[0])], run="b", batch_id="b2", input_name="x.csv", days=7) == {}
+    with History(path, clock=lambda: NOW, api="HTTPS://api.callkaro.ai") as real_again:
+        assert list(real_again.recent([NUMBERS[0]], days=7)) == [NUMBERS[0]]
+
+
+def test_skip_recent_all_counts_every_call_ever_and_a_window_past_year_one_means_the_same(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.sqlite"
+    with ledger(path, NOW - dt.timedelta(days=3000)) as history:
+        history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=None)
+    with ledger(path) as history:
+        assert history.recent([NUMBERS[0]], days=7) == {}
+        assert list(history.recent([NUMBERS[0]], days="all")) == [NUMBERS[0]]
+        assert list(history.recent([NUMBERS[0]], days=100_000_000)) == [NUMBERS[0]]  # OverflowError before
+        assert list(history.recent([NUMBERS[0]], days=10**30)) == [NUMBERS[0]]
+
+
+V1_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "INSERT INTO meta VALUES ('schema_version', '1');"
+    "CREATE TABLE calls (number TEXT NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN ('claimed', 'scheduled')), at TEXT NOT NULL, batch_id TEXT,"
+    " call_id TEXT, input TEXT, run TEXT NOT NULL, source_row INTEGER NOT NULL,"
+    " PRIMARY KEY (run, source_row));"
+    "CREATE INDEX calls_by_number ON calls (number, at);"
+)
+
+
+def test_a_ledger_of_the_previous_schema_is_kept_and_its_calls_count_for_every_api(tmp_path: Path) -> None:
+    """Its rows do not say which API they went to: they might be real calls, so they count for all."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+        db.execute(
+            "INSERT INTO calls VALUES (?, 'scheduled', ?, 'b0', 'c0', 'x.csv', 'old', 2)",
+            (NUMBERS[0], NOW.isoformat()),
+        )
+    with History(path, clock=lambda: NOW, readonly=True, api="https://api.callkaro.ai") as dry:
+        assert list(dry.recent([NUMBERS[0]], days=7)) == [NUMBERS[0]]
+    with History(path, clock=lambda: NOW, api="http://127.0.0.1:9") as history:
+        assert list(history.recent([NUMBERS[0]], days=7)) == [NUMBERS[0]]
+        history.claim([(3, NUMBERS[1])], run="new", batch_id="b1", input_name="x.csv", days=7)
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT number, base_url FROM calls ORDER BY number").fetchall()
+    assert rows == [(NUMBERS[0], None), (NUMBERS[1], "http://127.0.0.1:9")]
+
+
+def test_the_loaders_ledger_says_what_it_is(tmp_path: Path) -> None:
+    with ledger(tmp_path / "h.sqlite"):
+        pass
+    with sqlite3.connect(tmp_path / "h.sqlite") as db:
+        (application_id,) = db.execute("PRAGMA application_id").fetchone()
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    assert application_id != 0
+    assert meta["application"] == "callkaro-loader call ledger"
+
+
+def foreign_database(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
+        db.execute("INSERT INTO contacts VALUES ('Asha', '+919810012345')")
+    db.close()
+
+
+NOT_LEDGERS = {
+    "empty": (lambda path: path.write_bytes(b""), r"is an empty file, not a call ledger"),
+    "text": (lambda path: path.write_text("shopping list\n"), r"is not a call ledger \(not a SQLite"),
+    "damaged": (
+        lambda path: path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 20),
+        r"is a damaged SQLite file",
+    ),
+    "foreign": (foreign_database, r"is another application's SQLite database, not a call ledger"),
+}
+
+
+@pytest.mark.parametrize("kind", NOT_LEDGERS)
+@pytest.mark.parametrize("readonly", [False, True], ids=["run", "dry run"])
+def test_a_file_that_is_not_a_ledger_is_refused_and_left_untouched(
+    tmp_path: Path, kind: str, readonly: bool
+) -> None:
+    path = tmp_path / "not-a-ledger.sqlite"
+    make, message = NOT_LEDGERS[kind]
+    make(path)
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    with pytest.raises(StateError, match=message) as refused:
+        History(path, readonly=readonly).open()
+    assert refused.value.exit_code == 2
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no -wal, -shm or -journal either
+
+
+def test_tests_never_touch_the_real_per_user_ledger() -> None:
+    """conftest gives every test its own home: the ledger the loader would use is in a temporary folder."""
+    from conftest import default_ledger as this_tests_ledger
+
+    from loader.history import default_ledger
+
+    assert default_ledger() == this_tests_ledger()
+    assert default_ledger().is_relative_to(tempfile.gettempdir())

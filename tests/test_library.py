@@ -116,6 +116,7 @@ def test_the_same_load_from_python_and_from_the_cli_sends_identical_calls(
         "19:00",
         "--priority",
         "3",
+        "--no-history",  # the same people twice on purpose: the ledger would rightly skip them
     ]
     cli = run_loader(tmp_path, "contacts.xlsx", *flags, sandbox=sandbox, output="cli.csv")
     assert cli.code == 1
@@ -130,6 +131,7 @@ def test_the_same_load_from_python_and_from_the_cli_sends_identical_calls(
         min_trigger_time="10:00",
         max_trigger_time="19:00",
         priority=3,
+        no_history=True,
         output=tmp_path / "library.csv",
         base_url=sandbox.url,
         api_key="sandbox-key",

@@ -95,8 +95,8 @@ def test_a_run_refused_for_its_input_still_writes_a_summary_saying_so(
         (["--concurrency", "0"], "", "--concurrency must be 1 or more, not 0"),
         (
             [],
-            "skip_recent = 7\n",
-            "--skip-recent needs --history: the ledger that says when each number was last called",
+            "no_history = true\nskip_recent = 7\n",
+            "--skip-recent needs the call ledger, which --no-history turns off",
         ),
     ],
     ids=["flag", "config-file"],
@@ -287,7 +287,8 @@ def test_status_prints_the_campaign_counts_input_and_last_activity_of_a_finished
     assert lines[0].startswith(f"campaign: {batch} (contacts 20")
     assert lines[1] == "input: contacts.csv"
     assert lines[2].startswith("last activity: 20") and lines[3].startswith("run: finished at 20")
-    assert lines[4:] == ["scheduled  22", "invalid    2", "duplicate  1", "results: contacts.results.csv"]
+    assert lines[4:-1] == ["scheduled  22", "invalid    2", "duplicate  1", "results: contacts.results.csv"]
+    assert lines[-1] == "ledger: none (--no-history, or the built-in --sandbox)"
     assert state.read_bytes() == before
 
 
@@ -303,7 +304,7 @@ def test_status_of_a_run_that_was_cut_off_counts_what_it_recorded(
     assert code == 1
     lines = out.splitlines()
     assert lines[3] == "run: running, or stopped while requests were in flight ('sending' rows)"
-    assert lines[4:-1] == ["scheduled  19", "invalid    2", "duplicate  1", "pending    2", "sending    1"]
+    assert lines[4:-2] == ["scheduled  19", "invalid    2", "duplicate  1", "pending    2", "sending    1"]
 
 
 def test_status_of_a_run_stopped_by_ctrl_c_says_so_not_finished(
@@ -320,7 +321,7 @@ def test_status_of_a_run_stopped_by_ctrl_c_says_so_not_finished(
     lines = out.splitlines()
     assert lines[3].startswith("run: stopped at 20")
     assert lines[3].endswith(" before every row was sent; run the same command again to resume")
-    assert lines[4:] == ["invalid    2", "duplicate  1", "pending    22", "results: contacts.results.csv"]
+    assert lines[4:-1] == ["invalid    2", "duplicate  1", "pending    22", "results: contacts.results.csv"]
 
 
 def test_status_of_a_run_the_api_refused_says_why(here: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,10 @@ known to "today" only through ``--history``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 from collections import Counter
@@ -16,8 +19,11 @@ from pathlib import Path
 
 import phonenumbers
 import pytest
+from conftest import default_ledger
 from pinned_clock import clean_env, run_date
 from test_e2e import CLI, COMMON, KOLKATA, Run, Sandbox, read_results, run_loader, sandbox_process
+
+import loader
 
 HEADER = "Name,Mobile,City,Lead Status\n"
 
@@ -93,7 +99,9 @@ def test_day_two_dials_only_the_new_leads_not_on_the_do_not_call_list(
         elif number in old:
             assert row["callkaro_status"] == "suppressed"
             assert row["callkaro_message"].startswith("called on ")
-            assert row["callkaro_message"].endswith(f" in campaign {day1_campaign}")
+            assert row["callkaro_message"].endswith(
+                f" in campaign {day1_campaign} (to call it again, run with --skip-recent 0)"
+            )
         else:
             assert (row["callkaro_status"], row["callkaro_message"]) == ("scheduled", "")
             assert row["callkaro_call_id"]
@@ -116,11 +124,12 @@ def test_day_two_dials_only_the_new_leads_not_on_the_do_not_call_list(
     assert (again.code, again.new_calls, again.counts()) == (0, [], day2.counts())
 
 
-def test_without_skip_recent_the_history_records_but_skips_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_with_skip_recent_0_the_history_records_but_skips_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
     numbers = lead_numbers(300, 5)
     write_export(tmp_path / "export.csv", numbers)
-    first = run_loader(tmp_path, "export.csv", "--history", "h.sqlite", sandbox=sandbox, output="a.csv")
-    second = run_loader(tmp_path, "export.csv", "--history", "h.sqlite", sandbox=sandbox, output="b.csv")
+    off = ["--history", "h.sqlite", "--skip-recent", "0"]
+    first = run_loader(tmp_path, "export.csv", *off, sandbox=sandbox, output="a.csv")
+    second = run_loader(tmp_path, "export.csv", *off, sandbox=sandbox, output="b.csv")
     assert first.counts() == second.counts() == {"scheduled": 5}
     with sqlite3.connect(tmp_path / "h.sqlite") as db:
         (count,) = db.execute("SELECT count(*) FROM calls WHERE status = 'scheduled'").fetchone()
@@ -163,12 +172,173 @@ def test_two_runs_sharing_a_history_at_the_same_time_dial_each_number_once(tmp_p
     assert sorted(entries) == sorted((e164(n), "scheduled") for n in numbers)
 
 
-def test_skip_recent_without_history_is_a_usage_error(tmp_path: Path) -> None:
+def test_skip_recent_with_no_history_is_a_usage_error(tmp_path: Path) -> None:
     write_export(tmp_path / "export.csv", lead_numbers(500, 2))
-    done: Run = run_loader(tmp_path, "export.csv", "--skip-recent", "7", "--sandbox")
+    done: Run = run_loader(tmp_path, "export.csv", "--skip-recent", "7", "--no-history", "--sandbox")
     assert done.code == 2
     assert done.err.splitlines()[0] == (
-        "callkaro-loader: error: --skip-recent needs --history: the ledger that says when each number "
-        "was last called"
+        "callkaro-loader: error: --skip-recent needs the call ledger, which --no-history turns off"
     )
     assert not (tmp_path / "export.results.csv").exists()
+
+
+# --- the ledger on by default -----------------------------------------------------------------------
+
+
+def test_without_history_runs_record_into_the_per_user_ledger_and_a_renamed_sheet_calls_nobody_twice(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    numbers = lead_numbers(700, 4)
+    write_export(tmp_path / "leads.csv", numbers)
+    first = run_loader(tmp_path, "leads.csv", "--summary-json", "a.json", sandbox=sandbox, output="a.csv")
+    assert (first.code, first.counts(), len(first.new_calls)) == (0, {"scheduled": 4}, 4)
+    ledger = default_ledger()
+    assert summary(tmp_path / "a.json")["ledger"] == str(ledger) and ledger.is_file()
+
+    # The same leads saved under another name, with a new results file, later the same day.
+    shutil.copy(tmp_path / "leads.csv", tmp_path / "leads (2).csv")
+    second = run_loader(
+        tmp_path, "leads (2).csv", "--summary-json", "b.json", sandbox=sandbox, output="b.csv"
+    )
+    assert (second.code, second.new_calls, second.counts()) == (0, [], {"suppressed": 4})
+    assert {r["callkaro_message"] for r in second.results} == {
+        f"called on {today()} in campaign {first.batch_id} (to call it again, run with --skip-recent 0)"
+    }
+    assert summary(tmp_path / "b.json")["ledger"] == str(ledger)
+    status = subprocess.run(
+        [CLI, "status", "b.csv"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert f"ledger: {ledger}" in status.stdout.splitlines()
+
+    # --skip-recent 0, as the message says, calls them again; --no-history leaves the ledger alone.
+    again = run_loader(tmp_path, "leads.csv", "--skip-recent", "0", sandbox=sandbox, output="c.csv")
+    assert (again.counts(), len(again.new_calls)) == ({"scheduled": 4}, 4)
+    before = ledger.read_bytes()
+    off = run_loader(
+        tmp_path, "leads.csv", "--no-history", "--summary-json", "d.json", sandbox=sandbox, output="d.csv"
+    )
+    assert (off.counts(), summary(tmp_path / "d.json")["ledger"]) == ({"scheduled": 4}, None)
+    assert ledger.read_bytes() == before
+
+
+def today() -> str:
+    return dt.datetime.now(KOLKATA).date().isoformat()
+
+
+def test_calls_to_a_test_server_never_block_calls_to_another_api(sandbox: Sandbox, tmp_path: Path) -> None:
+    numbers = lead_numbers(720, 3)
+    write_export(tmp_path / "leads.csv", numbers)
+    with sandbox_process() as other:
+        elsewhere = run_loader(tmp_path, "leads.csv", sandbox=other, output="other.csv")
+    assert elsewhere.counts() == {"scheduled": 3}
+    here = run_loader(tmp_path, "leads.csv", sandbox=sandbox, output="here.csv")
+    assert (here.counts(), len(here.new_calls)) == ({"scheduled": 3}, 3)
+    again = run_loader(tmp_path, "leads.csv", sandbox=sandbox, output="again.csv")
+    assert (again.counts(), again.new_calls) == ({"suppressed": 3}, [])
+
+
+def test_a_sandbox_run_keeps_no_ledger_and_gives_the_same_summary_every_time(tmp_path: Path) -> None:
+    write_export(tmp_path / "leads.csv", lead_numbers(740, 3))
+    runs = [
+        run_loader(tmp_path, "leads.csv", "--sandbox", "--summary-json", f"{i}.json", output=f"{i}.csv")
+        for i in range(2)
+    ]
+    assert [(r.code, r.out.splitlines()[0], r.counts()) for r in runs] == [
+        (0, "scheduled  3", {"scheduled": 3})
+    ] * 2
+    assert summary(tmp_path / "0.json")["ledger"] is None
+    assert not default_ledger().parent.exists()
+
+
+NOT_LEDGERS = {
+    "empty": lambda path: path.write_bytes(b""),
+    "foreign": lambda path: foreign_database(path),
+    "damaged": lambda path: path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 20),
+}
+
+
+def foreign_database(path: Path) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer TEXT, phone TEXT)")
+        db.execute("INSERT INTO invoices VALUES (1, 'Asha', '+919810012345')")
+    db.close()
+
+
+@pytest.mark.parametrize("kind", NOT_LEDGERS)
+@pytest.mark.parametrize("how", ["--history", "CALLKARO_HISTORY", "--dry-run"])
+def test_a_history_file_that_is_not_a_ledger_is_refused_before_sending_and_left_byte_for_byte(
+    sandbox: Sandbox, tmp_path: Path, kind: str, how: str
+) -> None:
+    write_export(tmp_path / "leads.csv", lead_numbers(760, 3))
+    path = tmp_path / "crm.sqlite"
+    NOT_LEDGERS[kind](path)
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    before = (path.read_bytes(), path.stat().st_mtime_ns)
+    if how == "CALLKARO_HISTORY":
+        done = run_with_history_env(tmp_path, "leads.csv", history="crm.sqlite", sandbox=sandbox)
+    else:
+        flags = ["--history", "crm.sqlite"] + (["--dry-run"] if how == "--dry-run" else [])
+        done = run_loader(tmp_path, "leads.csv", *flags, sandbox=sandbox)
+    assert done.code == 2, done.err
+    assert len(done.err.splitlines()) == 2 and done.err.startswith("callkaro-loader: error: crm.sqlite ")
+    assert done.new_calls == [] and done.new_campaigns == []
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crm.sqlite", "leads.csv"]
+
+
+def run_with_history_env(folder: Path, sheet: str, *, history: str, sandbox: Sandbox) -> Run:
+    """``run_loader`` with ``CALLKARO_HISTORY`` set (it drops every CALLKARO_ variable it inherits)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env |= {"CALLKARO_API_KEY": "sandbox-key", "CALLKARO_HISTORY": history}
+    calls, campaigns = len(sandbox.calls()), len(sandbox.campaigns())
+    argv = [CLI, "run", sheet, *COMMON, "--base-url", sandbox.url]
+    done = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return Run(
+        code=done.returncode,
+        out=done.stdout,
+        err=done.stderr,
+        results=read_results(folder / f"{Path(sheet).stem}.results.csv"),
+        new_calls=sandbox.calls()[calls:],
+        new_campaigns=sandbox.campaigns()[campaigns:],
+    )
+
+
+def test_skip_recent_all_over_ten_nights_of_a_cumulative_export_calls_each_number_once(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Five new leads a night into an export that keeps every old one; the clock moves a day a night."""
+    numbers = lead_numbers(800, 50)
+    (tmp_path / "nightly.toml").write_text(
+        'agent_id = "demo-agent"\ndefault_region = "IN"\ntimezone = "Asia/Kolkata"\n'
+        'history = "calls.sqlite"\nskip_recent = "all"\nno_progress = true\n',
+        encoding="utf-8",
+    )
+    first_night = dt.datetime(2026, 11, 1, 21, 0, tzinfo=dt.UTC)
+    calls_before = len(sandbox.calls())
+    for night in range(10):
+        write_export(tmp_path / "export.csv", numbers[: 5 * (night + 1)])
+        moment = first_night + dt.timedelta(days=night)
+        result = loader.load_campaign(
+            tmp_path / "export.csv",
+            config=tmp_path / "nightly.toml",
+            output=tmp_path / f"night{night}.results.csv",
+            base_url=sandbox.url,
+            api_key="sandbox-key",
+            clock=lambda moment=moment: moment,
+        )
+        assert result.counts == {"scheduled": 5, **({"suppressed": 5 * night} if night else {})}, night
+    dialled = Counter(call["body"]["to_number"] for call in sandbox.calls()[calls_before:])
+    assert dialled == Counter(map(e164, numbers))  # each number once, over ten nights
+
+    # With the default window (a day), an eleventh night would dial the first nine nights' leads again.
+    preview = loader.load_campaign(
+        tmp_path / "export.csv",
+        config=tmp_path / "nightly.toml",
+        skip_recent=1,
+        dry_run=True,
+        output=tmp_path / "preview.csv",
+        base_url=sandbox.url,
+        clock=lambda: first_night + dt.timedelta(days=10),
+    )
+    assert preview.counts == {"valid": 45, "suppressed": 5}

@@ -180,6 +180,8 @@ def load(
         CLI, "run", "leads.csv", "--agent-id", agent, "--default-region", "IN", "--base-url", url,
         "--output", f"{name}.results.{results}", "--log-file", f"{name}.log.jsonl",
         "--summary-json", f"{name}.summary.json", "--no-progress", *options,
+        # The call ledger is searched too; it skips nothing, so every run sends the same two rows.
+        "--history", "ledger.sqlite", "--skip-recent", "0",
     ]  # fmt: skip
     with subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
         if stop_when is not None:
@@ -235,7 +237,7 @@ def test_the_api_key_appears_in_no_output_log_results_state_summary_or_report(tm
     for name in ("ok", "refused-400", "refused-401", "server-error-500", "no-answer", "interrupted"):
         assert f"{name}.results.csv" in produced and f"{name}.results.csv.state" in produced, name
         assert f"{name}.log.jsonl" in produced and f"{name}.summary.json" in produced, name
-    assert {"report.csv", "report.xlsx"} <= set(produced)
+    assert {"report.csv", "report.xlsx", "ledger.sqlite"} <= set(produced)
     statuses = {
         name: json.loads((folder / f"{name}.summary.json").read_text())["counts"]
         for name in ("ok", "refused-400", "server-error-500", "no-answer", "interrupted")
