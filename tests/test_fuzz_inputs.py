@@ -215,7 +215,9 @@ def damaged_files(draw: st.DrawFn) -> tuple[str, bytes, str]:
 def test_damaged_sheets_never_end_in_a_traceback_and_most_reach_validation(capsys: Any) -> None:
     reached: Counter[bool] = Counter()
 
-    @FUZZ
+    # A fixed seed: the share is a property of the strategy, and a random draw of 40 examples
+    # scatters it from a third to two thirds (an assertion on it would fail now and then).
+    @settings(FUZZ, derandomize=True, max_examples=max(FUZZ.max_examples, 80))
     @given(made=damaged_files(), written=st.sampled_from([".csv", ".xlsx"]))
     def one(made: tuple[str, bytes, str], written: str) -> None:
         suffix, data, _ = made
@@ -229,6 +231,7 @@ def test_damaged_sheets_never_end_in_a_traceback_and_most_reach_validation(capsy
     # Without this, a fuzz test of pure noise ends every example at "not a spreadsheet" and
     # never tests the code that reads rows (as this file's random-bytes test once did).
     share = reached[True] / sum(reached.values())
+    print(f"reached validation: {share:.0%} of {sum(reached.values())}")
     assert share >= REACHES_VALIDATION, reached
 
 

@@ -222,7 +222,8 @@ def test_without_history_runs_record_into_the_per_user_ledger_and_a_renamed_shee
 
 
 def today() -> str:
-    return dt.datetime.now(KOLKATA).date().isoformat()
+    """The date runs started now in a test are on (the suite's pinned clock), in Kolkata."""
+    return run_date(KOLKATA)
 
 
 def test_calls_to_a_test_server_never_block_calls_to_another_api(sandbox: Sandbox, tmp_path: Path) -> None:
