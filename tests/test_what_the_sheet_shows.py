@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 import zoneinfo
 from collections import Counter
@@ -315,6 +317,115 @@ def test_a_number_cell_of_an_xls_workbook_is_read_with_the_country_code_its_form
     sheet = read_sheet(path)
     validation = validate_rows(sheet, map_columns(sheet), us)
     assert (validation.requests["to_number"][3], validation.status[3]) == ("+919876543211", "valid")
+
+
+def _labelsst_past_the_strings(data: bytes) -> bytes:
+    """``data`` with the text cell B2 pointing past the end of the shared strings: calamine reads the
+    cell as empty, xlrd cannot read the sheet's records at all."""
+    label = b"\xfd\x00\x0a\x00" + b"\x01\x00\x01\x00"  # LABELSST, 10 bytes: row 1, column 1 (B2)
+    at = data.index(label) + len(label) + 2  # past the style: the 4-byte string number
+    return data[:at] + b"\xf0\xff\x00\x00" + data[at + 4 :]
+
+
+def test_an_xls_whose_hidden_rows_cannot_be_read_is_refused_not_called_in_full(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # Read without its view, the rows a person hid would be called.
+    path = tmp_path / "leads.xls"
+    path.write_bytes(_labelsst_past_the_strings((FIXTURES / "contacts.xls").read_bytes()))
+    assert main(["validate", str(path), "--default-region", "IN"]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        f"callkaro-loader: error: {path}: is a damaged workbook the loader cannot read (which of its rows "
+        "are hidden cannot be read)\n",
+    )
+
+
+def _damaged_copies() -> Iterator[tuple[str, bytes]]:
+    """contacts.xls cut short, and with bytes changed (seeded), as disks and mail damage files."""
+    data = (FIXTURES / "contacts.xls").read_bytes()
+    for end in (600, 2048, len(data) // 2, len(data) - 700):
+        yield f"cut at {end}", data[:end]
+    rnd = random.Random(13)
+    for number in range(12):
+        changed = bytearray(data)
+        for _ in range(rnd.randint(1, 40)):
+            changed[rnd.randrange(512, len(changed))] = rnd.randrange(256)
+        yield f"changed {number}", bytes(changed)
+
+
+def test_a_damaged_xls_is_read_or_refused_in_one_line_never_a_traceback(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each copy is read (exit 0 or 1) or refused (exit 2) in one line naming the file; none hangs
+    # (the child reading it is bounded in time and memory).
+    monkeypatch.chdir(tmp_path)
+    outcomes: Counter[int] = Counter()
+    for name, data in _damaged_copies():
+        (tmp_path / "leads.xls").write_bytes(data)
+        code = main(["validate", "leads.xls", "--default-region", "IN"])
+        captured = capsys.readouterr()
+        if code == 2:
+            assert captured.out == "", name
+            assert re.fullmatch(r"callkaro-loader: error: leads\.xls: [^\n]+\n", captured.err), (
+                name,
+                captured,
+            )
+        else:
+            assert (code, captured.err) in ((0, ""), (1, "")), (name, code, captured.err)
+        outcomes[code] += 1
+    assert outcomes[2] >= 1
+
+
+#: Runs the .xls reader's ``with_view`` as its child process does, with ``_read_view`` replaced by
+#: ``READ`` (a stand-in for xlrd on a hostile file), and prints what it answers.
+_CHILD = """
+import importlib.util, sys, threading
+spec = importlib.util.spec_from_file_location("reader", sys.argv[1])
+reader = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reader)
+reader.VIEW_SECONDS, reader.VIEW_MEMORY, reader.VIEW_MEMORY_PER_BYTE = 0.2, 64 << 20, 0
+{read}
+print(reader.with_view(sys.argv[2], {{"name": "Leads", "rows": []}}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("read", "answer"),
+    [
+        (  # never finishes: the answer does not wait for it
+            "reader._read_view = lambda path, name: threading.Event().wait()",
+            "{'problem': 'damaged', 'detail': 'reading which rows are hidden took over 0.2 s'}",
+        ),
+        (  # asks for a gigabyte: refused by the limit on the child's memory, not the machine's
+            "def grab(path, name):\n    try:\n        return bytearray(1 << 30)\n"
+            "    except MemoryError:\n        return 'out of memory'\nreader._read_view = grab",
+            "{'problem': 'damaged', 'detail': 'out of memory'}",
+        ),
+    ],
+    ids=["time", "memory"],
+)
+def test_reading_an_xls_view_is_bounded_in_time_and_memory(tmp_path: Path, read: str, answer: str) -> None:
+    import loader.calamine_reader
+
+    if not Path("/proc/self/statm").exists() and "bytearray" in read:
+        pytest.skip("the memory limit is set where the system has /proc (Linux)")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            _CHILD.format(read=read),
+            loader.calamine_reader.__file__,
+            str(FIXTURES / "contacts.xls"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, answer, "")
 
 
 # --- LibreOffice ----------------------------------------------------------------------------------
