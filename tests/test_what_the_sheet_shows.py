@@ -434,7 +434,14 @@ FODS = """<?xml version="1.0" encoding="UTF-8"?>
 <office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
  xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0"
  xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+ xmlns:number="urn:oasis:names:tc:opendocument:xmlns:datastyle:1.0"
+ xmlns:style="urn:oasis:names:tc:opendocument:xmlns:style:1.0"
  office:version="1.2" office:mimetype="application/vnd.oasis.opendocument.spreadsheet">
+ <office:automatic-styles>
+  <number:number-style style:name="N900"><number:text>+44 </number:text>
+   <number:number number:decimal-places="0" number:min-integer-digits="10"/></number:number-style>
+  <style:style style:name="ce900" style:family="table-cell" style:data-style-name="N900"/>
+ </office:automatic-styles>
  <office:body><office:spreadsheet>
   <table:table table:name="Leads">
 {rows}
@@ -449,6 +456,14 @@ FODS = """<?xml version="1.0" encoding="UTF-8"?>
  </office:spreadsheet></office:body>
 </office:document>
 """
+#: Row 8 of the LibreOffice workbooks: the number 7911123456 with the number format "+44 "0000000000.
+UK_ROW = (
+    '   <table:table-row><table:table-cell office:value-type="string"><text:p>Uma</text:p></table:table-cell>'
+    '<table:table-cell table:style-name="ce900" office:value-type="float" office:value="7911123456">'
+    "<text:p>+44 7911123456</text:p></table:table-cell>"
+    '<table:table-cell office:value-type="string"><text:p>call</text:p></table:table-cell></table:table-row>'
+)
+LIBREOFFICE_SUFFIXES = ["xlsx", "ods", "xls"]
 
 
 def _fods_row(cells: tuple[str, ...], visibility: str | None = None) -> str:
@@ -461,6 +476,9 @@ def _fods_row(cells: tuple[str, ...], visibility: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def libreoffice_workbooks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The leads saved by LibreOffice as .xlsx, .ods and .xls: row 3 hidden by hand, row 5 in a
+    collapsed outline group, row 7 filtered out by the autofilter, and row 8 a number formatted to show
+    +44."""
     soffice = shutil.which("soffice") or shutil.which("libreoffice")
     if soffice is None:
         pytest.skip(
@@ -468,41 +486,55 @@ def libreoffice_workbooks(tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             "with hidden and filtered rows cannot be made here; apt-get install libreoffice-calc"
         )
     folder = tmp_path_factory.mktemp("libreoffice")
-    # Row 3 hidden by hand (collapse); rows 5 and 7 filtered out by the autofilter (filter).
-    visibility = {3: "collapse", 5: "filter", 7: "filter"}
-    rows = [_fods_row(tuple(HEADERS))] + [
-        _fods_row(lead, visibility.get(row)) for row, lead in enumerate(LEADS, start=2)
-    ]
+    rows = [_fods_row(tuple(HEADERS))]
+    for row, lead in enumerate(LEADS, start=2):
+        if row == 5:
+            group = '<table:table-row-group table:display="false">{}</table:table-row-group>'
+            rows.append(group.format(_fods_row(lead, "collapse")))
+        else:
+            rows.append(_fods_row(lead, {3: "collapse", 7: "filter"}.get(row)))
     source = folder / "leads.fods"
-    source.write_text(FODS.format(rows="\n".join(rows)), encoding="utf-8")
-    made = {}
-    for suffix in ("xlsx", "ods"):
+    source.write_text(FODS.format(rows="\n".join([*rows, UK_ROW])), encoding="utf-8")
+    # One profile for every conversion: LibreOffice makes it on the first (a second), then reuses it.
+    profile = f"-env:UserInstallation={(folder / 'profile').as_uri()}"
+    for suffix in LIBREOFFICE_SUFFIXES:  # one output format per run of soffice
         subprocess.run(
-            [
-                soffice,
-                f"-env:UserInstallation={(folder / 'profile').as_uri()}",
-                "--headless",
-                "--convert-to",
-                suffix,
-                "--outdir",
-                str(folder),
-                str(source),
-            ],
+            [soffice, profile, "--headless", "--convert-to", suffix, "--outdir", str(folder), str(source)],
             check=True,
             capture_output=True,
             timeout=180,
         )
-        made[suffix] = folder / f"leads.{suffix}"
-    return made
+    return {suffix: folder / f"leads.{suffix}" for suffix in LIBREOFFICE_SUFFIXES}
 
 
-@pytest.mark.parametrize("suffix", ["xlsx", "ods"])
+@pytest.mark.parametrize("suffix", LIBREOFFICE_SUFFIXES)
 def test_rows_hidden_and_filtered_in_libreoffice_are_suppressed(
     libreoffice_workbooks: dict[str, Path], suffix: str
 ) -> None:
     found = statuses(libreoffice_workbooks[suffix])
     assert {row for row, (status, _) in found.items() if status == "suppressed"} == HIDDEN_ROWS
     assert {status for row, (status, _) in found.items() if row not in HIDDEN_ROWS} == {"valid"}
+
+
+@pytest.mark.parametrize("suffix", LIBREOFFICE_SUFFIXES)
+def test_a_country_code_format_saved_by_libreoffice_is_the_one_dialled(
+    libreoffice_workbooks: dict[str, Path], suffix: str
+) -> None:
+    sheet = read_sheet(libreoffice_workbooks[suffix])
+    validation = validate_rows(sheet, map_columns(sheet), CTX_IN)
+    assert (validation.requests["to_number"][8], validation.status[8]) == ("+447911123456", "valid")
+
+
+@pytest.mark.parametrize("suffix", LIBREOFFICE_SUFFIXES)
+def test_a_libreoffice_workbook_as_a_do_not_call_list_blocks_its_hidden_rows_and_shown_codes(
+    libreoffice_workbooks: dict[str, Path], suffix: str, tmp_path: Path
+) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text(
+        "Name,Phone\nOliver,+447911123456\nDev,+919876543213\nZoya,+919876543299\n", encoding="utf-8"
+    )
+    result = validate_file(leads, default_region="IN", suppress=[str(libreoffice_workbooks[suffix])])
+    assert result.outcomes["callkaro_status"].tolist() == ["suppressed", "suppressed", "valid"]
 
 
 # --- number formats that show a country code ------------------------------------------------------
