@@ -26,6 +26,8 @@ so no entity expansion). An ``.xls`` file's view is read with xlrd
 
 from __future__ import annotations
 
+# The standard library only (xlrd is imported where it is used): the .xls reader's child process
+# loads this file on its own, without the loader package (``loader.calamine_reader``).
 import contextlib
 import io
 import posixpath

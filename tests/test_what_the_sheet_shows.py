@@ -299,6 +299,18 @@ def test_rows_hidden_in_an_excel_97_2003_workbook_are_suppressed(tmp_path: Path)
     }
 
 
+def test_a_row_of_zero_height_in_an_excel_97_2003_workbook_is_suppressed(tmp_path: Path) -> None:
+    # A ROW record whose height (miyRw, after row and columns) is 0, without the hidden flag: row 4.
+    data = bytearray((FIXTURES / "contacts.xls").read_bytes())
+    at = data.find(b"\x08\x02\x10\x00" + (3).to_bytes(2, "little"))
+    data[at + 4 + 6 : at + 4 + 8] = b"\x00\x00"
+    path = tmp_path / "contacts.xls"
+    path.write_bytes(bytes(data))
+    found, plain = statuses(path), statuses(FIXTURES / "contacts.xls")
+    assert found[4] == ("suppressed", HIDDEN_MESSAGE)
+    assert {row: found[row] for row in found if row != 4} == {row: plain[row] for row in plain if row != 4}
+
+
 def test_a_number_cell_of_an_xls_workbook_is_read_with_the_country_code_its_format_shows(
     tmp_path: Path,
 ) -> None:
