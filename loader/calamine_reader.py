@@ -236,9 +236,11 @@ def _limit_memory(more: int) -> Callable[[], None]:
 
 if __name__ == "__main__":
     source, chosen, content, columns = sys.argv[1:5]
+    answer = sys.stdout.buffer
+    sys.stdout = sys.stderr  # stdout carries only the answer, whatever a library prints
     result = read_rows(source, json.loads(chosen), by_content=content == "1", max_columns=int(columns))
     if sys.argv[5:] == ["view"] and "rows" in result:
         result = with_view(source, result)
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.flush()
+    answer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    answer.flush()
     os._exit(0)  # a view reader left overrunning in its thread is not waited for
