@@ -1,9 +1,10 @@
 """Run python-calamine on one workbook and hand back one sheet's cells.
 
 Importable (``read_rows``) and runnable on its own as a child process
-(``python -I calamine_reader.py PATH SHEET BY_CONTENT MAX_COLUMNS`` writes
-the result, pickled, to stdout). It imports only the standard library and
-python-calamine, so the child starts in milliseconds.
+(``python -I calamine_reader.py PATH SHEET BY_CONTENT MAX_COLUMNS [view]`` writes
+the result, pickled, to stdout; with ``view``, an .xls sheet's hidden rows
+and number formats too, read with xlrd). It imports only the standard library,
+python-calamine and, for ``view``, xlrd, so the child starts in milliseconds.
 
 ``loader.workbooks`` runs it in a child for ``.xls`` files: calamine's
 parser for Excel's old binary format can abort the whole process on a
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import sys
 from collections.abc import Callable, Iterator
@@ -156,7 +158,89 @@ def _named(names: list[str], sheet: str | int) -> str | None:
     return None
 
 
+#: How long reading an .xls sheet's view may take, and the memory it may use beyond what the child
+#: holds (xlrd takes about 6 bytes per byte of file; a damaged file can make it ask for gigabytes).
+VIEW_SECONDS = 60
+VIEW_MEMORY = 512 << 20
+VIEW_MEMORY_PER_BYTE = 16
+
+
+def with_view(path: str, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` (a sheet read from the .xls at ``path``) with ``view``: its hidden rows and the
+    formats showing a country code, as ``loader.workbook_view.xls_view`` reads them with xlrd, in
+    plain values; or a ``damaged`` problem when xlrd cannot read them within the limits above.
+    """
+    import threading
+
+    restore = _limit_memory(VIEW_MEMORY + VIEW_MEMORY_PER_BYTE * os.path.getsize(path))
+    found: list[Any] = []
+    reader = threading.Thread(target=lambda: found.append(_read_view(path, result["name"])), daemon=True)
+    reader.start()
+    reader.join(VIEW_SECONDS)  # the thread is left behind if it overruns: the child exits all the same
+    if reader.is_alive():
+        return {"problem": "damaged", "detail": f"reading which rows are hidden took over {VIEW_SECONDS} s"}
+    restore()  # the rows are yet to be pickled
+    if isinstance(found[0], str):
+        return {"problem": "damaged", "detail": found[0]}
+    return {**result, "view": found[0]}
+
+
+def _read_view(path: str, name: str) -> tuple[frozenset[int], dict[tuple[int, int], str]] | str:
+    """The view of sheet ``name``, or what is wrong with the file.
+
+    ``loader.workbook_view`` is loaded from beside this file: in this child
+    (``-I``) the ``loader`` package may not be importable, or be another copy.
+    """
+    try:
+        return _view_of(path, name)
+    except Exception:  # whatever went wrong, the rows cannot be read as the sheet shows them
+        return "which of its rows are hidden cannot be read"
+
+
+def _view_of(path: str, name: str) -> tuple[frozenset[int], dict[tuple[int, int], str]] | str:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "_callkaro_view", Path(__file__).with_name("workbook_view.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    try:
+        view = module.xls_view(Path(path), name)
+    except module.XlsUnreadable as exc:
+        return str(exc)
+    return view.hidden_rows, view.formats
+
+
+def _limit_memory(more: int) -> Callable[[], None]:
+    """Let this process use ``more`` bytes of address space beyond what it uses now (where the system
+    allows such a limit): past it, an allocation fails with MemoryError instead of exhausting the
+    machine. Answers how to lift the limit again."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as statm:
+            used = int(statm.read().split()[0]) * resource.getpagesize()
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        wanted = used + more if hard == resource.RLIM_INFINITY else min(used + more, hard)
+        if soft != resource.RLIM_INFINITY and wanted >= soft:
+            return lambda: None
+        resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+        return lambda: resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    except (ImportError, OSError, ValueError):
+        return lambda: None  # not Linux: the parent's time limit still bounds the child
+
+
 if __name__ == "__main__":
     source, chosen, content, columns = sys.argv[1:5]
+    answer = sys.stdout.buffer
+    sys.stdout = sys.stderr  # stdout carries only the answer, whatever a library prints
     result = read_rows(source, json.loads(chosen), by_content=content == "1", max_columns=int(columns))
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    if sys.argv[5:] == ["view"] and "rows" in result:
+        result = with_view(source, result)
+    answer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    answer.flush()
+    os._exit(0)  # a view reader left overrunning in its thread is not waited for

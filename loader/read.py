@@ -73,7 +73,8 @@ class Sheet:
     above_header: list[list[Cell]] = field(default_factory=list)
     #: Rows of ``cells`` a person cannot see in the workbook (hidden, filtered out, zero height, collapsed).
     hidden_rows: frozenset[int] = frozenset()
-    #: (row, column position) -> the number format of a cell whose format shows a ``+`` country code.
+    #: (row, column position) -> the number format of a cell whose format shows a ``+`` country code
+    #: (data rows and the header row).
     shown_formats: Mapping[tuple[int, int], str] = field(default_factory=dict)
     #: (row, column position) -> the text a number cell shows, where the file writes it (.ods) with a ``+``.
     shown_text: Mapping[tuple[int, int], str] = field(default_factory=dict)
@@ -226,20 +227,20 @@ def _to_sheet(
         row_problems={row: text for row, text in (row_problems or {}).items() if row in index},
         above_header=above,
         hidden_rows=frozenset(index[index.isin(list(view.hidden_rows))].tolist()),
-        shown_formats=_kept(view.formats, keep, index),
-        shown_text=_kept(view.shown, keep, index),
+        shown_formats=_kept(view.formats, keep, index, header_row),
+        shown_text=_kept(view.shown, keep, index, header_row),
     )
 
 
 def _kept(
-    cells: Mapping[tuple[int, int], str], keep: list[int], index: pd.Index
+    cells: Mapping[tuple[int, int], str], keep: list[int], index: pd.Index, header_row: int
 ) -> dict[tuple[int, int], str]:
     """``cells`` (by row and column) keyed by the positions the kept columns have in the sheet, for its
-    data rows."""
+    data rows and its header row (where a headerless do-not-call list has its first number)."""
     if not cells:
         return {}
     position = {column: new for new, column in enumerate(keep)}
-    rows = set(index.tolist())
+    rows = {*index.tolist(), header_row}
     return {
         (row, position[column]): value
         for (row, column), value in cells.items()

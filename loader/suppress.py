@@ -13,7 +13,11 @@ headerless number counts.
 Each entry is read by ``loader.list_entries`` with the run's
 ``--default-region``, in every way it may have been meant (a float export,
 ``0`` and a country code, several numbers in one cell, an extension...), so
-``098765 43210`` on the list matches ``+91 98765 43210`` in the sheet. An entry
+``098765 43210`` on the list matches ``+91 98765 43210`` in the sheet. A number
+cell whose number format shows a country code (``"+44 "0000000000``) is read
+as the workbook shows it, with that code, as a lead sheet's phones are
+(``loader.validate.phones_as_shown``); one whose format cannot be shown
+exactly refuses the list. An entry
 that holds digits but is not read as one or more numbers refuses the run,
 naming the list, row and entry: a do-not-call entry is never skipped silently.
 """
@@ -38,7 +42,8 @@ from loader.list_entries import EntryNumbers, read_entries
 from loader.normalise import Context
 from loader.read import TEXT_SUFFIXES, Sheet, read_sheet
 from loader.text_files import read_input
-from loader.validate import Validation
+from loader.validate import Validation, phones_as_shown, unreadable_format
+from loader.workbook_view import View, as_shown
 from loader.workbooks import read_workbook
 
 #: Entries shown when a list has entries that are not numbers.
@@ -54,7 +59,7 @@ _ENTRY_SHAPED = re.compile(
 _WORDY = re.compile(r"[^\W\dEeXxTt_]")
 
 #: A cell of a list and where it is (``row 5``, ``line 3``, ``row 5, Alt Phone``).
-Entry = tuple[str, Cell]
+Entry = tuple[str, "Cell | Unshowable"]
 
 
 @dataclass(frozen=True)
@@ -88,11 +93,13 @@ def read_suppression_list(
     headers: tuple[str, ...] = ()
     if entries is None:
         entries, headers = _table_entries(path, column_map or {}, ctx.default_region)
-    read = read_entries([cell for _, cell in entries], ctx.default_region)
+    # A cell whose format shows a country code the loader cannot show exactly is read as nothing, and
+    # refused, as it is in a lead sheet.
+    read = read_entries([_readable(cell) for _, cell in entries], ctx.default_region)
     problems = [
-        f"{where}: {shorten(cell_text(cell))} {found.problem}"
+        f"{where}: {shorten(cell_text(_value(cell)))} {_problem(cell) or found.problem}"
         for (where, cell), found in zip(entries, read, strict=True)
-        if found.problem is not None
+        if _problem(cell) or found.problem is not None
     ]
     if problems:
         more = len(problems) - _SHOWN_PROBLEMS
@@ -151,9 +158,12 @@ def _table_entries(
     if not read:
         if len(sheet.headers) == 1 and _is_entry(sheet.headers[0]):
             # A single column of numbers with no header: the first number is in the header row.
-            cells = [sheet.headers[0], *sheet.cells[0].tolist()]
-            rows = [sheet.header_row, *sheet.source_rows]
-            return [(f"row {r}", c) for r, c in zip(rows, cells, strict=True) if not is_blank(c)], ()
+            header: Cell = sheet.headers[0]
+            if (sheet.header_row, 0) in sheet.shown_formats and header.isdigit():
+                header = int(header)  # headers are read as text: the number its number format shows
+            first = pd.Series([header], index=[sheet.header_row], dtype=object)
+            cells = _as_shown(sheet, 0, pd.concat([first, sheet.cells[0].astype(object)]))
+            return [(f"row {r}", c) for r, c in cells if not is_blank(_value(c))], ()
         shown = ", ".join(repr(h) for h in sheet.headers if h)
         raise ColumnError(
             path,
@@ -165,8 +175,53 @@ def _table_entries(
     entries: list[Entry] = []
     for position in read:
         column = f", {sheet.headers[position]}" if len(read) > 1 else ""
-        entries += [(f"row {row}{column}", c) for row, c in sheet.cells[position].items() if not is_blank(c)]
+        cells = _as_shown(sheet, position, sheet.cells[position])
+        entries += [(f"row {row}{column}", c) for row, c in cells if not is_blank(_value(c))]
     return entries, tuple(sheet.headers)
+
+
+@dataclass(frozen=True)
+class Unshowable:
+    """A cell whose number format shows a country code in a way the loader cannot show exactly."""
+
+    value: Cell
+    format: str
+
+
+def _as_shown(sheet: Sheet, position: int, cells: pd.Series) -> list[tuple[int, Cell | Unshowable]]:
+    """(row, cell) of column ``position`` as the sheet shows them, read as a lead sheet's phones are
+    (``phones_as_shown``): ``7911123456`` formatted ``"+44 "0000000000`` is ``+44 7911123456``, never
+    a number of ``--default-region``; a format that cannot be shown exactly makes an ``Unshowable``."""
+    if not any(column == position for _, column in (*sheet.shown_formats, *sheet.shown_text)):
+        return list(zip(cells.index.tolist(), cells.tolist(), strict=True))  # nearly every list
+    shown, unreadable = phones_as_shown(sheet, position, cells)
+    return [
+        (row, Unshowable(cells.loc[row], unreadable[row]) if row in unreadable else cell)
+        for row, cell in zip(shown.index.tolist(), shown.tolist(), strict=True)
+    ]
+
+
+def _shown_cell(cell: Cell, row: int, column: int, view: View) -> Cell | Unshowable:
+    """``_as_shown`` for one cell of a workbook, from its ``view``."""
+    if (row, column) in view.shown:
+        return view.shown[row, column]
+    code = view.formats.get((row, column))
+    if code is None:
+        return cell
+    text = as_shown(cell, code)
+    return Unshowable(cell, code) if text is None else text
+
+
+def _readable(cell: Cell | Unshowable) -> Cell:
+    return "" if isinstance(cell, Unshowable) else cell
+
+
+def _value(cell: Cell | Unshowable) -> Cell:
+    return cell.value if isinstance(cell, Unshowable) else cell
+
+
+def _problem(cell: Cell | Unshowable) -> str | None:
+    return unreadable_format(cell.format) if isinstance(cell, Unshowable) else None
 
 
 def _refuse_unread_phone_columns(sheet: Sheet, read: Sequence[int], region: str | None) -> None:
@@ -236,11 +291,13 @@ def _sheets_holding_numbers(path: Path) -> list[tuple[str, Sheet | list[Entry]]]
 def _lone_row(path: Path, kind: str, index: int) -> tuple[str, list[Entry]]:
     """A sheet with no rows below its first: its name and the cells of that row that are entries
     (a headerless number alone on a sheet), not headers or titles."""
-    columns, name, _ = read_workbook(path, kind, index)  # type: ignore[arg-type]
+    columns, name, view = read_workbook(path, kind, index)  # type: ignore[arg-type]
     if not columns.height:
         return name, []
-    cells = [cell_at(column, 0) for column in columns.arrays]
-    return name, [("row 1", c) for c in cells if not is_blank(c) and _is_entry(c)]
+    cells = [(column, cell_at(array, 0)) for column, array in enumerate(columns.arrays)]
+    return name, [
+        ("row 1", _shown_cell(c, 1, column, view)) for column, c in cells if not is_blank(c) and _is_entry(c)
+    ]
 
 
 def read_suppression_lists(

@@ -161,7 +161,7 @@ def validate_rows(
             parsed[name] = parsed[name].where(~index.isin(list(unreadable)))
             for row, code in unreadable.items():
                 value = cell_text(raw[name].loc[row])
-                problems.append((row, label, value, _unreadable_format(code)))
+                problems.append((row, label, value, unreadable_format(code)))
         if len(hits):
             bad = raw[name].take(hits).tolist()
             for row, cell, error in zip(
@@ -233,11 +233,15 @@ def phones_as_shown(sheet: Sheet, position: int, cells: pd.Series) -> tuple[pd.S
     (``"+44 "0000000000``) becomes the text shown (``+44 7911123456``), so the number is read with
     that code and never with ``--default-region``; and the rows (with their formats) whose format
     cannot be shown exactly, to be refused."""
-    # What the file writes as shown (.ods): taken as it is.
-    shown = {row: text for (row, column), text in sheet.shown_text.items() if column == position}
+    # What the file writes as shown (.ods): taken as it is. Only rows of ``cells``: the sheet also
+    # keeps its header row's (a headerless list's first number is there).
+    rows = cells.index
+    shown = {
+        row: text for (row, column), text in sheet.shown_text.items() if column == position and row in rows
+    }
     unreadable: dict[int, str] = {}
     for (row, column), code in sheet.shown_formats.items():
-        if column != position:
+        if column != position or row not in rows:
             continue
         text = as_shown(cells.loc[row], code)
         if text is None:
@@ -250,7 +254,8 @@ def phones_as_shown(sheet: Sheet, position: int, cells: pd.Series) -> tuple[pd.S
     return cells, unreadable
 
 
-def _unreadable_format(code: str) -> str:
+def unreadable_format(code: str) -> str:
+    """Why a cell shown with a country code by number format ``code`` is refused."""
     return (
         f"is shown with a country code by its number format {code}, which the loader cannot read "
         "exactly; type the number as text, with its country code (e.g. +44 7911 123456)"

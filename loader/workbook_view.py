@@ -8,8 +8,8 @@ shown differ from the values in a way that decides who is called:
   LibreOffice save those as hidden rows), set to zero height, or collapsed in
   an outline. ``.xlsx``/``.xlsm`` keep this on each ``<row>`` of the sheet's
   XML (``hidden``, ``ht="0"``); ``.ods`` on each ``<table:table-row>``
-  (``table:visibility`` of ``collapse`` or ``filter``); ``.xls`` in the
-  fDyZero flag of each ROW record.
+  (``table:visibility`` of ``collapse`` or ``filter``); ``.xls`` in a flag
+  of each ROW record, read with xlrd.
 - A number cell whose number format shows a ``+`` (``"+44 "0000000000``
   shows 7911123456 as ``+44 7911123456``): the country code is in the format,
   not in the value. ``.xlsx`` keeps formats in ``xl/styles.xml`` and a style
@@ -20,16 +20,18 @@ decompressed a piece at a time and first only searched for the few bytes that
 could mark a hidden row or a styled cell, so a sheet with neither (nearly
 every sheet) costs one pass of decompression. Only the standard library is
 used; the zip was checked by ``loader.zip_checks`` before (no document types,
-so no entity expansion). An ``.xls`` file's rows are read from its BIFF records
+so no entity expansion). An ``.xls`` file's view is read with xlrd
 (``xls_view``); ``.xlsb`` files, rare, are read without a view.
 """
 
 from __future__ import annotations
 
+# The standard library only (xlrd is imported where it is used): the .xls reader's child process
+# loads this file on its own, without the loader package (``loader.calamine_reader``).
 import contextlib
+import io
 import posixpath
 import re
-import struct
 import threading
 import xml.etree.ElementTree as ET
 import zipfile
@@ -359,142 +361,67 @@ class _OdsTable:
 
 # --- .xls (Excel 97-2003) ------------------------------------------------------------------------
 
-_END_OF_CHAIN = 0xFFFFFFFE
+#: xlrd's cell types (XL_CELL_TEXT, XL_CELL_NUMBER) whose format is how the value is shown: text, and
+#: numbers (formula results too).
+_XLS_SHOWN_TYPES = (1, 2)
+
+
+class XlsUnreadable(Exception):
+    """xlrd cannot read which rows of an .xls sheet are hidden, nor how its cells are shown."""
 
 
 def xls_view(path: Path, sheet_name: str) -> View:
-    """The view of sheet ``sheet_name`` of an Excel 97-2003 workbook: rows saved hidden (the ROW
-    record's fDyZero flag: hidden, filtered out, zero height or collapsed alike), and number cells
-    whose format shows a ``+``.
+    """The view of sheet ``sheet_name`` of an Excel 97-2003 workbook, read with xlrd: rows saved
+    hidden (the ROW record's hidden flag: hidden, filtered out or collapsed alike, or zero height),
+    and number and text cells whose format shows a ``+``.
 
-    No library at hand reads this (python-calamine does not tell it, xlrd is not
-    a dependency), and the format is small and fixed: the workbook stream of the
-    OLE2 compound file, then its BIFF records. Cell values are never read here.
-    A file this cannot follow was read by calamine all the same, so its rows are
-    read as before.
+    python-calamine reads the cells' values but tells neither. ``loader.workbooks``
+    runs this in the child process that reads the sheet, within a time and
+    memory limit (a damaged file can make xlrd ask for gigabytes). A file whose
+    view xlrd cannot read raises ``XlsUnreadable``: read without it, rows a
+    person hid would be called, and numbers dialled without the country code
+    their format shows.
     """
+    if not path.is_file():
+        return NOTHING  # a pipe could be read only once, by the reader itself
+    import xlrd  # only for .xls files: not loaded for every run
+
     try:
-        stream = _ole_stream(path.read_bytes(), ("Workbook", "Book"))
-        return _biff_view(stream, sheet_name) if stream else NOTHING
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError, OSError):
-        return NOTHING
+        # xlrd writes its complaints about a file to ``logfile`` (stdout unless told): kept out of
+        # sight, as the child's stdout carries its answer.
+        with xlrd.open_workbook(
+            str(path), formatting_info=True, on_demand=True, ragged_rows=True, logfile=io.StringIO()
+        ) as book:
+            if sheet_name not in book.sheet_names():
+                return NOTHING  # a chart or macro sheet (xlrd reads worksheets only): no rows of contacts
+            return _xls_sheet_view(book, book.sheet_by_name(sheet_name))
+    except MemoryError:
+        raise XlsUnreadable(
+            "reading which of its rows are hidden needs more memory than it may use"
+        ) from None
+    except Exception:  # xlrd has no one error class for a file it cannot follow
+        raise XlsUnreadable("which of its rows are hidden cannot be read") from None
 
 
-def _ole_stream(data: bytes, names: tuple[str, ...]) -> bytes | None:
-    """The first stream called one of ``names`` in the OLE2 compound file ``data``."""
-    shift, mini_shift = struct.unpack_from("<HH", data, 0x1E)
-    if (shift, mini_shift) not in ((9, 6), (12, 6)):  # the only sector sizes the format has
-        return None
-    size, mini_size = 1 << shift, 1 << mini_shift
-    (_, directory_start, _, cutoff, mini_fat_start, _, difat_start, difat_count) = struct.unpack_from(
-        "<8I", data, 0x2C
+def _xls_sheet_view(book: Any, sheet: Any) -> View:
+    hidden = frozenset(
+        row + 1
+        for row, info in sheet.rowinfo_map.items()
+        if info.hidden or (info.height == 0 and not info.has_default_height)
     )
-    fat_sectors = [n for n in struct.unpack_from("<109I", data, 0x4C) if n < _END_OF_CHAIN]
-    sector = difat_start
-    for _ in range(difat_count):
-        if sector >= _END_OF_CHAIN:
-            break
-        entries = struct.unpack_from(f"<{size // 4}I", data, (sector + 1) * size)
-        fat_sectors += [n for n in entries[:-1] if n < _END_OF_CHAIN]
-        sector = entries[-1]
-    fat: list[int] = []
-    for n in fat_sectors:
-        fat += struct.unpack_from(f"<{size // 4}I", data, (n + 1) * size)
-
-    def chain(start: int, table: list[int], most: int) -> Iterator[int]:
-        # A chain longer than the sectors there are loops (a damaged or hostile file): cut off.
-        for _ in range(most):
-            if start >= _END_OF_CHAIN:
-                return
-            yield start
-            start = table[start]
-
-    def read(start: int) -> bytes:
-        return b"".join(data[(n + 1) * size : (n + 2) * size] for n in chain(start, fat, len(data) // size))
-
-    directory = read(directory_start)
-    root_start = struct.unpack_from("<I", directory, 116)[0]
-    for at in range(0, len(directory) - 127, 128):
-        length = struct.unpack_from("<H", directory, at + 64)[0]
-        name = directory[at : at + max(length - 2, 0)].decode("utf-16-le")
-        if directory[at + 66] != 2 or name not in names:
-            continue
-        start, length = struct.unpack_from("<II", directory, at + 116)
-        if length >= cutoff:
-            return read(start)[:length]
-        # A stream below the cutoff lives in the mini stream, in 64-byte sectors.
-        table = read(mini_fat_start)
-        mini_fat = list(struct.unpack(f"<{len(table) // 4}I", table))
-        mini = read(root_start)
-        sectors = chain(start, mini_fat, len(mini) // mini_size)
-        return b"".join(mini[n * mini_size : (n + 1) * mini_size] for n in sectors)[:length]
-    return None
-
-
-def _biff_records(stream: bytes, at: int) -> Iterator[tuple[int, bytes]]:
-    """(record type, data) from ``at`` to the substream's EOF record."""
-    while at + 4 <= len(stream):
-        kind, length = struct.unpack_from("<HH", stream, at)
-        yield kind, stream[at + 4 : at + 4 + length]
-        if kind == 0x000A:  # EOF
-            return
-        at += 4 + length
-
-
-def _biff_view(stream: bytes, sheet_name: str) -> View:
-    """Hidden rows, and number formats showing a ``+``, of sheet ``sheet_name`` in a BIFF stream."""
-    biff8 = True
-    codes: dict[int, str] = {}  # format number -> code, for the formats that show a plus
-    xf_formats: list[int] = []  # cell style (XF) index -> its format number
-    for kind, record in _biff_records(stream, 0):
-        if kind == 0x0809:  # BOF: which BIFF version
-            biff8 = struct.unpack_from("<H", record)[0] >= 0x0600
-        elif kind == 0x041E:  # FORMAT
-            number = struct.unpack_from("<H", record)[0]
-            code = _biff_text(record, 2, biff8, wide_count=True)
-            if shows_plus(code):
-                codes[number] = code
-        elif kind == 0x00E0:  # XF: a cell style, numbered in the order they come
-            xf_formats.append(struct.unpack_from("<H", record, 2)[0])
-        # BoundSheet8: a sheet's name and where its records start
-        elif kind == 0x0085 and _biff_text(record, 6, biff8, wide_count=False) == sheet_name:
-            styles = {i: codes[f] for i, f in enumerate(xf_formats) if f in codes}
-            return _biff_sheet(stream, struct.unpack_from("<I", record)[0], styles)
-    return NOTHING
-
-
-def _biff_sheet(stream: bytes, start: int, styles: dict[int, str]) -> View:
-    hidden: set[int] = set()
-    formats: dict[tuple[int, int], str] = {}
-    for kind, record in _biff_records(stream, start):
-        if kind == 0x0208:  # ROW: fDyZero is set for a hidden, filtered, zero-height or collapsed row
-            if struct.unpack_from("<H", record, 12)[0] & 0x20:
-                hidden.add(struct.unpack_from("<H", record)[0] + 1)
-        elif not styles:
-            continue
-        elif kind in (0x0203, 0x027E, 0x00FD):  # NUMBER, RK, LABELSST: row, column, style
-            row, column, style = struct.unpack_from("<HHH", record)
-            if style in styles:
-                formats[row + 1, column] = styles[style]
-        elif kind == 0x00BD:  # MULRK: several numbers in a row, each with its style
-            row, first = struct.unpack_from("<HH", record)
-            for n in range((len(record) - 6) // 6):
-                style = struct.unpack_from("<H", record, 4 + 6 * n)[0]
-                if style in styles:
-                    formats[row + 1, first + n] = styles[style]
-    return View(hidden_rows=frozenset(hidden), formats=formats)
-
-
-def _biff_text(record: bytes, at: int, biff8: bool, *, wide_count: bool) -> str:
-    """A string of a BIFF record: a count (one byte, or two), in BIFF8 a flags byte, then characters."""
-    if wide_count:
-        count, at = struct.unpack_from("<H", record, at)[0], at + 2
-    else:
-        count, at = record[at], at + 1
-    if not biff8:
-        return record[at : at + count].decode("cp1252")
-    wide, at = record[at] & 1, at + 1
-    return record[at : at + count * (2 if wide else 1)].decode("utf-16-le" if wide else "latin-1")
+    codes = {key: found.format_str or "" for key, found in book.format_map.items()}
+    formats = {key: code for key, code in codes.items() if shows_plus(code)}
+    styles = {
+        index: formats[xf.format_key] for index, xf in enumerate(book.xf_list) if xf.format_key in formats
+    }
+    shown: dict[tuple[int, int], str] = {}
+    if styles:  # nearly every workbook has no such format, and no cell is looked at
+        for row in range(sheet.nrows):
+            for column, kind in enumerate(sheet.row_types(row)):
+                style = sheet.cell_xf_index(row, column)
+                if style in styles and kind in _XLS_SHOWN_TYPES:
+                    shown[row + 1, column] = styles[style]
+    return View(hidden_rows=hidden, formats=shown)
 
 
 # --- reading a part -----------------------------------------------------------------------------

@@ -9,7 +9,8 @@ line may have parsed the sheet already, while it started
 (``loader.early_read``). Excel 97-2003 ``.xls`` files are read in a child
 process, since a damaged one can crash calamine's binary parser outright.
 What the sheet shows beyond its values (hidden rows, number formats showing
-a country code) is read from its XML in ``loader.workbook_view``.
+a country code) is read in ``loader.workbook_view``: from its XML, or for an
+``.xls``, with xlrd in that same child, within its time limit.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from loader.errors import InputFileError, NoSuchSheetError
 from loader.formats import OLE2, ZIPPED, Kind, by_content
 from loader.limits import MAX_COLUMNS
 from loader.text_files import read_input
-from loader.workbook_view import NOTHING, Ahead, View, view_of
+from loader.workbook_view import NOTHING, Ahead, View, XlsUnreadable, view_of
 from loader.zip_checks import check_zip
 
 
@@ -42,7 +43,10 @@ def read_workbook(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Colu
         check_zip(path)
     found, name, view = _read(path, kind, sheet)
     if view is None:
-        view = view_of(path, kind, name, found.height) if kind in (*ZIPPED, "xls") else NOTHING
+        try:
+            view = view_of(path, kind, name, found.height) if kind in (*ZIPPED, "xls") else NOTHING
+        except XlsUnreadable as exc:  # .xls read in this process: no child to read it in
+            raise InputFileError(path, _damaged(path, str(exc))) from None
     return found, name, view
 
 
@@ -56,6 +60,9 @@ def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str
     view: View | None = None
     if kind == "xls":
         result = _read_in_child(path, sheet, by_content=by_bytes)
+        if "view" in result:  # read in the child with the rows: hidden rows and formats, as plain values
+            hidden_rows, formats = result["view"]
+            view = View(hidden_rows=hidden_rows, formats=formats)
     else:
         opened = early_read.take(path, sheet, by_content=by_bytes)
         if opened is None:
@@ -97,7 +104,8 @@ def _read(path: Path, kind: Kind, sheet: str | int | None) -> tuple[Columns, str
 
 
 def _read_in_child(path: Path, sheet: str | int | None, *, by_content: bool) -> dict[str, Any]:
-    """``read_rows`` in a child process, so a crash in the .xls parser cannot take the loader with it."""
+    """``read_rows`` in a child process, so a crash in the .xls parser cannot take the loader with it;
+    the answer holds the sheet's ``view`` (xlrd's reading of it) beside its rows."""
     import json
     import pickle
     import subprocess
@@ -113,6 +121,7 @@ def _read_in_child(path: Path, sheet: str | int | None, *, by_content: bool) -> 
         json.dumps(sheet),
         "1" if by_content else "0",
         str(MAX_COLUMNS),
+        "view",
     ]
     try:
         done = subprocess.run(command, capture_output=True, timeout=XLS_SECONDS, check=False)

@@ -694,3 +694,70 @@ def test_without_a_default_region_a_column_of_national_numbers_still_refuses_the
     no_region = Context(default_region=None, timezone=ctx.timezone, now=ctx.now)
     with pytest.raises(ColumnError, match="column 'Work Phone' holds phone numbers"):
         read_suppression_list(path, no_region)
+
+
+# --- a number cell whose format shows a country code ----------------------------------------------
+
+UK = "+447911123456"  # listed as the number 7911123456, shown "+44 7911123456" by its format
+SHOWS_44 = '"+44 "0000000000'
+
+
+def formatted_list(path: Path, shape: str, number_format: str = SHOWS_44) -> Path:
+    """A do-not-call workbook whose one UK number is a number cell formatted to show +44, in ``shape``:
+    under a Phone header, alone with no header (row 1), or first of a headerless column."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    rows = {
+        "headed": [["Phone"], [7911123456], ["+91 98450 12345"]],
+        "alone": [[7911123456]],
+        "headerless column": [[7911123456], ["+91 98450 12345"]],
+    }[shape]
+    for row in rows:
+        sheet.append(row)
+    cell = sheet.cell(row=2 if shape == "headed" else 1, column=1)
+    assert cell.value == 7911123456
+    cell.number_format = number_format
+    book.save(path)
+    return path
+
+
+@pytest.mark.parametrize("shape", ["headed", "alone", "headerless column"])
+def test_a_list_number_cell_formatted_with_a_country_code_is_read_with_that_code(
+    tmp_path: Path, ctx: Context, shape: str
+) -> None:
+    # Read with --default-region IN it would be +917911123456, and the listed UK person called.
+    listed = numbers(formatted_list(tmp_path / "dnc.xlsx", shape), ctx)
+    assert UK in listed
+    assert not {n for n in listed if n.endswith("7911123456") and n != UK}
+
+
+def test_a_list_number_whose_country_code_format_cannot_be_read_exactly_refuses_the_list(
+    tmp_path: Path, ctx: Context
+) -> None:
+    path = formatted_list(tmp_path / "dnc.xlsx", "headed", '"+44 "#,##0')
+    with pytest.raises(InputFileError) as refused:
+        read_suppression_list(path, ctx)
+    assert refused.value.problem == (
+        "do-not-call list entries that are not phone numbers: row 2: 7911123456 is shown with a country "
+        'code by its number format "+44 "#,##0, which the loader cannot read exactly; type the number as '
+        "text, with its country code (e.g. +44 7911 123456)"
+    )
+
+
+def test_a_run_does_not_call_a_person_listed_with_a_country_code_shown_by_a_format(tmp_path: Path) -> None:
+    (tmp_path / "leads.csv").write_text(f"Name,Phone\nOliver,{UK}\nAarav,+91 98765 43210\n", encoding="utf-8")
+    formatted_list(tmp_path / "dnc.xlsx", "headed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env |= {"CALLKARO_API_KEY": "sandbox-key", "XDG_STATE_HOME": str(tmp_path / "state")}
+    with running_sandbox() as sandbox:
+        argv = [CLI, "run", "leads.csv", "--agent-id", "demo-agent", "--base-url", sandbox.url]
+        argv += ["--no-progress", "--default-region", "IN", "--suppress", "dnc.xlsx"]
+        done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        calls = httpx.get(f"{sandbox.url}/_sandbox/calls", timeout=10).json()
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    assert [c["body"]["to_number"] for c in calls] == ["+919876543210"]
+    assert results(tmp_path / "leads.results.csv") == {
+        "Oliver": ("suppressed", "on the do-not-call list dnc.xlsx"),
+        "Aarav": ("scheduled", ""),
+    }

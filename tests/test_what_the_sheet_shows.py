@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import random
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 import zoneinfo
 from collections import Counter
@@ -297,6 +299,18 @@ def test_rows_hidden_in_an_excel_97_2003_workbook_are_suppressed(tmp_path: Path)
     }
 
 
+def test_a_row_of_zero_height_in_an_excel_97_2003_workbook_is_suppressed(tmp_path: Path) -> None:
+    # A ROW record whose height (miyRw, after row and columns) is 0, without the hidden flag: row 4.
+    data = bytearray((FIXTURES / "contacts.xls").read_bytes())
+    at = data.find(b"\x08\x02\x10\x00" + (3).to_bytes(2, "little"))
+    data[at + 4 + 6 : at + 4 + 8] = b"\x00\x00"
+    path = tmp_path / "contacts.xls"
+    path.write_bytes(bytes(data))
+    found, plain = statuses(path), statuses(FIXTURES / "contacts.xls")
+    assert found[4] == ("suppressed", HIDDEN_MESSAGE)
+    assert {row: found[row] for row in found if row != 4} == {row: plain[row] for row in plain if row != 4}
+
+
 def test_a_number_cell_of_an_xls_workbook_is_read_with_the_country_code_its_format_shows(
     tmp_path: Path,
 ) -> None:
@@ -317,13 +331,129 @@ def test_a_number_cell_of_an_xls_workbook_is_read_with_the_country_code_its_form
     assert (validation.requests["to_number"][3], validation.status[3]) == ("+919876543211", "valid")
 
 
+def _labelsst_past_the_strings(data: bytes) -> bytes:
+    """``data`` with the text cell B2 pointing past the end of the shared strings: calamine reads the
+    cell as empty, xlrd cannot read the sheet's records at all."""
+    label = b"\xfd\x00\x0a\x00" + b"\x01\x00\x01\x00"  # LABELSST, 10 bytes: row 1, column 1 (B2)
+    at = data.index(label) + len(label) + 2  # past the style: the 4-byte string number
+    return data[:at] + b"\xf0\xff\x00\x00" + data[at + 4 :]
+
+
+def test_an_xls_whose_hidden_rows_cannot_be_read_is_refused_not_called_in_full(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # Read without its view, the rows a person hid would be called.
+    path = tmp_path / "leads.xls"
+    path.write_bytes(_labelsst_past_the_strings((FIXTURES / "contacts.xls").read_bytes()))
+    assert main(["validate", str(path), "--default-region", "IN"]) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        f"callkaro-loader: error: {path}: is a damaged workbook the loader cannot read (which of its rows "
+        "are hidden cannot be read)\n",
+    )
+
+
+def _damaged_copies() -> Iterator[tuple[str, bytes]]:
+    """contacts.xls cut short, and with bytes changed (seeded), as disks and mail damage files."""
+    data = (FIXTURES / "contacts.xls").read_bytes()
+    for end in (600, 2048, len(data) // 2, len(data) - 700):
+        yield f"cut at {end}", data[:end]
+    rnd = random.Random(13)
+    for number in range(12):
+        changed = bytearray(data)
+        for _ in range(rnd.randint(1, 40)):
+            changed[rnd.randrange(512, len(changed))] = rnd.randrange(256)
+        yield f"changed {number}", bytes(changed)
+
+
+def test_a_damaged_xls_is_read_or_refused_in_one_line_never_a_traceback(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each copy is read (exit 0 or 1) or refused (exit 2) in one line naming the file; none hangs
+    # (the child reading it is bounded in time and memory).
+    monkeypatch.chdir(tmp_path)
+    outcomes: Counter[int] = Counter()
+    for name, data in _damaged_copies():
+        (tmp_path / "leads.xls").write_bytes(data)
+        code = main(["validate", "leads.xls", "--default-region", "IN"])
+        captured = capsys.readouterr()
+        if code == 2:
+            assert captured.out == "", name
+            assert re.fullmatch(r"callkaro-loader: error: leads\.xls: [^\n]+\n", captured.err), (
+                name,
+                captured,
+            )
+        else:
+            assert (code, captured.err) in ((0, ""), (1, "")), (name, code, captured.err)
+        outcomes[code] += 1
+    assert outcomes[2] >= 1
+
+
+#: Runs the .xls reader's ``with_view`` as its child process does, with ``_read_view`` replaced by
+#: ``READ`` (a stand-in for xlrd on a hostile file), and prints what it answers.
+_CHILD = """
+import importlib.util, sys, threading
+spec = importlib.util.spec_from_file_location("reader", sys.argv[1])
+reader = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reader)
+reader.VIEW_SECONDS, reader.VIEW_MEMORY, reader.VIEW_MEMORY_PER_BYTE = 0.2, 64 << 20, 0
+{read}
+print(reader.with_view(sys.argv[2], {{"name": "Leads", "rows": []}}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("read", "answer"),
+    [
+        (  # never finishes: the answer does not wait for it
+            "reader._read_view = lambda path, name: threading.Event().wait()",
+            "{'problem': 'damaged', 'detail': 'reading which rows are hidden took over 0.2 s'}",
+        ),
+        (  # asks for a gigabyte: refused by the limit on the child's memory, not the machine's
+            "def grab(path, name):\n    try:\n        return bytearray(1 << 30)\n"
+            "    except MemoryError:\n        return 'out of memory'\nreader._read_view = grab",
+            "{'problem': 'damaged', 'detail': 'out of memory'}",
+        ),
+    ],
+    ids=["time", "memory"],
+)
+def test_reading_an_xls_view_is_bounded_in_time_and_memory(tmp_path: Path, read: str, answer: str) -> None:
+    import loader.calamine_reader
+
+    if not Path("/proc/self/statm").exists() and "bytearray" in read:
+        pytest.skip("the memory limit is set where the system has /proc (Linux)")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            _CHILD.format(read=read),
+            loader.calamine_reader.__file__,
+            str(FIXTURES / "contacts.xls"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, answer, "")
+
+
 # --- LibreOffice ----------------------------------------------------------------------------------
 
 FODS = """<?xml version="1.0" encoding="UTF-8"?>
 <office:document xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
  xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0"
  xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+ xmlns:number="urn:oasis:names:tc:opendocument:xmlns:datastyle:1.0"
+ xmlns:style="urn:oasis:names:tc:opendocument:xmlns:style:1.0"
  office:version="1.2" office:mimetype="application/vnd.oasis.opendocument.spreadsheet">
+ <office:automatic-styles>
+  <number:number-style style:name="N900"><number:text>+44 </number:text>
+   <number:number number:decimal-places="0" number:min-integer-digits="10"/></number:number-style>
+  <style:style style:name="ce900" style:family="table-cell" style:data-style-name="N900"/>
+ </office:automatic-styles>
  <office:body><office:spreadsheet>
   <table:table table:name="Leads">
 {rows}
@@ -338,6 +468,14 @@ FODS = """<?xml version="1.0" encoding="UTF-8"?>
  </office:spreadsheet></office:body>
 </office:document>
 """
+#: Row 8 of the LibreOffice workbooks: the number 7911123456 with the number format "+44 "0000000000.
+UK_ROW = (
+    '   <table:table-row><table:table-cell office:value-type="string"><text:p>Uma</text:p></table:table-cell>'
+    '<table:table-cell table:style-name="ce900" office:value-type="float" office:value="7911123456">'
+    "<text:p>+44 7911123456</text:p></table:table-cell>"
+    '<table:table-cell office:value-type="string"><text:p>call</text:p></table:table-cell></table:table-row>'
+)
+LIBREOFFICE_SUFFIXES = ["xlsx", "ods", "xls"]
 
 
 def _fods_row(cells: tuple[str, ...], visibility: str | None = None) -> str:
@@ -350,6 +488,9 @@ def _fods_row(cells: tuple[str, ...], visibility: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def libreoffice_workbooks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The leads saved by LibreOffice as .xlsx, .ods and .xls: row 3 hidden by hand, row 5 in a
+    collapsed outline group, row 7 filtered out by the autofilter, and row 8 a number formatted to show
+    +44."""
     soffice = shutil.which("soffice") or shutil.which("libreoffice")
     if soffice is None:
         pytest.skip(
@@ -357,41 +498,55 @@ def libreoffice_workbooks(tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             "with hidden and filtered rows cannot be made here; apt-get install libreoffice-calc"
         )
     folder = tmp_path_factory.mktemp("libreoffice")
-    # Row 3 hidden by hand (collapse); rows 5 and 7 filtered out by the autofilter (filter).
-    visibility = {3: "collapse", 5: "filter", 7: "filter"}
-    rows = [_fods_row(tuple(HEADERS))] + [
-        _fods_row(lead, visibility.get(row)) for row, lead in enumerate(LEADS, start=2)
-    ]
+    rows = [_fods_row(tuple(HEADERS))]
+    for row, lead in enumerate(LEADS, start=2):
+        if row == 5:
+            group = '<table:table-row-group table:display="false">{}</table:table-row-group>'
+            rows.append(group.format(_fods_row(lead, "collapse")))
+        else:
+            rows.append(_fods_row(lead, {3: "collapse", 7: "filter"}.get(row)))
     source = folder / "leads.fods"
-    source.write_text(FODS.format(rows="\n".join(rows)), encoding="utf-8")
-    made = {}
-    for suffix in ("xlsx", "ods"):
+    source.write_text(FODS.format(rows="\n".join([*rows, UK_ROW])), encoding="utf-8")
+    # One profile for every conversion: LibreOffice makes it on the first (a second), then reuses it.
+    profile = f"-env:UserInstallation={(folder / 'profile').as_uri()}"
+    for suffix in LIBREOFFICE_SUFFIXES:  # one output format per run of soffice
         subprocess.run(
-            [
-                soffice,
-                f"-env:UserInstallation={(folder / 'profile').as_uri()}",
-                "--headless",
-                "--convert-to",
-                suffix,
-                "--outdir",
-                str(folder),
-                str(source),
-            ],
+            [soffice, profile, "--headless", "--convert-to", suffix, "--outdir", str(folder), str(source)],
             check=True,
             capture_output=True,
             timeout=180,
         )
-        made[suffix] = folder / f"leads.{suffix}"
-    return made
+    return {suffix: folder / f"leads.{suffix}" for suffix in LIBREOFFICE_SUFFIXES}
 
 
-@pytest.mark.parametrize("suffix", ["xlsx", "ods"])
+@pytest.mark.parametrize("suffix", LIBREOFFICE_SUFFIXES)
 def test_rows_hidden_and_filtered_in_libreoffice_are_suppressed(
     libreoffice_workbooks: dict[str, Path], suffix: str
 ) -> None:
     found = statuses(libreoffice_workbooks[suffix])
     assert {row for row, (status, _) in found.items() if status == "suppressed"} == HIDDEN_ROWS
     assert {status for row, (status, _) in found.items() if row not in HIDDEN_ROWS} == {"valid"}
+
+
+@pytest.mark.parametrize("suffix", LIBREOFFICE_SUFFIXES)
+def test_a_country_code_format_saved_by_libreoffice_is_the_one_dialled(
+    libreoffice_workbooks: dict[str, Path], suffix: str
+) -> None:
+    sheet = read_sheet(libreoffice_workbooks[suffix])
+    validation = validate_rows(sheet, map_columns(sheet), CTX_IN)
+    assert (validation.requests["to_number"][8], validation.status[8]) == ("+447911123456", "valid")
+
+
+@pytest.mark.parametrize("suffix", LIBREOFFICE_SUFFIXES)
+def test_a_libreoffice_workbook_as_a_do_not_call_list_blocks_its_hidden_rows_and_shown_codes(
+    libreoffice_workbooks: dict[str, Path], suffix: str, tmp_path: Path
+) -> None:
+    leads = tmp_path / "leads.csv"
+    leads.write_text(
+        "Name,Phone\nOliver,+447911123456\nDev,+919876543213\nZoya,+919876543299\n", encoding="utf-8"
+    )
+    result = validate_file(leads, default_region="IN", suppress=[str(libreoffice_workbooks[suffix])])
+    assert result.outcomes["callkaro_status"].tolist() == ["suppressed", "suppressed", "valid"]
 
 
 # --- number formats that show a country code ------------------------------------------------------
