@@ -64,7 +64,7 @@ import platformdirs
 
 from loader.errors import StateError, UsageError
 from loader.options import Window
-from loader.state import Clock, RowState, connect, utc_now, write_transaction
+from loader.state import Clock, RowState, connect, readonly_uri, utc_now, write_transaction
 
 SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a ledger: "CKLG". A file without it is not the loader's.
@@ -534,7 +534,7 @@ def _inspect(path: Path) -> int | None:
     if header != _SQLITE_HEADER:
         raise StateError(f"{path} is not a call ledger (not a SQLite database)", hint=_HINT)
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        db = sqlite3.connect(readonly_uri(path), uri=True)
         try:
             (application_id,) = db.execute("PRAGMA application_id").fetchone()
             (version,) = db.execute("PRAGMA user_version").fetchone()
