@@ -9,9 +9,11 @@ file beside them (the dry run's own ``.preview.csv`` aside).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
+import sqlite3
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,6 +26,9 @@ from pinned_clock import RUNS_START, clean_env
 from test_e2e import CLI, Sandbox, read_results, sandbox_process
 from test_nightly import e164, lead_numbers, write_export
 
+import loader
+from loader.history import History
+from loader.options import DEFAULT_BASE_URL
 from loader.state import TEST_NOW_VAR
 
 REGION = ["--default-region", "IN", "--timezone", "Asia/Kolkata"]
@@ -184,6 +189,17 @@ def allow_duplicates_case(folder: Path, sandbox: Sandbox) -> Tonight:
     return Tonight("leads.csv", ("--allow-duplicates",), {"scheduled": 5})
 
 
+def uncertain_case(folder: Path, sandbox: Sandbox) -> Tonight:
+    # This morning's run was killed with two requests in flight (as kill -9 leaves its state):
+    # the same command tonight reports them uncertain and does not send them again.
+    write_export(folder / "leads.csv", LEADS[:2])
+    first_run(folder, sandbox, "leads.csv")
+    with contextlib.closing(sqlite3.connect(folder / "leads.results.csv.state")) as state, state:
+        state.execute("UPDATE rows SET status = 'sending', call_id = NULL")
+    write_export(folder / "leads.csv", LEADS[:3])
+    return Tonight("leads.csv", (), {"uncertain": 2, "scheduled": 1})
+
+
 CASES: dict[str, Case] = {
     "default ledger": default_ledger_case,
     "--history and --skip-recent 7": history_skip_recent_case,
@@ -194,6 +210,7 @@ CASES: dict[str, Case] = {
     "--batch-id with a new --output": batch_id_case,
     "hidden rows": hidden_rows_case,
     "--allow-duplicates": allow_duplicates_case,
+    "uncertain rows of an earlier run": uncertain_case,
 }
 
 
@@ -235,3 +252,19 @@ def test_validate_and_dry_run_report_what_the_run_that_follows_does(
     }
     assert (validated.returncode, dry.returncode) == (real.returncode, real.returncode)
     assert after_previews == before, "a preview changed the ledger, the state or their folders"
+
+
+def test_a_preview_reads_what_a_run_still_going_has_written_to_the_ledger(tmp_path: Path) -> None:
+    """A ledger with a ``-wal`` file (a run going on, or killed) is read with it: its claims count."""
+    write_export(tmp_path / "leads.csv", LEADS[:3])
+    ledger = tmp_path / "ledger.sqlite"
+    options = {"default_region": "IN", "history": ledger, "output": tmp_path / "out.csv"}
+    with History(ledger, api=DEFAULT_BASE_URL) as running:
+        running.claim([(2, e164(LEADS[0]))], run="other", batch_id="b1", input_name="x.csv", days=None)
+        assert (tmp_path / "ledger.sqlite-wal").stat().st_size > 0
+        # The -shm file is SQLite's shared index of the -wal, which every reader of a live ledger
+        # marks by design; the ledger and its -wal keep every byte.
+        before = {p: v for p, v in snapshot(tmp_path).items() if not p.endswith("-shm")}
+        checked = loader.validate_file(tmp_path / "leads.csv", **options)
+        assert {p: v for p, v in snapshot(tmp_path).items() if not p.endswith("-shm")} == before
+    assert checked.counts == {"valid": 2, "suppressed": 1}
