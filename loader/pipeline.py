@@ -5,7 +5,12 @@ what ``callkaro-loader run`` and ``callkaro-loader validate`` do, including
 ``config=``, do-not-call lists, the shared history, ``--summary-json`` and
 ``--log-file``.
 
-    read -> columns -> normalise/validate -> suppress/history -> payload -> send -> state -> results
+    read -> columns -> normalise/validate -> suppress -> plan -> payload -> send -> record
+
+``plan`` (``_plan``: the ledger's ``--skip-recent``, rows bound to the campaign's earlier calls)
+is the one code path of ``run``, ``--dry-run`` and ``validate``; the previews give it the state
+copied into memory and the ledger opened read-only, so they decide exactly as the run and write
+nothing. ``record`` is the state, the ledger and the results file.
 """
 
 from __future__ import annotations
