@@ -40,7 +40,7 @@ SHOWN_ROWS = 20
 EXIT_CODES = """\
 exit codes:
   0  nothing needs a person: every row is scheduled, duplicate or suppressed
-     (valid, for validate and --dry-run)
+     (also valid, for validate and --dry-run)
   1  finished, but some rows need a person: invalid, failed, uncertain or pending
      (or calls were made but the results file or summary could not be written)
   2  usage, configuration or input-file error; nothing was sent
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         "to fix it, to correct in Excel and load again",
     )
     _input_options(validate)
-    group = validate.add_argument_group("as 'run' would (read, never written)")
+    group = validate.add_argument_group("the run to preview (its state and ledger are read, never written)")
     _campaign_options(group)
     _sending_plan_options(group)
     _ledger_options(validate.add_argument_group("across runs"))

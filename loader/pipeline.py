@@ -238,6 +238,18 @@ def default_output(path: Path) -> Path:
     return path.with_name(f"{path.stem}.results.csv")
 
 
+def _results_path(options: PlanOptions, path: Path) -> Path:
+    """The results file of a run of ``path`` (``--output``, else beside the input), checked."""
+    out = Path(options.output) if options.output is not None else default_output(path)
+    if out.suffix.lower() not in (".csv", ".xlsx"):
+        raise UsageError(f"--output {out} must end in .csv or .xlsx")
+    if out.is_dir():
+        raise UsageError(f"--output {out} is a folder; give the path of the results file to write")
+    if out.resolve() == path.resolve():
+        raise UsageError(f"--output {out} is the input file; the loader never overwrites its input")
+    return out
+
+
 def campaign_name(template: str, *, input_path: Path, today: dt.date) -> str:
     """``--campaign-name`` with ``{date}`` and ``{input}`` filled in."""
     return template.replace("{date}", today.isoformat()).replace("{input}", input_path.stem).strip()
@@ -272,7 +284,7 @@ def validate_file(
     report_path = Path(report) if report is not None else None
     if report_path is not None:
         check_report_path(report_path, path)
-    out = Path(options.output) if options.output is not None else default_output(path)
+    out = _results_path(options, path)  # refused as the run would refuse it
     now = clock()
     sheet, columns, validation, ctx = _read_and_validate(path, options, now)
     frame, _ = _preview(path, sheet, validation, options, ctx, out=out, agent_id=None, clock=clock)
@@ -408,13 +420,7 @@ def _load_campaign(
     agent_id = str(options.agent_id).strip()
     batch_id = str(options.batch_id).strip() if options.batch_id is not None else None
     concurrency = options.concurrency
-    out = Path(options.output) if options.output is not None else default_output(path)
-    if out.suffix.lower() not in (".csv", ".xlsx"):
-        raise UsageError(f"--output {out} must end in .csv or .xlsx")
-    if out.is_dir():
-        raise UsageError(f"--output {out} is a folder; give the path of the results file to write")
-    if out.resolve() == path.resolve():
-        raise UsageError(f"--output {out} is the input file; the loader never overwrites its input")
+    out = _results_path(options, path)
     if options.summary_json is not None and not Path(options.summary_json).parent.is_dir():
         raise UsageError(f"--summary-json {options.summary_json}: its folder does not exist")
     if options.summary_json is not None and Path(options.summary_json).is_dir():
