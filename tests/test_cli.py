@@ -534,6 +534,29 @@ def test_dry_run_into_the_output_of_a_real_run_previews_beside_it_and_changes_no
     assert {p.name: p.read_bytes() for p in here.iterdir() if p.name in kept} == kept
 
 
+def test_validate_after_a_finished_run_says_the_campaign_called_everyone_and_exits_0(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["clean.csv", "--default-region", "IN", *TZ]
+    assert run(capsys, "run", *args, "--agent-id", "demo-agent", "--sandbox")[0] == 0
+    # The same run again would send nothing: validate says so (not "valid 3"), listing no row as a problem.
+    assert run(capsys, "validate", *args, "--sandbox") == (0, "scheduled  3\n", "")
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        ("results.txt", "--output results.txt must end in .csv or .xlsx"),
+        ("clean.csv", "--output clean.csv is the input file; the loader never overwrites its input"),
+    ],
+)
+def test_validate_refuses_an_output_the_run_would_refuse(
+    here: Path, capsys: pytest.CaptureFixture[str], output: str, said: str
+) -> None:
+    code, out, err = run(capsys, "validate", "clean.csv", "--default-region", "IN", "--output", output)
+    assert (code, out, err.splitlines()[0]) == (2, "", f"callkaro-loader: error: {said}")
+
+
 # --- exit codes and what is printed ---------------------------------------------------------------
 
 
