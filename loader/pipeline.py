@@ -732,17 +732,22 @@ def _plan(
     """read -> validate -> **plan** -> send -> record: bind the rows to the output's campaign and
     the ledger. A preview passes a copy of the state in memory and the ledger opened read-only,
     so it decides exactly as the run would and writes nothing."""
-    resumed = not (options.fresh or state.is_new())
+    empty = options.fresh or state.is_new()
+    resumed = not empty
     called_before = _claim_state(state, path, validation, options, agent_id=agent_id, batch_id=batch_id)
     run_token = state.run_token()
     window = options.recent_window()
     if history is not None and window is not None:
         validation = _skip_recent(validation, history, window, ctx, run=run_token)
     known_batch = state.get("batch_id")
+    valid_rows = validation.status.index[validation.status == "valid"]
+    if state.preview and empty and (history is None or not known_batch):
+        # Nothing recorded and no other output's calls to import: binding would give each valid row
+        # a new pending slot, all sent. A preview says so without building them (a million rows).
+        return Plan(validation, {}, valid_rows, {}, called_before, resumed, run_token)
     _bind_rows(state, sheet, validation, history, options, run=run_token, batch_id=known_batch, ctx=ctx)
     state.requeue_suppressed()
     recorded = state.rows()
-    valid_rows = validation.status.index[validation.status == "valid"]
     earlier = {row: rec for row, rec in recorded.items() if rec.status == "scheduled"}
     skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
     to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
@@ -777,6 +782,11 @@ def _preview(
         plan = _plan(
             state, path, sheet, validation, history, options, agent_id=agent_id, batch_id=batch_id, ctx=ctx
         )
+    if not plan.recorded:  # a new output: every row as validated (without sets of a million rows)
+        return outcomes(plan.validation.status, plan.validation.message, {}), {
+            "this_run": 0,
+            "earlier_runs": 0,
+        }
     sending = set(plan.to_send.tolist())
     frame = _final_outcomes(plan.validation, {r: rec for r, rec in plan.recorded.items() if r not in sending})
     return frame, _say_when_called(frame, plan.earlier, ctx.timezone)
