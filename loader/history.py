@@ -180,10 +180,11 @@ class History:
     def open(self) -> None:
         if self.path.is_dir():
             raise UsageError(f"--history {self.path} is a folder; give the path of a SQLite file")
-        if self.readonly and not self.path.exists():
+        # A preview (read-only) of a given path in a missing folder is refused as the run would be.
+        if self.readonly and not self.path.exists() and (self._make_folder or self.path.parent.exists()):
             return
-        if not self.readonly and not self.path.parent.exists():
-            if self._make_folder:
+        if not self.path.parent.exists():
+            if self._make_folder and not self.readonly:
                 # Only the per-user default's folder: it holds phone numbers, so it is the user's alone.
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

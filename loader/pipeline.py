@@ -770,10 +770,13 @@ def _preview(
     if not options.fresh:
         _refuse_orphaned_results(out)
     check_output(state_path(out), f"--output {out}: its state file")
-    ledger, _ = choose_ledger(options.history, no_history=options.no_history, sandbox=options.sandbox)
+    ledger, default = choose_ledger(options.history, no_history=options.no_history, sandbox=options.sandbox)
     with contextlib.ExitStack() as stack:
+        # make_folder: the per-user ledger's folder, which the run would make, is simply not there yet.
         history = (
-            stack.enter_context(History(ledger, clock=clock, readonly=True, api=_base_url(options)))
+            stack.enter_context(
+                History(ledger, clock=clock, readonly=True, api=_base_url(options), make_folder=default)
+            )
             if ledger is not None
             else None
         )

@@ -27,6 +27,7 @@ from test_e2e import CLI, Sandbox, read_results, sandbox_process
 from test_nightly import e164, lead_numbers, write_export
 
 import loader
+from loader.cli import main
 from loader.history import History
 from loader.options import DEFAULT_BASE_URL
 from loader.state import TEST_NOW_VAR
@@ -268,3 +269,19 @@ def test_a_preview_reads_what_a_run_still_going_has_written_to_the_ledger(tmp_pa
         checked = loader.validate_file(tmp_path / "leads.csv", **options)
         assert {p: v for p, v in snapshot(tmp_path).items() if not p.endswith("-shm")} == before
     assert checked.counts == {"valid": 2, "suppressed": 1}
+
+
+@pytest.mark.parametrize("command", ["validate", "run --dry-run", "run"])
+def test_a_ledger_in_a_missing_folder_is_refused_by_the_previews_as_by_the_run(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_export(tmp_path / "leads.csv", LEADS[:2])
+    name, *flags = command.split()
+    run_only = ["--agent-id", "demo-agent", "--sandbox", *flags] if name == "run" else []
+    code = main([name, "leads.csv", *REGION, "--history", "typo/ledger.sqlite", *run_only])
+    assert (code, capsys.readouterr().err.splitlines()[0]) == (
+        2,
+        "callkaro-loader: error: --history typo/ledger.sqlite: folder typo does not exist",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leads.csv"]
