@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from loader.columns import parse_map_options
 from loader.errors import UsageError
@@ -34,6 +36,40 @@ def _is_default(value: Any, default: Any) -> bool:
 #: ``loader.client``, so that a dry run can name the API its ledger entries belong to without
 #: loading the HTTP stack.
 DEFAULT_BASE_URL = "https://api.callkaro.ai"
+
+
+def check_base_url(base_url: str) -> str:
+    """The base URL without a trailing slash; refuse one the key must not be sent to.
+
+    Plain ``http://`` is allowed only to loopback addresses (the sandbox):
+    anywhere else it would send the key across the network in clear text.
+    Here, not in ``loader.client``, so that ``validate`` judges the URL (its ledger entries
+    belong to that API) as ``run`` does without loading the HTTP stack.
+    """
+    try:
+        parts = urlsplit(base_url.strip())
+        hostname = parts.hostname
+    except ValueError:  # urlsplit's own complaint, e.g. "https://[::1" (Invalid IPv6 URL)
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https"):
+        raise UsageError(f"--base-url {base_url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(hostname):
+        raise UsageError(
+            f"--base-url {base_url!r} uses plain http to a host that is not this machine, "
+            "which would send the API key unencrypted",
+            hint="Use https://, or http://127.0.0.1:PORT for a local sandbox.",
+        )
+    return base_url.strip().rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 #: ``--skip-recent`` as the ledger takes it: days, or ``"all"`` (ever).
 Window = int | Literal["all"]

@@ -46,7 +46,7 @@ from loader.files import check_output
 from loader.history import Claims, History, choose_ledger
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
-from loader.options import DEFAULT_BASE_URL, InputOptions, PlanOptions, RunOptions, Window
+from loader.options import DEFAULT_BASE_URL, InputOptions, PlanOptions, RunOptions, Window, check_base_url
 from loader.payload import check_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
@@ -480,7 +480,7 @@ def _load_campaign(
 
     # Only a run that sends loads the HTTP stack (see loader.campaign).
     from loader.campaign import SendJob, run_coroutine
-    from loader.client import CallKaroClient, check_base_url
+    from loader.client import CallKaroClient
     from loader.send import RetryPolicy, SendReport, expiry_check
 
     simulated = None
@@ -775,7 +775,13 @@ def _preview(
         # make_folder: the per-user ledger's folder, which the run would make, is simply not there yet.
         history = (
             stack.enter_context(
-                History(ledger, clock=clock, readonly=True, api=_base_url(options), make_folder=default)
+                History(
+                    ledger,
+                    clock=clock,
+                    readonly=True,
+                    api=check_base_url(_base_url(options)),  # refused as the run refuses it
+                    make_folder=default,
+                )
             )
             if ledger is not None
             else None
