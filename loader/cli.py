@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from loader import __version__, early_read
 from loader.errors import LoaderError, UsageError
-from loader.options import InputOptions, O, RunOptions
+from loader.options import O, PlanOptions, RunOptions
 from loader.secrets import MASK
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ SHOWN_ROWS = 20
 EXIT_CODES = """\
 exit codes:
   0  nothing needs a person: every row is scheduled, duplicate or suppressed
-     (valid, for validate and --dry-run)
+     (also valid, for validate and --dry-run)
   1  finished, but some rows need a person: invalid, failed, uncertain or pending
      (or calls were made but the results file or summary could not be written)
   2  usage, configuration or input-file error; nothing was sent
@@ -212,6 +212,69 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--priority", metavar="N", help="call priority, -100 to 100")
 
 
+def _campaign_options(group: argparse._ArgumentGroup) -> None:
+    """--batch-id and --output: which campaign and which state a run (and its preview) uses."""
+    group.add_argument(
+        "--batch-id", metavar="ID", help="schedule into this existing campaign instead of creating one"
+    )
+    group.add_argument(
+        "--output",
+        metavar="PATH",
+        type=Path,
+        help="results file, .csv or .xlsx (default: <input name>.results.csv beside the input); its "
+        "state says which numbers the campaign already called",
+    )
+
+
+def _sending_plan_options(group: argparse._ArgumentGroup) -> None:
+    """The sending options that change which rows are sent (so validate takes them too)."""
+    group.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="send to a built-in simulated API instead of CallKaro; needs no key",
+    )
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API base URL (default: $CALLKARO_BASE_URL, else https://api.callkaro.ai); "
+        "plain http only to this machine",
+    )
+    group.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore an earlier run's state for this --output and start over in a new campaign: "
+        "everyone it called is called again (it says how many first)",
+    )
+    group.add_argument(
+        "--retry-uncertain",
+        action="store_true",
+        help="resend rows whose earlier request got no answer (they may be called twice)",
+    )
+
+
+def _ledger_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--history",
+        metavar="PATH",
+        type=Path,
+        help="the call ledger: a SQLite file of every number scheduled, when and in which campaign, "
+        "shared by runs; created if missing (default: $CALLKARO_HISTORY, else a per-user ledger in "
+        "this user's state folder; --sandbox keeps none unless given)",
+    )
+    group.add_argument(
+        "--skip-recent",
+        metavar="DAYS",
+        type=_days,
+        help="rows whose number the ledger shows scheduled in the last DAYS days, in any campaign, are "
+        "'suppressed' (default: 1; 0 turns it off; 'all': ever called)",
+    )
+    group.add_argument(
+        "--no-history",
+        action="store_true",
+        help="neither read nor write the call ledger (for throwaway tests only)",
+    )
+
+
 def _config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
@@ -272,15 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="name of the campaign to create; {date} and {input} are filled in (default: '{input} {date}')",
     )
-    group.add_argument(
-        "--batch-id", metavar="ID", help="schedule into this existing campaign instead of creating one"
-    )
-    group.add_argument(
-        "--output",
-        metavar="PATH",
-        type=Path,
-        help="results file, .csv or .xlsx (default: <input name>.results.csv beside the input)",
-    )
+    _campaign_options(group)
     _input_options(run)
     group = run.add_argument_group("sending")
     group.add_argument("--concurrency", metavar="N", type=int, help="requests in flight at once (default: 8)")
@@ -301,49 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--dry-run", action="store_true", help="check every row and build every request, send nothing"
     )
-    group.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="send to a built-in simulated API instead of CallKaro; needs no key",
-    )
-    group.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="API base URL (default: $CALLKARO_BASE_URL, else https://api.callkaro.ai); "
-        "plain http only to this machine",
-    )
-    group.add_argument(
-        "--fresh",
-        action="store_true",
-        help="ignore an earlier run's state for this --output and start over in a new campaign: "
-        "everyone it called is called again (it says how many first)",
-    )
-    group.add_argument(
-        "--retry-uncertain",
-        action="store_true",
-        help="resend rows whose earlier request got no answer (they may be called twice)",
-    )
-    group = run.add_argument_group("across runs")
-    group.add_argument(
-        "--history",
-        metavar="PATH",
-        type=Path,
-        help="the call ledger: a SQLite file of every number scheduled, when and in which campaign, "
-        "shared by runs; created if missing (default: $CALLKARO_HISTORY, else a per-user ledger in "
-        "this user's state folder; --sandbox keeps none unless given)",
-    )
-    group.add_argument(
-        "--skip-recent",
-        metavar="DAYS",
-        type=_days,
-        help="rows whose number the ledger shows scheduled in the last DAYS days, in any campaign, are "
-        "'suppressed' (default: 1; 0 turns it off; 'all': ever called)",
-    )
-    group.add_argument(
-        "--no-history",
-        action="store_true",
-        help="neither read nor write the call ledger (for throwaway tests only)",
-    )
+    _sending_plan_options(group)
+    _ledger_options(run.add_argument_group("across runs"))
     group = run.add_argument_group("output")
     group.add_argument(
         "--summary-json",
@@ -366,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
         help="check a sheet and report every problem; sends nothing",
         description="Read and check INPUT exactly as 'run' would, send nothing, and print a summary. "
+        "The counts are what 'run' with the same options would report now: the campaign state of its "
+        "--output, the call ledger and do-not-call lists apply, read without changing them. "
         "Needs no API key.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -380,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
         "to fix it, to correct in Excel and load again",
     )
     _input_options(validate)
+    group = validate.add_argument_group("the run to preview (its state and ledger are read, never written)")
+    _campaign_options(group)
+    _sending_plan_options(group)
+    _ledger_options(validate.add_argument_group("across runs"))
     validate.add_argument("--quiet", action="store_true", help="print only errors")
     _config_option(validate)
 
@@ -502,7 +522,9 @@ def _cmd_run(args: argparse.Namespace, options: RunOptions) -> int:
     if not options.quiet:
         for line in summary_lines(result.counts):
             _say(line)
-        if result.calls["earlier_runs"]:
+        if result.calls["earlier_runs"] and result.dry_run:
+            _say("scheduled by earlier runs {earlier_runs}, not sent again".format(**result.calls))
+        elif result.calls["earlier_runs"]:
             _say("scheduled by this run {this_run}, by earlier runs {earlier_runs}".format(**result.calls))
         if result.batch_id and not result.dry_run:
             _say(f"campaign: {result.batch_id}")
@@ -539,14 +561,15 @@ def _print_needing_a_person(result: RunResult, needing: dict[str, int]) -> None:
     )
 
 
-def _cmd_validate(args: argparse.Namespace, options: InputOptions) -> int:
+def _cmd_validate(args: argparse.Namespace, options: PlanOptions) -> int:
     from loader.pipeline import summary_lines, validate_file
 
     result = validate_file(args.input, report=getattr(args, "report", None), options=options)
     if not getattr(args, "quiet", False):
         for line in summary_lines(result.counts):
             _say(line)
-        flagged = result.outcomes[result.outcomes["callkaro_status"] != "valid"]
+        # Rows an earlier run of the campaign scheduled are no problem: not listed one by one.
+        flagged = result.outcomes[~result.outcomes["callkaro_status"].isin(["valid", "scheduled"])]
         for row, outcome in flagged.head(SHOWN_ROWS).iterrows():
             _say(f"  row {row} {outcome['callkaro_status']}: {outcome['callkaro_message']}")
         if len(flagged) > SHOWN_ROWS:
@@ -667,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             code = _cmd_run(args, _started(args, RunOptions))
         elif args.command == "validate":
-            code = _cmd_validate(args, _started(args, InputOptions))
+            code = _cmd_validate(args, _started(args, PlanOptions))
         else:
             other = {"template": _cmd_template, "status": _cmd_status, "sandbox": _cmd_sandbox}
             code = other[args.command](args)

@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import ipaddress
 import json
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -47,9 +45,8 @@ from loader.errors import (
     NoAnswerError,
     RejectedError,
     TransientError,
-    UsageError,
 )
-from loader.options import DEFAULT_BASE_URL
+from loader.options import DEFAULT_BASE_URL, check_base_url
 from loader.secrets import ApiKey, mask
 from loader.transport import network_transport
 
@@ -62,33 +59,6 @@ MAX_RETRY_AFTER = 60.0
 
 # Errors raised before any byte of the request could reach the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-def check_base_url(base_url: str) -> str:
-    """The base URL without a trailing slash; refuse one the key must not be sent to.
-
-    Plain ``http://`` is allowed only to loopback addresses (the sandbox):
-    anywhere else it would send the key across the network in clear text.
-    """
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--base-url {base_url!r} is not an http(s) URL")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise UsageError(
-            f"--base-url {base_url!r} uses plain http to a host that is not this machine, "
-            "which would send the API key unencrypted",
-            hint="Use https://, or http://127.0.0.1:PORT for a local sandbox.",
-        )
-    return base_url.strip().rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:

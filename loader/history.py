@@ -64,7 +64,7 @@ import platformdirs
 
 from loader.errors import StateError, UsageError
 from loader.options import Window
-from loader.state import Clock, RowState, connect, utc_now, write_transaction
+from loader.state import Clock, RowState, connect, readonly_uri, utc_now, write_transaction
 
 SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a ledger: "CKLG". A file without it is not the loader's.
@@ -180,10 +180,11 @@ class History:
     def open(self) -> None:
         if self.path.is_dir():
             raise UsageError(f"--history {self.path} is a folder; give the path of a SQLite file")
-        if self.readonly and not self.path.exists():
+        # A preview (read-only) of a given path in a missing folder is refused as the run would be.
+        if self.readonly and not self.path.exists() and (self._make_folder or self.path.parent.exists()):
             return
-        if not self.readonly and not self.path.parent.exists():
-            if self._make_folder:
+        if not self.path.parent.exists():
+            if self._make_folder and not self.readonly:
                 # Only the per-user default's folder: it holds phone numbers, so it is the user's alone.
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -534,7 +535,7 @@ def _inspect(path: Path) -> int | None:
     if header != _SQLITE_HEADER:
         raise StateError(f"{path} is not a call ledger (not a SQLite database)", hint=_HINT)
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        db = sqlite3.connect(readonly_uri(path), uri=True)
         try:
             (application_id,) = db.execute("PRAGMA application_id").fetchone()
             (version,) = db.execute("PRAGMA user_version").fetchone()

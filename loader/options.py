@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from loader.columns import parse_map_options
 from loader.errors import UsageError
@@ -34,6 +36,40 @@ def _is_default(value: Any, default: Any) -> bool:
 #: ``loader.client``, so that a dry run can name the API its ledger entries belong to without
 #: loading the HTTP stack.
 DEFAULT_BASE_URL = "https://api.callkaro.ai"
+
+
+def check_base_url(base_url: str) -> str:
+    """The base URL without a trailing slash; refuse one the key must not be sent to.
+
+    Plain ``http://`` is allowed only to loopback addresses (the sandbox):
+    anywhere else it would send the key across the network in clear text.
+    Here, not in ``loader.client``, so that ``validate`` judges the URL (its ledger entries
+    belong to that API) as ``run`` does without loading the HTTP stack.
+    """
+    try:
+        parts = urlsplit(base_url.strip())
+        hostname = parts.hostname
+    except ValueError:  # urlsplit's own complaint, e.g. "https://[::1" (Invalid IPv6 URL)
+        hostname = None
+    if hostname is None or parts.scheme not in ("http", "https"):
+        raise UsageError(f"--base-url {base_url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not _is_loopback(hostname):
+        raise UsageError(
+            f"--base-url {base_url!r} uses plain http to a host that is not this machine, "
+            "which would send the API key unencrypted",
+            hint="Use https://, or http://127.0.0.1:PORT for a local sandbox.",
+        )
+    return base_url.strip().rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 #: ``--skip-recent`` as the ledger takes it: days, or ``"all"`` (ever).
 Window = int | Literal["all"]
@@ -144,18 +180,12 @@ class InputOptions:
 
 
 @dataclass(frozen=True)
-class RunOptions(InputOptions):
-    """Every option of ``run`` (see ``callkaro-loader run --help``)."""
+class PlanOptions(InputOptions):
+    """What decides which rows ``run`` sends besides the sheet: the output's campaign state, the
+    call ledger and the API it is kept for. ``validate`` takes these too, so it previews exactly."""
 
-    agent_id: str = ""
-    campaign_name: str = "{input} {date}"
     batch_id: str | None = None
     output: str | Path | None = None
-    concurrency: int = 8
-    rate_limit: float | None = None
-    #: Keep retrying transient failures this long (``"30m"``); None: a few tries over seconds.
-    retry_for: str | dt.timedelta | None = None
-    dry_run: bool = False
     sandbox: bool = False
     base_url: str | None = None
     fresh: bool = False
@@ -168,35 +198,16 @@ class RunOptions(InputOptions):
     skip_recent: int | str | None = None
     #: Neither read nor write the call ledger.
     no_history: bool = False
-    summary_json: str | Path | None = None
-    log_file: str | Path | None = None
-    no_progress: bool = False
-    quiet: bool = False
 
-    def check(self) -> None:
-        """Refuse options that cannot work together, before anything is read or sent."""
-        if not self.agent_id or not str(self.agent_id).strip():
-            raise UsageError("--agent-id is required: the CallKaro agent that makes the calls")
+    def check_plan(self) -> None:
+        """Refuse plan options that cannot work together, before anything is read."""
         if self.batch_id is not None and not str(self.batch_id).strip():
             raise UsageError(
                 "--batch-id is blank: give the id of an existing campaign, "
                 "or leave the option out to create one"
             )
-        if not str(self.campaign_name).strip():
-            raise UsageError(
-                "--campaign-name is blank: the API needs a name for the campaign",
-                hint='Leave it out for the default ("{input} {date}"), or give one.',
-            )
-        if self.concurrency < 1:
-            raise UsageError(f"--concurrency must be 1 or more, not {self.concurrency}")
-        # Written this way round so that nan (which compares false with everything) is refused too.
-        if self.rate_limit is not None and not 0 < self.rate_limit < math.inf:
-            raise UsageError(
-                f"--rate-limit must be a number of requests per second above 0, not {self.rate_limit}"
-            )
         if self.header_row < 1:
             raise UsageError(f"--header-row must be 1 or more, not {self.header_row}")
-        self.retry_for_seconds()
         if self.history is not None and self.no_history:
             raise UsageError("--history and --no-history contradict each other: give one of them")
         if self.skip_recent is not None:
@@ -214,18 +225,54 @@ class RunOptions(InputOptions):
                     hint="Drop --no-history (the ledger is what says when each number was last called).",
                 )
 
-    def retry_for_seconds(self) -> float | None:
-        """``retry_for`` in seconds, or None when not given (a usage error when it is not a duration)."""
-        return None if self.retry_for is None else parse_duration(self.retry_for)
-
     def recent_window(self) -> Window | None:
         """``--skip-recent`` as the ledger takes it: days or ``"all"``; ``None`` when turned off."""
         if self.skip_recent == "all":
             return "all"
-        days = 1 if self.skip_recent is None else int(self.skip_recent)  # check() made sure it is whole
+        days = 1 if self.skip_recent is None else int(self.skip_recent)  # check_plan() made sure it is whole
         return None if days == 0 else days
 
     def settings(self) -> dict[str, Any]:
         """What a state file records of the run's options (paths as text)."""
         values = dataclasses.asdict(self)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class RunOptions(PlanOptions):
+    """Every option of ``run`` (see ``callkaro-loader run --help``)."""
+
+    agent_id: str = ""
+    campaign_name: str = "{input} {date}"
+    concurrency: int = 8
+    rate_limit: float | None = None
+    #: Keep retrying transient failures this long (``"30m"``); None: a few tries over seconds.
+    retry_for: str | dt.timedelta | None = None
+    dry_run: bool = False
+    summary_json: str | Path | None = None
+    log_file: str | Path | None = None
+    no_progress: bool = False
+    quiet: bool = False
+
+    def check(self) -> None:
+        """Refuse options that cannot work together, before anything is read or sent."""
+        if not self.agent_id or not str(self.agent_id).strip():
+            raise UsageError("--agent-id is required: the CallKaro agent that makes the calls")
+        if not str(self.campaign_name).strip():
+            raise UsageError(
+                "--campaign-name is blank: the API needs a name for the campaign",
+                hint='Leave it out for the default ("{input} {date}"), or give one.',
+            )
+        if self.concurrency < 1:
+            raise UsageError(f"--concurrency must be 1 or more, not {self.concurrency}")
+        # Written this way round so that nan (which compares false with everything) is refused too.
+        if self.rate_limit is not None and not 0 < self.rate_limit < math.inf:
+            raise UsageError(
+                f"--rate-limit must be a number of requests per second above 0, not {self.rate_limit}"
+            )
+        self.retry_for_seconds()
+        self.check_plan()
+
+    def retry_for_seconds(self) -> float | None:
+        """``retry_for`` in seconds, or None when not given (a usage error when it is not a duration)."""
+        return None if self.retry_for is None else parse_duration(self.retry_for)

@@ -5,7 +5,12 @@ what ``callkaro-loader run`` and ``callkaro-loader validate`` do, including
 ``config=``, do-not-call lists, the shared history, ``--summary-json`` and
 ``--log-file``.
 
-    read -> columns -> normalise/validate -> suppress/history -> payload -> send -> state -> results
+    read -> columns -> normalise/validate -> suppress -> plan -> payload -> send -> record
+
+``plan`` (``_plan``: the ledger's ``--skip-recent``, rows bound to the campaign's earlier calls)
+is the one code path of ``run``, ``--dry-run`` and ``validate``; the previews give it the state
+copied into memory and the ledger opened read-only, so they decide exactly as the run and write
+nothing. ``record`` is the state, the ledger and the results file.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from loader.files import check_output
 from loader.history import Claims, History, choose_ledger
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
-from loader.options import DEFAULT_BASE_URL, InputOptions, RunOptions, Window
+from loader.options import DEFAULT_BASE_URL, InputOptions, PlanOptions, RunOptions, Window, check_base_url
 from loader.payload import check_bodies
 from loader.progress import make_progress
 from loader.read import Sheet, read_sheet
@@ -62,8 +67,8 @@ if TYPE_CHECKING:
 
 #: Statuses that need nobody's attention after a real run.
 SETTLED = frozenset({"scheduled", "duplicate", "suppressed"})
-#: ... and after ``validate`` or ``--dry-run``.
-SETTLED_DRY = frozenset({"valid", "duplicate", "suppressed"})
+#: ... and after ``validate`` or ``--dry-run`` (``scheduled``: by an earlier run of the campaign).
+SETTLED_DRY = frozenset({"valid", "scheduled", "duplicate", "suppressed"})
 STATUS_ORDER = ("scheduled", "valid", "invalid", "duplicate", "suppressed", "failed", "uncertain", "pending")
 #: The in-process sandbox's base URL, when ``--base-url`` gives none.
 SANDBOX_BASE_URL = "http://127.0.0.1"
@@ -233,6 +238,18 @@ def default_output(path: Path) -> Path:
     return path.with_name(f"{path.stem}.results.csv")
 
 
+def _results_path(options: PlanOptions, path: Path) -> Path:
+    """The results file of a run of ``path`` (``--output``, else beside the input), checked."""
+    out = Path(options.output) if options.output is not None else default_output(path)
+    if out.suffix.lower() not in (".csv", ".xlsx"):
+        raise UsageError(f"--output {out} must end in .csv or .xlsx")
+    if out.is_dir():
+        raise UsageError(f"--output {out} is a folder; give the path of the results file to write")
+    if out.resolve() == path.resolve():
+        raise UsageError(f"--output {out} is the input file; the loader never overwrites its input")
+    return out
+
+
 def campaign_name(template: str, *, input_path: Path, today: dt.date) -> str:
     """``--campaign-name`` with ``{date}`` and ``{input}`` filled in."""
     return template.replace("{date}", today.isoformat()).replace("{input}", input_path.stem).strip()
@@ -249,18 +266,28 @@ def validate_file(
 ) -> ValidateResult:
     """Read and check ``path``; send nothing. ``report`` writes the problems (``.csv`` or ``.xlsx``).
 
-    Options are ``InputOptions`` fields (``default_region="IN"``,
-    ``suppress=["dnc.csv"]``...), given as ``options=``, in a ``config``
+    The counts are exactly what ``run`` with the same options would report now (``valid``: it
+    would send the row): the output's campaign state (``output``, default beside the input, as
+    for ``run``), the call ledger (``history``, ``skip_recent``, ``no_history``, for the API of
+    ``base_url``) and ``batch_id`` apply, read without writing anything.
+
+    Options are ``PlanOptions`` fields (``default_region="IN"``,
+    ``suppress=["dnc.csv"]``, ``history=``...), given as ``options=``, in a ``config``
     TOML file (its run-only keys, such as ``agent_id``, are ignored here), or
     as keywords; keywords win over the file, the file over ``options``.
     """
     path = Path(path)
-    options = make_options(InputOptions, options, config, option_values)
+    if options is not None and not isinstance(options, PlanOptions) and isinstance(options, InputOptions):
+        options = PlanOptions(**dataclasses.asdict(options))  # what validate took before it previewed runs
+    options = make_options(PlanOptions, options, config, option_values)
+    options.check_plan()
     report_path = Path(report) if report is not None else None
     if report_path is not None:
         check_report_path(report_path, path)
-    sheet, columns, validation, _ = _read_and_validate(path, options, clock())
-    frame = outcomes(validation.status, validation.message, {})
+    out = _results_path(options, path)  # refused as the run would refuse it
+    now = clock()
+    sheet, columns, validation, ctx = _read_and_validate(path, options, now)
+    frame, _ = _preview(path, sheet, validation, options, ctx, out=out, agent_id=None, clock=clock)
     if report_path is not None:
         write_report(report_path, sheet, columns, validation)
     return ValidateResult(
@@ -393,13 +420,7 @@ def _load_campaign(
     agent_id = str(options.agent_id).strip()
     batch_id = str(options.batch_id).strip() if options.batch_id is not None else None
     concurrency = options.concurrency
-    out = Path(options.output) if options.output is not None else default_output(path)
-    if out.suffix.lower() not in (".csv", ".xlsx"):
-        raise UsageError(f"--output {out} must end in .csv or .xlsx")
-    if out.is_dir():
-        raise UsageError(f"--output {out} is a folder; give the path of the results file to write")
-    if out.resolve() == path.resolve():
-        raise UsageError(f"--output {out} is the input file; the loader never overwrites its input")
+    out = _results_path(options, path)
     if options.summary_json is not None and not Path(options.summary_json).parent.is_dir():
         raise UsageError(f"--summary-json {options.summary_json}: its folder does not exist")
     if options.summary_json is not None and Path(options.summary_json).is_dir():
@@ -411,39 +432,40 @@ def _load_campaign(
         check_key(api_key.strip(), "api_key")
         api_key = ApiKey(api_key)
     # As on the command line: the option, else the config file, else the environment.
-    base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
-    if options.sandbox:
-        base_url = base_url or SANDBOX_BASE_URL
+    base_url = _base_url(options)
     ledger, default_ledger = choose_ledger(
         options.history, no_history=options.no_history, sandbox=options.sandbox
     )
     window = options.recent_window()
+    if options.dry_run:
+        # Never the results file (a real run's, or one the run that follows would read as calls made).
+        preview = preview_output(out)
+        if preview.resolve() == path.resolve():
+            raise UsageError(
+                f"--dry-run would write its preview to {preview}, the input file; give another --output"
+            )
+        check_output(preview, "--dry-run's preview")
+        if state_path(preview).exists():
+            raise StateError(
+                f"{preview} belongs to a real run, and a dry run would overwrite its results",
+                hint="Give the dry run another --output.",
+            )
 
     sheet, columns, validation, ctx = _read_and_validate(path, options, started)
     validated = clock()
     durations = {"validate_seconds": (validated - started).total_seconds()}
 
     if options.dry_run:
-        if ledger is not None:
-            # What the run would skip, read without writing (and without creating the ledger); a
-            # file that is not a ledger is refused here too, so the preview fails as the run would.
-            api = base_url or DEFAULT_BASE_URL
-            with History(ledger, clock=clock, readonly=True, api=api) as readonly:
-                if window is not None:
-                    validation = _skip_recent(validation, readonly, window, ctx, run=None)
+        frame, calls = _preview(
+            path, sheet, validation, options, ctx, out=out, agent_id=agent_id, clock=clock
+        )
         # Build every body so a dry run proves the requests can be made, keeping none.
         check_bodies(sheet, validation, agent_id=agent_id, batch_id=batch_id)
-        if state_path(out).exists():
-            raise StateError(
-                f"{out} belongs to a real run, and a dry run would overwrite its results",
-                hint="Give the dry run its own --output.",
-            )
-        frame = outcomes(validation.status, validation.message, {})
-        counts = _write_results(out, sheet, columns, frame)
+        counts = _write_results(preview, sheet, columns, frame)
         finished = clock()
         durations["total_seconds"] = (finished - started).total_seconds()
         return RunResult(
-            results_path=out,
+            results_path=preview,
             counts=counts,
             outcomes=frame,
             batch_id=batch_id,
@@ -452,12 +474,13 @@ def _load_campaign(
             input_path=path,
             started_at=started,
             finished_at=finished,
+            calls=calls,
             ledger=ledger,
         )
 
     # Only a run that sends loads the HTTP stack (see loader.campaign).
     from loader.campaign import SendJob, run_coroutine
-    from loader.client import CallKaroClient, check_base_url
+    from loader.client import CallKaroClient
     from loader.send import RetryPolicy, SendReport, expiry_check
 
     simulated = None
@@ -475,7 +498,7 @@ def _load_campaign(
                 hint="Or try the loader out with --sandbox, which needs no key.",
             )
     # Refuse an unsafe --base-url before the state is touched: a usage error leaves nothing behind.
-    base_url = check_base_url(base_url or DEFAULT_BASE_URL)
+    base_url = check_base_url(base_url)
 
     if not options.fresh:
         _refuse_orphaned_results(out)
@@ -489,29 +512,22 @@ def _load_campaign(
         if log is not None:
             stack.callback(log.close)
         state = stack.enter_context(RunState(out, clock=clock))
-        resumed = not (options.fresh or state.is_new())
-        called_before = _claim_state(state, path, validation, options, agent_id=agent_id, batch_id=batch_id)
-        run_token = state.run_token()
+        plan = _plan(
+            state, path, sheet, validation, history, options, agent_id=agent_id, batch_id=batch_id, ctx=ctx
+        )
+        validation, recorded, to_send, earlier = plan.validation, plan.recorded, plan.to_send, plan.earlier
+        resumed, called_before, run_token = plan.resumed, plan.called_before, plan.run_token
         state.set(ledger=str(ledger) if ledger is not None else None)
-        if history is not None and window is not None:
-            validation = _skip_recent(validation, history, window, ctx, run=run_token)
         known_batch = state.get("batch_id")
         if simulated is not None and known_batch:
             # Each --sandbox run starts a new simulated API; let it know the campaign being resumed.
             simulated.add_campaign(known_batch, name=state.get("campaign_name") or "", agent_id=agent_id)
-        _bind_rows(state, sheet, validation, history, options, run=run_token, batch_id=known_batch, ctx=ctx)
-        state.requeue_suppressed()
-        recorded = state.rows()
         valid_rows = validation.status.index[validation.status == "valid"]
         unsent = outcomes(validation.status, validation.message, {})
         unsent = unsent[(unsent["callkaro_status"] != "valid") & ~unsent.index.isin(list(recorded))]
         state.set(
             summary=None, started_at=state.timestamp(), unsent_counts=json.dumps(count_statuses(unsent))
         )
-        #: Rows whose number this campaign had already called when the run began: never sent again.
-        earlier = {row: rec for row, rec in recorded.items() if rec.status == "scheduled"}
-        skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
-        to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
         if called_before and notify is not None and simulated is None:
             # Only when it had called someone; --sandbox calls nobody (an API that forgets its calls).
             notify(_fresh_notice(out, called_before, validation, to_send, batch_id))
@@ -668,6 +684,123 @@ def _load_campaign(
     )
 
 
+def _base_url(options: PlanOptions) -> str:
+    """The API the run talks to, as the run chooses it: ``--base-url``, else ``$CALLKARO_BASE_URL``,
+    else the in-process sandbox's (``--sandbox``) or CallKaro's. The ledger counts only its calls."""
+    base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
+    if options.sandbox:
+        base_url = base_url or SANDBOX_BASE_URL
+    return base_url or DEFAULT_BASE_URL
+
+
+def preview_output(out: Path) -> Path:
+    """Where ``--dry-run`` writes its preview of the results ``out`` would hold: beside it, never it."""
+    return out.with_name(f"{out.stem}.preview{out.suffix}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run does with each row, decided before anything is sent: the same for ``run``,
+    ``--dry-run`` and ``validate`` (see ``_plan``)."""
+
+    #: The rows' statuses after the ledger's ``--skip-recent``.
+    validation: Validation
+    #: The campaign's record of each row holding a number, by ``source_row``.
+    recorded: dict[int, RowState]
+    #: The rows to send now.
+    to_send: pd.Index
+    #: Rows whose number this campaign had already called when the run began: never sent again.
+    earlier: dict[int, RowState]
+    #: ``--fresh``: the numbers the state had called; else None.
+    called_before: frozenset[str] | None
+    resumed: bool
+    run_token: str
+
+
+def _plan(
+    state: RunState,
+    path: Path,
+    sheet: Sheet,
+    validation: Validation,
+    history: History | None,
+    options: PlanOptions,
+    *,
+    agent_id: str | None,
+    batch_id: str | None,
+    ctx: Context,
+) -> Plan:
+    """read -> validate -> **plan** -> send -> record: bind the rows to the output's campaign and
+    the ledger. A preview passes a copy of the state in memory and the ledger opened read-only,
+    so it decides exactly as the run would and writes nothing."""
+    empty = options.fresh or state.is_new()
+    resumed = not empty
+    called_before = _claim_state(state, path, validation, options, agent_id=agent_id, batch_id=batch_id)
+    run_token = state.run_token()
+    window = options.recent_window()
+    if history is not None and window is not None:
+        validation = _skip_recent(validation, history, window, ctx, run=run_token)
+    known_batch = state.get("batch_id")
+    valid_rows = validation.status.index[validation.status == "valid"]
+    if state.preview and empty and (history is None or not known_batch):
+        # Nothing recorded and no other output's calls to import: binding would give each valid row
+        # a new pending slot, all sent. A preview says so without building them (a million rows).
+        return Plan(validation, {}, valid_rows, {}, called_before, resumed, run_token)
+    _bind_rows(state, sheet, validation, history, options, run=run_token, batch_id=known_batch, ctx=ctx)
+    state.requeue_suppressed()
+    recorded = state.rows()
+    earlier = {row: rec for row, rec in recorded.items() if rec.status == "scheduled"}
+    skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
+    to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
+    return Plan(validation, recorded, to_send, earlier, called_before, resumed, run_token)
+
+
+def _preview(
+    path: Path,
+    sheet: Sheet,
+    validation: Validation,
+    options: PlanOptions,
+    ctx: Context,
+    *,
+    out: Path,
+    agent_id: str | None,
+    clock: Clock,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Each row's status as ``run`` would report it now, ``valid`` for the rows it would send, and
+    the calls by earlier runs; the state and the ledger are read, never written nor created."""
+    if not options.fresh:
+        _refuse_orphaned_results(out)
+    check_output(state_path(out), f"--output {out}: its state file")
+    ledger, default = choose_ledger(options.history, no_history=options.no_history, sandbox=options.sandbox)
+    with contextlib.ExitStack() as stack:
+        # make_folder: the per-user ledger's folder, which the run would make, is simply not there yet.
+        history = (
+            stack.enter_context(
+                History(
+                    ledger,
+                    clock=clock,
+                    readonly=True,
+                    api=check_base_url(_base_url(options)),  # refused as the run refuses it
+                    make_folder=default,
+                )
+            )
+            if ledger is not None
+            else None
+        )
+        state = stack.enter_context(RunState(out, clock=clock, preview=True))
+        batch_id = str(options.batch_id).strip() if options.batch_id is not None else None
+        plan = _plan(
+            state, path, sheet, validation, history, options, agent_id=agent_id, batch_id=batch_id, ctx=ctx
+        )
+    if not plan.recorded:  # a new output: every row as validated (without sets of a million rows)
+        return outcomes(plan.validation.status, plan.validation.message, {}), {
+            "this_run": 0,
+            "earlier_runs": 0,
+        }
+    sending = set(plan.to_send.tolist())
+    frame = _final_outcomes(plan.validation, {r: rec for r, rec in plan.recorded.items() if r not in sending})
+    return frame, _say_when_called(frame, plan.earlier, ctx.timezone)
+
+
 def _check_outputs(out: Path, options: RunOptions) -> None:
     """Refuse, before anything is read or sent, an output path that is not a regular file to
     replace or create (a device, a FIFO, a symlink to one or to nothing: ``loader.files``)."""
@@ -775,13 +908,14 @@ def _claim_state(
     state: RunState,
     path: Path,
     validation: Validation,
-    options: RunOptions,
+    options: PlanOptions,
     *,
-    agent_id: str,
+    agent_id: str | None,
     batch_id: str | None,
 ) -> frozenset[str] | None:
     """Make ``state`` this run's: new, resumed (with this input, edited or not, or another one),
-    or (``--fresh``) started over. With ``--fresh``: the numbers the state had called, else None."""
+    or (``--fresh``) started over. With ``--fresh``: the numbers the state had called, else None.
+    ``agent_id`` None (``validate``, which takes no agent): whatever agent the state has."""
     digest = fingerprint(path)
     print_name = state.output
     if state.legacy:
@@ -791,7 +925,7 @@ def _claim_state(
         called = state.called_numbers()
         state.reset()
     elif not state.is_new():
-        if state.get("agent_id") not in (None, agent_id):
+        if agent_id is not None and state.get("agent_id") not in (None, agent_id):
             raise StateError(
                 f"{print_name} was started with --agent-id {state.get('agent_id')}, not {agent_id}",
                 hint="Resume with the same --agent-id; giving this run its own --output instead starts a "
@@ -808,7 +942,7 @@ def _claim_state(
     state.set(
         fingerprint=digest,
         input=str(path),
-        agent_id=agent_id,
+        agent_id=agent_id or state.get("agent_id"),
         batch_id=batch_id or state.get("batch_id"),
         settings=json.dumps(options.settings(), default=str, sort_keys=True),
     )
@@ -842,7 +976,7 @@ def _bind_rows(
     sheet: Sheet,
     validation: Validation,
     history: History | None,
-    options: RunOptions,
+    options: PlanOptions,
     *,
     run: str,
     batch_id: str | None,

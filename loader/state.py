@@ -106,7 +106,7 @@ def connect(path: str | Path, *, readonly: bool = False, wait: float = 5.0) -> s
     which survives a killed process (only a power cut can lose the last commit).
     """
     if readonly:
-        target, uri = f"{Path(path).resolve().as_uri()}?mode=ro", True
+        target, uri = readonly_uri(Path(path)), True
     else:
         target, uri = str(path), False
     db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=wait)
@@ -118,6 +118,18 @@ def connect(path: str | Path, *, readonly: bool = False, wait: float = 5.0) -> s
             db.close()
             raise
     return db
+
+
+def readonly_uri(path: Path) -> str:
+    """The URI that opens ``path`` read-only and leaves no file beside it.
+
+    A read-only connection to a WAL database otherwise creates its ``-shm`` and ``-wal`` files
+    (and cannot remove them): a preview would leave files beside a ledger or state it promised
+    not to touch. Without a ``-wal`` file no writer has pages outside the database, so it is read
+    as it is (``immutable``); with one (a run going on, or killed), SQLite must read that file too.
+    """
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return uri if Path(f"{path}-wal").exists() else f"{uri}&immutable=1"
 
 
 def _set_wal(db: sqlite3.Connection, wait: float) -> None:
@@ -211,10 +223,13 @@ _ROW_COLUMNS = "source_row, status, attempts, call_id, message, updated_at, slot
 class RunState:
     """The state of one output's run; use as a context manager to hold the lock."""
 
-    def __init__(self, output: Path, *, clock: Clock = utc_now) -> None:
+    def __init__(self, output: Path, *, clock: Clock = utc_now, preview: bool = False) -> None:
         self.output = output
         self.path = state_path(output)
         self._clock = clock
+        #: A copy in memory of the state as it is (empty when there is none): ``validate`` and
+        #: ``--dry-run`` plan on it exactly as a run would, and nothing reaches the file or its folder.
+        self.preview = preview
         self._lock_handle: Any = None
         self._db: sqlite3.Connection | None = None
         #: Written by a loader that kept rows by position (schema 1): see ``upgrade``.
@@ -230,6 +245,9 @@ class RunState:
         self.close()
 
     def open(self) -> None:
+        if self.preview:
+            self._open_copy()
+            return
         try:
             self.output.parent.mkdir(parents=True, exist_ok=True)
             handle = lock_path(self.output).open("a+")
@@ -259,6 +277,25 @@ class RunState:
                 hint="It is the record of which numbers were already called: restore it from a backup if "
                 "you can; otherwise move it away and load, with a new --output, only the rows its results "
                 "file shows as neither scheduled nor uncertain (any other row would be called again).",
+            ) from None
+
+    def _open_copy(self) -> None:
+        """The preview's state: the file copied into memory, read without taking its lock."""
+        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            if self.path.exists():
+                source = connect(self.path, readonly=True)
+                try:
+                    source.backup(self._db)
+                finally:
+                    source.close()
+            self._create()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StateError(
+                f"{self.path} is not a state file the loader can read ({exc})",
+                hint="It is the record of which numbers were already called: restore it from a backup if "
+                "you can before running.",
             ) from None
 
     def close(self) -> None:

@@ -517,18 +517,44 @@ def test_another_input_for_the_same_output_continues_its_campaign_unless_fresh(
     assert "scheduled by earlier runs" not in out
 
 
-def test_dry_run_into_the_output_of_a_real_run_is_refused(
+def test_dry_run_into_the_output_of_a_real_run_previews_beside_it_and_changes_nothing_of_the_run(
     here: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["clean.csv", "--agent-id", "demo-agent", "--default-region", "IN", *TZ]
-    assert run(capsys, "run", *args, "--sandbox")[0] == 0
+    args = ["clean.csv", "--agent-id", "demo-agent", "--default-region", "IN", *TZ, "--sandbox"]
+    assert run(capsys, "run", *args)[0] == 0
+    kept = {p.name: p.read_bytes() for p in here.iterdir() if p.name.startswith("clean.results")}
     code, out, err = run(capsys, "run", *args, "--dry-run")
-    assert code == 2
-    assert err.splitlines() == [
-        "callkaro-loader: error: clean.results.csv belongs to a real run, and a dry run would "
-        "overwrite its results",
-        "hint: Give the dry run its own --output.",
+    # What the same command would report now: the campaign scheduled every row already.
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-2:] == [
+        "scheduled by earlier runs 3, not sent again",
+        "results: clean.results.preview.csv",
     ]
+    assert statuses(here / "clean.results.preview.csv") == {"scheduled": 3}
+    assert {p.name: p.read_bytes() for p in here.iterdir() if p.name in kept} == kept
+
+
+def test_validate_after_a_finished_run_says_the_campaign_called_everyone_and_exits_0(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["clean.csv", "--default-region", "IN", *TZ]
+    assert run(capsys, "run", *args, "--agent-id", "demo-agent", "--sandbox")[0] == 0
+    # The same run again would send nothing: validate says so (not "valid 3"), listing no row as a problem.
+    assert run(capsys, "validate", *args, "--sandbox") == (0, "scheduled  3\n", "")
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        ("results.txt", "--output results.txt must end in .csv or .xlsx"),
+        ("clean.csv", "--output clean.csv is the input file; the loader never overwrites its input"),
+    ],
+)
+def test_validate_refuses_an_output_the_run_would_refuse(
+    here: Path, capsys: pytest.CaptureFixture[str], output: str, said: str
+) -> None:
+    code, out, err = run(capsys, "validate", "clean.csv", "--default-region", "IN", "--output", output)
+    assert (code, out, err.splitlines()[0]) == (2, "", f"callkaro-loader: error: {said}")
 
 
 # --- exit codes and what is printed ---------------------------------------------------------------
@@ -763,12 +789,13 @@ def test_dry_run_writes_results_marked_valid_and_sends_nothing_without_needing_a
         capsys, "run", sheet, "--agent-id", "demo-agent", "--dry-run", "--default-region", "IN", *TZ
     )
     assert (exit_code, err) == (code, "")
-    results = here / f"{Path(sheet).stem}.results.csv"
+    # The preview is written beside the results file a run would write, never as it.
+    results = here / f"{Path(sheet).stem}.results.preview.csv"
     assert statuses(results) == expected
     assert out.splitlines()[-1] == f"results: {results.name}"
     assert "campaign:" not in out
     assert not api.calls
-    assert not results.with_name(results.name + ".state").exists()
+    assert not [p.name for p in here.iterdir() if p.name.endswith((".state", ".lock", "results.csv"))]
 
 
 def test_results_that_cannot_be_written_after_sending_exit_1_and_the_next_run_writes_them(

@@ -449,7 +449,7 @@ def test_plain_http_to_another_host_is_refused_because_the_key_would_travel_in_c
     assert caught.value.hint == "Use https://, or http://127.0.0.1:PORT for a local sandbox."
 
 
-@pytest.mark.parametrize("url", ["ftp://api.callkaro.ai", "api.callkaro.ai", "https://", ""])
+@pytest.mark.parametrize("url", ["ftp://api.callkaro.ai", "api.callkaro.ai", "https://", "", "https://[::1"])
 def test_base_url_that_is_not_http_is_refused(url: str) -> None:
     with pytest.raises(UsageError) as caught:
         check_base_url(url)

@@ -203,7 +203,7 @@ def test_a_stray_control_character_is_written_as_a_replacement_mark_not_a_crash(
     report, results = tmp_path / "errors.xlsx", tmp_path / "results.xlsx"
     assert main(["validate", str(source), "--report", str(report)]) == 0
     assert main(["run", str(source), "--agent-id", "a", "--dry-run", "--output", str(results)]) == 0
-    for written in (report, results):
+    for written in (report, results.with_name("results.preview.xlsx")):
         sheet = load_workbook(written).active
         assert sheet is not None
         assert sheet["B6"].value == "bad\ufffdname"
