@@ -400,6 +400,8 @@ VOCABULARY = {
 }
 #: Left out: they end the process by design (--help) or are not about values.
 UNFUZZED = {"help"}
+
+
 def _options(command: str) -> list[argparse.Action]:
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
