@@ -54,6 +54,11 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
+def _utc(text: str) -> dt.datetime:
+    """SQLite's ``datetime(at)`` (UTC, ``YYYY-MM-DD HH:MM:SS``) as an aware datetime."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True)
 class Entry:
     """The latest thing the ledger knows about one number."""
@@ -168,18 +173,24 @@ class History:
     def _recent(
         self, db: sqlite3.Connection, numbers: Sequence[str], *, days: int, exclude_run: str | None
     ) -> dict[str, Entry]:
-        since = _iso(self._clock() - dt.timedelta(days=days))
+        try:
+            since = _iso(self._clock() - dt.timedelta(days=days))
+        except OverflowError:  # a window longer than the calendar: every entry counts
+            since = "0001-01-01T00:00:00+00:00"
         found: dict[str, Entry] = {}
         for start in range(0, len(numbers), _CHUNK):
             chunk = numbers[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
+            # Instants, not texts: a script may write SQLite's own "2026-11-25 06:30:00" (UTC),
+            # which sorts before "2026-11-25T..." as text and would fall outside the window.
             cursor = db.execute(
-                "SELECT number, status, at, batch_id, input FROM calls"
-                f" WHERE number IN ({marks}) AND at >= ? AND run != ? ORDER BY at",
+                "SELECT number, status, datetime(at), batch_id, input FROM calls"
+                f" WHERE number IN ({marks}) AND julianday(at) >= julianday(?) AND run != ?"
+                " ORDER BY julianday(at)",
                 (*chunk, since, exclude_run or ""),
             )
             for number, status, at, batch_id, input_name in cursor:
-                found[number] = Entry(number, status, dt.datetime.fromisoformat(at), batch_id, input_name)
+                found[number] = Entry(number, status, _utc(at), batch_id, input_name)
         return found
 
     def campaign_calls(
@@ -194,14 +205,12 @@ class History:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             cursor = self._db.execute(
-                "SELECT number, status, at, batch_id, input, call_id FROM calls"
+                "SELECT number, status, datetime(at), batch_id, input, call_id FROM calls"
                 f" WHERE batch_id = ? AND run != ? AND number IN ({','.join('?' * len(chunk))})",
                 (batch_id, exclude_run or "", *chunk),
             )
             for number, status, at, batch, input_name, call_id in cursor:
-                found.append(
-                    (Entry(number, status, dt.datetime.fromisoformat(at), batch, input_name), call_id)
-                )
+                found.append((Entry(number, status, _utc(at), batch, input_name), call_id))
         return sorted(found, key=lambda pair: pair[0].at)
 
     # --- writing -------------------------------------------------------------------------

@@ -279,3 +279,39 @@ def test_a_resumed_run_does_not_mistake_its_own_claims_for_another_runs(sheet: P
         sheet, history=tmp_path / "h.sqlite", skip_recent=7, retry_uncertain=True, output=out, **OPTIONS
     )
     assert resumed.counts == {"scheduled": 40}  # its own two claims did not stop it resending them
+
+
+def test_an_entry_written_in_sqlites_own_time_style_counts_on_the_windows_first_day(tmp_path: Path) -> None:
+    # A script importing last month's calls writes SQLite's datetime() style ("YYYY-MM-DD HH:MM:SS",
+    # UTC): 21:00 on the window's first day is inside a 7-day window that opened at 20:00.
+    path = tmp_path / "h.sqlite"
+    with ledger(path) as history:
+        history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO calls VALUES (?, 'scheduled', ?, 'old', ?, 'import.csv', 'import', ?)",
+            (NUMBERS[1], "2026-11-14 21:00:00", "c9", 1),
+        )
+        db.execute(
+            "INSERT INTO calls VALUES (?, 'scheduled', ?, 'old', ?, 'import.csv', 'import', ?)",
+            (NUMBERS[2], "2026-11-14 19:00:00", "c8", 2),
+        )
+    db.close()
+    with ledger(path) as history:
+        found = history.recent(NUMBERS[1:3], days=7)
+        refused = history.claim([(3, NUMBERS[1])], run="b", batch_id="b2", input_name="y.csv", days=7)
+    assert list(found) == [NUMBERS[1]]
+    assert found[NUMBERS[1]].reason(KOLKATA) == "called on 2026-11-15 in campaign old"
+    assert list(refused) == [3]
+
+
+@pytest.mark.parametrize("days", [100_000_000, 10**20])
+def test_a_window_longer_than_the_calendar_counts_every_entry(tmp_path: Path, days: int) -> None:
+    path = tmp_path / "h.sqlite"
+    with ledger(path, dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) as history:
+        history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+    with ledger(path) as history:
+        assert list(history.recent(NUMBERS[:2], days=days)) == [NUMBERS[0]]
+        assert list(
+            history.claim([(2, NUMBERS[0])], run="b", batch_id="b2", input_name="y.csv", days=days)
+        ) == [2]
