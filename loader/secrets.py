@@ -189,6 +189,7 @@ def _read_dotenv(env_file: Path) -> dict[str, str | None]:
     import io
 
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
     from loader.files import read_regular
     from loader.limits import MAX_SETTINGS_BYTES
@@ -206,7 +207,18 @@ def _read_dotenv(env_file: Path) -> dict[str, str | None]:
             f"{env_file} is not UTF-8 text (byte {exc.start + 1} does not fit); save it as UTF-8",
             hint=_SAVE_AS,
         ) from None
-    return dotenv_values(stream=io.StringIO(text))
+    bindings = list(parse_stream(io.StringIO(text)))
+    for binding in bindings:
+        if binding.error and ENV_VAR in binding.original.string:
+            # The line itself is never shown: it holds the key.
+            raise UsageError(
+                f"{env_file} line {binding.original.line}: {ENV_VAR} cannot be read "
+                "(a quote that is not closed?)",
+                hint="Write it as CALLKARO_API_KEY=the-key, with straight quotes around it or none.",
+            )
+    # Lines dotenv cannot parse are left out, so that it prints no warning of its own to stderr.
+    readable = "".join(binding.original.string for binding in bindings if not binding.error)
+    return dotenv_values(stream=io.StringIO(readable))
 
 
 _SAVE_AS = "In Notepad: Save As, Encoding: UTF-8. Or set CALLKARO_API_KEY in the environment instead."

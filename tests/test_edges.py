@@ -88,6 +88,10 @@ def test_encoding_that_is_not_a_text_encoding_is_a_usage_error(
         (b"CALLKARO_API_KEY=ck_test_\xff9f8e7d6c5b4a\n", "is not UTF-8 text"),
         ("CALLKARO_API_KEY=ck_test_9f8e7d6c5b4a\n".encode("utf-16"), "is saved as UTF-16"),
         ("CALLKARO_API_KEY=ck_t\u00e9st_9f8e7d6c5b4a\n".encode(), "not printable ASCII"),
+        # A quote left open: dotenv drops the line with a warning of its own; "no API key" would
+        # send the user looking for a key that is there.
+        (b"CALLKARO_API_KEY='ck_test_9f8e7d6c5b4a\n", "line 1: CALLKARO_API_KEY cannot be read"),
+        (b'# key\nCALLKARO_API_KEY="ck_test_9f8e7d6c5b4a\n', "line 2: CALLKARO_API_KEY cannot be read"),
     ],
 )
 def test_dotenv_key_that_cannot_be_sent_is_refused_in_one_line_naming_dotenv(
