@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import tempfile
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from loader.errors import (
     UsageError,
     cannot_write,
 )
-from loader.files import check_output
+from loader.files import check_output, write_target
 from loader.history import Claims, History
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
@@ -657,6 +658,15 @@ def _check_outputs(out: Path, options: RunOptions) -> None:
     for option, target in (("--summary-json", options.summary_json), ("--log-file", options.log_file)):
         if target is not None:
             check_output(Path(target), option)
+    if options.summary_json is not None:
+        # Written only at the end, beside itself then swapped in: a folder that takes no new file
+        # (read-only, /proc) must be found now, not once the calls are made.
+        summary = Path(options.summary_json)
+        try:
+            with tempfile.TemporaryFile(dir=write_target(summary).parent):
+                pass
+        except OSError as exc:
+            raise cannot_write(f"--summary-json {summary}", exc) from None
 
 
 def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFrame) -> dict[str, int]:

@@ -235,6 +235,21 @@ def test_run_output_that_is_not_a_regular_file_is_refused_before_sending(
     assert not (here / "gone").exists()
 
 
+def test_summary_json_in_a_folder_that_takes_no_new_file_is_refused_before_sending(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc/self is a folder no one (not even root) can create a file in, as a read-only mount is:
+    # found only when the summary is written, the calls would already be made.
+    if not Path("/proc/self").is_dir():
+        pytest.skip("this system has no /proc")
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    code, err = cli(capsys, *RUN, "--summary-json", "/proc/self/summary.json")
+    assert code == 2
+    assert "--summary-json /proc/self/summary.json cannot be written" in one_error(err)
+    assert not api.calls
+    assert not (here / "clean.results.csv").exists()
+
+
 def test_dev_full_as_summary_json_stays_a_device_and_the_run_is_refused(
     here: Path, capsys: pytest.CaptureFixture[str], dev_full: Path
 ) -> None:
