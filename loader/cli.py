@@ -245,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit",
         metavar="R",
         type=float,
-        help="start at most R requests per second (default: no limit, but slow down when the API "
-        "answers 429)",
+        help="start at most R requests per second, R at least 1/86400 (one a day) (default: no limit, "
+        "but slow down when the API answers 429)",
     )
     group.add_argument(
         "--retry-for",

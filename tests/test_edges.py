@@ -555,3 +555,32 @@ def test_a_sheet_larger_than_the_limit_is_refused_before_it_is_parsed(
         one_error(err)
         == "callkaro-loader: error: long.csv: is larger than 64 bytes, the most the loader reads"
     )
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_header_row_beyond_any_file_is_the_no_such_row_error(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # Larger than the biggest index Python slices with: the text reader raised ValueError.
+    argv = [*RUN, "--dry-run"] if command == "run" else ["validate", "clean.csv", "--default-region", "IN"]
+    code, err = cli(capsys, *argv, "--header-row", str(10**20))
+    assert code == 2
+    assert f"there is no row {10**20} to read headers from" in one_error(err)
+    assert not api.calls
+
+
+@pytest.mark.parametrize("rate", ["5e-324", "1e-9"])
+def test_a_rate_limit_that_would_wait_past_a_day_between_calls_is_refused_before_sending(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    rate: str,
+) -> None:
+    # 5e-324 made the rate limiter divide by zero after the first call; 1e-9 sent one call, then
+    # waited 31 years for the next.
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    code, err = cli(capsys, *RUN, "--rate-limit", rate)
+    assert code == 2
+    assert "--rate-limit must be" in one_error(err)
+    assert not api.calls
