@@ -585,3 +585,13 @@ def test_a_rate_limit_that_would_wait_past_a_day_between_calls_is_refused_before
     assert code == 2
     assert "--rate-limit must be" in one_error(err)
     assert not api.calls
+
+
+@pytest.mark.parametrize("value", ["garbage", "nan", "2030-13-01"])
+def test_a_test_clock_left_set_to_nonsense_is_one_line_naming_it(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CALLKARO_TEST_NOW", value)
+    code, err = cli(capsys, "validate", "clean.csv", "--default-region", "IN")
+    assert code == 2
+    assert "CALLKARO_TEST_NOW" in one_error(err)
