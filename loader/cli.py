@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from loader import __version__, early_read
 from loader.errors import LoaderError, UsageError
 from loader.options import InputOptions, O, RunOptions
-from loader.secrets import MASK
+from loader.secrets import ENV_VAR, MASK, ApiKey, mask
 
 if TYPE_CHECKING:
     from loader.pipeline import RunResult
@@ -72,6 +73,9 @@ def _bad_arguments(exc: _BadArguments, argv: Sequence[str], parser: argparse.Arg
     message = exc.message
     for value in sorted(_unknown_flag_values(argv, parser), key=len, reverse=True):
         message = re.sub(rf"(?<![^\s'=]){re.escape(value)}(?![^\s',])", MASK, message)
+    # The key pasted anywhere else argparse complains about (a stray argument, a flag's value).
+    if key := os.environ.get(ENV_VAR, "").strip():
+        message = mask(message, ApiKey(key))
     print(f"{exc.prog}: error: {message}\nhint: see '{exc.prog} --help'", file=sys.stderr)
     raise SystemExit(2)
 

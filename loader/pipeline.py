@@ -461,6 +461,7 @@ def _load_campaign(
                 "no API key: set CALLKARO_API_KEY or put it in a .env file in this folder",
                 hint="Or try the loader out with --sandbox, which needs no key.",
             )
+        _refuse_key_as_name(api_key, agent_id=agent_id, batch_id=batch_id, name=options.campaign_name)
     # Refuse an unsafe --base-url before the state is touched: a usage error leaves nothing behind.
     base_url = check_base_url(base_url or DEFAULT_BASE_URL)
 
@@ -647,6 +648,19 @@ def _load_campaign(
         calls=calls,
         called_again=None if called_before is None else _called_again(called_before, validation, to_send),
     )
+
+
+def _refuse_key_as_name(api_key: ApiKey, **names: str | None) -> None:
+    """Refuse the key given as the agent, the campaign or its name (an easy mix-up): it would be
+    sent in the request body, printed and kept in the state and the summary."""
+    for name, value in names.items():
+        if value and api_key.found_in(str(value)):
+            option = {"agent_id": "--agent-id", "batch_id": "--batch-id", "name": "--campaign-name"}[name]
+            raise UsageError(
+                f"{option} holds the API key, which would be sent and kept as its value; nothing was sent",
+                hint="The agent id and campaign id are on your CallKaro dashboard; the key goes in "
+                "CALLKARO_API_KEY only.",
+            )
 
 
 def _check_outputs(out: Path, options: RunOptions) -> None:

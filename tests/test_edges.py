@@ -595,3 +595,32 @@ def test_a_test_clock_left_set_to_nonsense_is_one_line_naming_it(
     code, err = cli(capsys, "validate", "clean.csv", "--default-region", "IN")
     assert code == 2
     assert "CALLKARO_TEST_NOW" in one_error(err)
+
+
+@pytest.mark.parametrize("option", ["--agent-id", "--batch-id", "--campaign-name"])
+def test_the_key_given_as_an_agent_or_campaign_is_refused_before_it_is_sent_or_kept(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    option: str,
+) -> None:
+    # "Agent id" and "API key" are easy to mix up: sent, printed and stored in the state and the
+    # summary, the key would be everywhere SECURITY.md promises it never is.
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    code, err = cli(capsys, *RUN, option, KEY, "--summary-json", "s.json")
+    assert code == 2
+    assert f"{option} holds the API key" in one_error(err)
+    assert KEY[:8] not in err
+    assert not api.calls
+    assert [p.name for p in here.iterdir() if KEY.encode() in p.read_bytes()] == []
+
+
+def test_the_key_pasted_where_argparse_reads_it_is_not_repeated_in_its_error(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    for argv in ([*RUN, KEY], [*RUN, "--header-row", KEY]):
+        code, err = cli(capsys, *argv)
+        assert code == 2
+        assert KEY[:8] not in err and "********" in err, err
