@@ -556,6 +556,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from loader.sandbox import Faults, serve
 
+    if not 0 <= args.port <= 65535:  # the socket library raises OverflowError, not OSError
+        raise UsageError(f"--port must be from 0 to 65535 (0 picks a free one), not {args.port}")
     try:
         faults = Faults(
             latency_ms=args.latency_ms,

@@ -624,3 +624,10 @@ def test_the_key_pasted_where_argparse_reads_it_is_not_repeated_in_its_error(
         code, err = cli(capsys, *argv)
         assert code == 2
         assert KEY[:8] not in err and "********" in err, err
+
+
+@pytest.mark.parametrize("port", ["65536", "99999", "-1"])
+def test_a_sandbox_port_no_socket_can_have_is_one_line(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    code, err = cli(capsys, "sandbox", "--port", port)
+    assert code == 2
+    assert f"--port must be from 0 to 65535 (0 picks a free one), not {port}" in one_error(err)
