@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.errors import StateError, UsageError
+from loader.files import check_output
 from loader.state import Clock, RowState, connect, utc_now, write_transaction
 
 SCHEMA_VERSION = "1"
@@ -101,6 +102,8 @@ class History:
     def open(self) -> None:
         if self.path.is_dir():
             raise UsageError(f"--history {self.path} is a folder; give the path of a SQLite file")
+        # A device or FIFO: SQLite would wait on the FIFO, or write its header onto the device.
+        check_output(self.path, "--history")
         if self.readonly and not self.path.exists():
             return
         if not self.readonly and not self.path.parent.exists():

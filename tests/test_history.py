@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import random
 import sqlite3
+import stat
+import subprocess
 import threading
 import zoneinfo
 from collections import Counter
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_process import CLI
 
 import loader
 from loader.errors import StateError, UsageError
@@ -315,3 +319,41 @@ def test_a_window_longer_than_the_calendar_counts_every_entry(tmp_path: Path, da
         assert list(
             history.claim([(2, NUMBERS[0])], run="b", batch_id="b2", input_name="y.csv", days=days)
         ) == [2]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_history_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path, dry_run: bool) -> None:
+    # SQLite opened the FIFO and waited for a writer forever (a dry run reads the ledger).
+    (tmp_path / "x.csv").write_text("phone\n+91 98765 43210\n", encoding="utf-8")
+    os.mkfifo(tmp_path / "h.sqlite")
+    argv = [
+        CLI,
+        "run",
+        "x.csv",
+        "--agent-id",
+        "a",
+        "--sandbox",
+        "--history",
+        "h.sqlite",
+        "--skip-recent",
+        "3",
+    ]
+    run = subprocess.run(
+        [*argv, *(["--dry-run"] if dry_run else [])], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stderr
+    assert "--history h.sqlite is a named pipe (FIFO), not a file" in run.stderr
+    assert (tmp_path / "h.sqlite").is_fifo()
+
+
+def test_a_history_that_is_a_device_is_never_written_to(tmp_path: Path) -> None:
+    # As root, SQLite would write its header and a journal onto whatever device --history names
+    # (a disk, as /dev/sda). A device of this test's own (/dev/null's numbers) shows it does not.
+    if os.geteuid() != 0:
+        pytest.skip("only root can make a device node")
+    device = tmp_path / "h.sqlite"
+    os.mknod(device, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    with pytest.raises(UsageError, match=r"--history .*h\.sqlite is a device, not a file"), History(device):
+        pass
+    assert device.is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.sqlite"]  # no journal beside it
