@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from loader import __version__, early_read
 from loader.errors import LoaderError, UsageError
 from loader.options import O, PlanOptions, RunOptions
-from loader.secrets import MASK
+from loader.secrets import ENV_VAR, MASK, ApiKey, mask
 
 if TYPE_CHECKING:
     from loader.pipeline import RunResult
@@ -105,6 +106,9 @@ def _bad_arguments(exc: _BadArguments, argv: Sequence[str], parser: argparse.Arg
     message = exc.message
     for value in sorted(_unknown_flag_values(argv, parser), key=len, reverse=True):
         message = re.sub(rf"(?<![^\s'=]){re.escape(value)}(?![^\s',])", MASK, message)
+    # The key pasted anywhere else argparse complains about (a stray argument, a flag's value).
+    if key := os.environ.get(ENV_VAR, "").strip():
+        message = mask(message, ApiKey(key))
     print(f"{exc.prog}: error: {message}\nhint: see '{exc.prog} --help'", file=sys.stderr)
     raise SystemExit(2)
 
@@ -343,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit",
         metavar="R",
         type=float,
-        help="start at most R requests per second (default: no limit, but slow down when the API "
-        "answers 429)",
+        help="start at most R requests per second, R at least 1/86400 (one a day) (default: no limit, "
+        "but slow down when the API answers 429)",
     )
     group.add_argument(
         "--retry-for",
@@ -626,6 +630,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_sandbox(args: argparse.Namespace) -> int:
     from loader.sandbox import Faults, serve
 
+    if not 0 <= args.port <= 65535:  # the socket library raises OverflowError, not OSError
+        raise UsageError(f"--port must be from 0 to 65535 (0 picks a free one), not {args.port}")
     try:
         faults = Faults(
             latency_ms=args.latency_ms,

@@ -186,7 +186,7 @@ def _read_answer(response: httpx.Response, api_key: ApiKey | None = None) -> dic
     except (json.JSONDecodeError, UnicodeDecodeError):
         payload = None
     answer = payload if isinstance(payload, dict) else {}
-    message = mask(str(answer.get("message") or "").strip() or _short_text(response), api_key)
+    message = mask(_clip(str(answer.get("message") or "")) or _short_text(response), api_key)
     if 200 <= status < 300:
         said = answer.get("status", "success")
         if said == "success":
@@ -195,8 +195,8 @@ def _read_answer(response: httpx.Response, api_key: ApiKey | None = None) -> dic
             raise RejectedError(f"the API refused the call: {message}", status_code=status)
         # Neither the documented success nor an error ("queued"?): the call may exist, so it
         # must not be sent again by itself, as a failed row would be.
-        told = mask(str(answer.get("message") or "").strip(), api_key)
-        detail = mask(f"status {said!r}", api_key) + (f": {told}" if told else "")
+        told = mask(_clip(str(answer.get("message") or "")), api_key)
+        detail = mask(_clip(f"status {said!r}"), api_key) + (f": {told}" if told else "")
         raise NoAnswerError(
             f"the API answered HTTP {status} ({detail}), not the documented success", status_code=status
         )
@@ -240,6 +240,17 @@ def is_api_error(response: httpx.Response) -> bool:
         and payload.get("status") == "error"
         and isinstance(payload.get("message"), str)
     )
+
+
+#: The most of an API's message kept: a line a person reads. A broken or hostile server's
+#: megabyte would otherwise be copied, for every row, into the results, state, log and summary.
+MAX_MESSAGE = 1000
+
+
+def _clip(text: str) -> str:
+    """``text`` stripped, and cut to ``MAX_MESSAGE`` characters with an ellipsis if longer."""
+    text = text.strip()
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE].rstrip() + " …"
 
 
 def _short_text(response: httpx.Response) -> str:

@@ -63,6 +63,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from loader.errors import StateError, UsageError
+from loader.files import check_output
 from loader.options import Window
 from loader.state import Clock, RowState, connect, readonly_uri, utc_now, write_transaction
 
@@ -180,6 +181,8 @@ class History:
     def open(self) -> None:
         if self.path.is_dir():
             raise UsageError(f"--history {self.path} is a folder; give the path of a SQLite file")
+        # A device or FIFO: SQLite would wait on the FIFO, or write its header onto the device.
+        check_output(self.path, "--history")
         # A preview (read-only) of a given path in a missing folder is refused as the run would be.
         if self.readonly and not self.path.exists() and (self._make_folder or self.path.parent.exists()):
             return
@@ -297,6 +300,8 @@ class History:
         for start in range(0, len(numbers), _CHUNK):
             chunk = numbers[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
+            # Instants, not texts: a script may write SQLite's own "2026-11-25 06:30:00" (UTC),
+            # which sorts before "2026-11-25T..." as text and would fall outside the window.
             cursor = db.execute(
                 "SELECT number, status, at, batch_id, input FROM calls"
                 f" WHERE number IN ({marks}) AND {where} ORDER BY julianday(at)",

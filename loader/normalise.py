@@ -90,7 +90,7 @@ def parse_schedule_at(cell: Cell, ctx: Context) -> Parsed:
     moment = moment.replace(tzinfo=None, microsecond=0)
     if not ctx.allow_past and past:
         return None, "is in the past; use a later time or --allow-past"
-    return moment.strftime("%Y-%m-%dT%H:%M:%S"), None
+    return moment.isoformat(timespec="seconds"), None  # four year digits even before 1000
 
 
 _TIME = re.compile(

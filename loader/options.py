@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # the command line imports this module before pandas: see loa
     from loader.cells import Cell
 
 O = TypeVar("O", bound="InputOptions")  # noqa: E741 - the conventional name for "options"
+#: The lowest --rate-limit: one request a day.
+MIN_RATE_LIMIT = 1 / 86400
 
 
 def _is_default(value: Any, default: Any) -> bool:
@@ -266,9 +268,12 @@ class RunOptions(PlanOptions):
         if self.concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {self.concurrency}")
         # Written this way round so that nan (which compares false with everything) is refused too.
-        if self.rate_limit is not None and not 0 < self.rate_limit < math.inf:
+        # Below one request a day, a run would wait longer between calls than anyone waits for it
+        # (and 1/R overflows for the smallest numbers): a hang, not a pace.
+        if self.rate_limit is not None and not MIN_RATE_LIMIT <= self.rate_limit < math.inf:
             raise UsageError(
-                f"--rate-limit must be a number of requests per second above 0, not {self.rate_limit}"
+                "--rate-limit must be a number of requests per second from 1/86400 (one a day) up, "
+                f"not {self.rate_limit}"
             )
         self.retry_for_seconds()
         self.check_plan()

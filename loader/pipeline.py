@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import tempfile
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from loader.errors import (
     UsageError,
     cannot_write,
 )
-from loader.files import check_output
+from loader.files import check_output, write_target
 from loader.history import Claims, History, choose_ledger
 from loader.monitoring import FanOut, JsonLinesLog, iso, write_json
 from loader.normalise import Context
@@ -497,6 +498,7 @@ def _load_campaign(
                 "no API key: set CALLKARO_API_KEY or put it in a .env file in this folder",
                 hint="Or try the loader out with --sandbox, which needs no key.",
             )
+        _refuse_key_as_name(api_key, agent_id=agent_id, batch_id=batch_id, name=options.campaign_name)
     # Refuse an unsafe --base-url before the state is touched: a usage error leaves nothing behind.
     base_url = check_base_url(base_url)
 
@@ -801,6 +803,19 @@ def _preview(
     return frame, _say_when_called(frame, plan.earlier, ctx.timezone)
 
 
+def _refuse_key_as_name(api_key: ApiKey, **names: str | None) -> None:
+    """Refuse the key given as the agent, the campaign or its name (an easy mix-up): it would be
+    sent in the request body, printed and kept in the state and the summary."""
+    for name, value in names.items():
+        if value and api_key.found_in(str(value)):
+            option = {"agent_id": "--agent-id", "batch_id": "--batch-id", "name": "--campaign-name"}[name]
+            raise UsageError(
+                f"{option} holds the API key, which would be sent and kept as its value; nothing was sent",
+                hint="The agent id and campaign id are on your CallKaro dashboard; the key goes in "
+                "CALLKARO_API_KEY only.",
+            )
+
+
 def _check_outputs(out: Path, options: RunOptions) -> None:
     """Refuse, before anything is read or sent, an output path that is not a regular file to
     replace or create (a device, a FIFO, a symlink to one or to nothing: ``loader.files``)."""
@@ -810,6 +825,15 @@ def _check_outputs(out: Path, options: RunOptions) -> None:
     for option, target in (("--summary-json", options.summary_json), ("--log-file", options.log_file)):
         if target is not None:
             check_output(Path(target), option)
+    if options.summary_json is not None:
+        # Written only at the end, beside itself then swapped in: a folder that takes no new file
+        # (read-only, /proc) must be found now, not once the calls are made.
+        summary = Path(options.summary_json)
+        try:
+            with tempfile.TemporaryFile(dir=write_target(summary).parent):
+                pass
+        except OSError as exc:
+            raise cannot_write(f"--summary-json {summary}", exc) from None
 
 
 def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFrame) -> dict[str, int]:

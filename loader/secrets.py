@@ -24,6 +24,7 @@ import codecs
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -46,10 +47,11 @@ class ApiKey:
     """The CallKaro API key; its ``repr`` and ``str`` are masked, so it cannot leak into
     logs, tracebacks or messages by accident. ``reveal()`` is the one way to read it."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_pattern", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        self._pattern: _Pattern | None = None  # what ``mask`` looks for, worked out once
 
     def reveal(self) -> str:
         return self._value
@@ -79,25 +81,57 @@ class ApiKey:
 
 def mask(text: str, api_key: ApiKey | None) -> str:
     """``text`` without the key in any form a person would recognise (see the module's docstring)."""
-    secret = api_key.reveal() if api_key is not None else ""
-    if not secret or not text:
+    if api_key is None or not text or not (secret := api_key.reveal()):
         return text
+    pattern = api_key._pattern
+    if pattern is None:
+        pattern = api_key._pattern = _pattern_of(secret)
+    folded = _fold(text)
+    spans = _run_spans(folded, pattern)
+    for spaced in _SPACED.finditer(folded):
+        if spaced.end() - spaced.start() < 2 * pattern.run - 1:
+            continue  # fewer letters than a run
+        letters = spaced[0][::2]  # one character, one separator
+        for start, end in _run_spans(letters, pattern):
+            spans.append((spaced.start() + 2 * start, spaced.start() + 2 * end - 1))
+    return _replace(text, spans) if spans else text
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """What ``mask`` looks for, worked out once per key: every ``run``-character piece of its
+    forms, and every ``block``-character piece, which finds the places worth a closer look."""
+
+    run: int
+    runs: frozenset[str]
+    block: int
+    blocks: frozenset[str]
+
+
+def _pattern_of(secret: str) -> _Pattern:
     # A key shorter than a run (no real key is) is hidden whole, in any case, and only so: its
     # encodings' pieces would be a letter or two, found in every word.
     run = min(MIN_RUN, len(secret))
     runs = _runs(_forms(secret) if len(secret) >= MIN_RUN else [secret], run)
-    folded = _fold(text)
-    hidden = [False] * len(text)
-    for start in range(len(text) - run + 1):
-        if folded[start : start + run] in runs:
-            hidden[start : start + run] = [True] * run
-    for spaced in _SPACED.finditer(folded):
-        letters = spaced[0][::2]  # one character, one separator
-        for start in range(len(letters) - run + 1):
-            if letters[start : start + run] in runs:
-                first = spaced.start() + 2 * start
-                hidden[first : first + 2 * run - 1] = [True] * (2 * run - 1)
-    return _replace(text, hidden)
+    # Any ``run`` characters in a row hold a whole block starting at a multiple of ``block``
+    # (as run >= 2 * block - 1): a text is looked at one block in ``block``, and closely only
+    # around a block that is part of the key.
+    block = max(1, run // 2)
+    blocks = frozenset(piece[i : i + block] for piece in runs for i in range(run - block + 1))
+    return _Pattern(run, runs, block, blocks)
+
+
+def _run_spans(folded: str, pattern: _Pattern) -> list[tuple[int, int]]:
+    """The ``(start, end)`` of every run of the key's characters in ``folded``."""
+    run, block = pattern.run, pattern.block
+    starts: set[int] = set()
+    for at in range(0, len(folded) - block + 1, block):
+        if folded[at : at + block] in pattern.blocks:
+            # The runs that hold this block start at most run - block characters before it.
+            for start in range(max(0, at - run + block), min(at, len(folded) - run) + 1):
+                if folded[start : start + run] in pattern.runs:
+                    starts.add(start)
+    return [(start, start + run) for start in sorted(starts)]
 
 
 def _forms(secret: str) -> list[str]:
@@ -129,14 +163,17 @@ def _fold(text: str) -> str:
     return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
-def _replace(text: str, hidden: list[bool]) -> str:
-    """Each run of hidden characters becomes one ``********``."""
+def _replace(text: str, spans: list[tuple[int, int]]) -> str:
+    """Each stretch of ``text`` the spans cover (overlapping or touching) becomes one ``********``."""
     parts: list[str] = []
-    for index, char in enumerate(text):
-        if not hidden[index]:
-            parts.append(char)
-        elif index == 0 or not hidden[index - 1]:
-            parts.append(MASK)
+    done = 0  # everything before this is copied or hidden
+    for start, end in sorted(spans):
+        if start > done:
+            parts += [text[done:start], MASK]
+        elif not parts:
+            parts.append(MASK)  # a span at the very start
+        done = max(done, end)  # a span overlapping or touching the last one is part of its mask
+    parts.append(text[done:])
     return "".join(parts)
 
 
@@ -189,6 +226,7 @@ def _read_dotenv(env_file: Path) -> dict[str, str | None]:
     import io
 
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
     from loader.files import read_regular
     from loader.limits import MAX_SETTINGS_BYTES
@@ -206,7 +244,18 @@ def _read_dotenv(env_file: Path) -> dict[str, str | None]:
             f"{env_file} is not UTF-8 text (byte {exc.start + 1} does not fit); save it as UTF-8",
             hint=_SAVE_AS,
         ) from None
-    return dotenv_values(stream=io.StringIO(text))
+    bindings = list(parse_stream(io.StringIO(text)))
+    for binding in bindings:
+        if binding.error and ENV_VAR in binding.original.string:
+            # The line itself is never shown: it holds the key.
+            raise UsageError(
+                f"{env_file} line {binding.original.line}: {ENV_VAR} cannot be read "
+                "(a quote that is not closed?)",
+                hint="Write it as CALLKARO_API_KEY=the-key, with straight quotes around it or none.",
+            )
+    # Lines dotenv cannot parse are left out, so that it prints no warning of its own to stderr.
+    readable = "".join(binding.original.string for binding in bindings if not binding.error)
+    return dotenv_values(stream=io.StringIO(readable))
 
 
 _SAVE_AS = "In Notepad: Save As, Encoding: UTF-8. Or set CALLKARO_API_KEY in the environment instead."

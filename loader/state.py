@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from loader.errors import StateError, cannot_write
+from loader.errors import StateError, UsageError, cannot_write
 
 SCHEMA_VERSION = "2"
 #: Slot statuses that mean the API may have the call: never sent again without being asked.
@@ -68,8 +68,15 @@ def utc_now() -> dt.datetime:
     if not start:
         return real
     # How far the test clock is from the real one: fixed when it is first asked for.
-    offset = _TEST_OFFSETS.setdefault(start, dt.datetime.fromisoformat(start).astimezone(dt.UTC) - real)
-    return real + offset
+    if start not in _TEST_OFFSETS:
+        try:
+            _TEST_OFFSETS[start] = dt.datetime.fromisoformat(start).astimezone(dt.UTC) - real
+        except ValueError:
+            raise UsageError(
+                f"{TEST_NOW_VAR} is set to {start!r}, which is not an ISO 8601 date and time",
+                hint=f"It is the test suite's clock, never a user's: unset {TEST_NOW_VAR}.",
+            ) from None
+    return real + _TEST_OFFSETS[start]
 
 
 _TEST_OFFSETS: dict[str, dt.timedelta] = {}

@@ -46,6 +46,7 @@ import io
 import itertools
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,7 +287,9 @@ def detect_delimiter(text: str, *, suffix: str = ".csv", header_row: int = 1) ->
     for delimiter in order:
         reader = csv.reader(io.StringIO(sample, newline=""), delimiter=delimiter, strict=False)
         try:
-            records = list(itertools.islice(reader, header_row - 1, header_row + 99))
+            # islice takes no index past sys.maxsize; a header row past it has no rows anyway.
+            first = min(header_row - 1, sys.maxsize - 100)
+            records = list(itertools.islice(reader, first, first + 100))
         except csv.Error:
             continue
         widths = [w for w in (len(_trimmed(r)) for r in records) if w]

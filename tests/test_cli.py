@@ -350,13 +350,15 @@ SANDBOX_RUN = ["run", "contacts.csv", "--agent-id", "demo-agent", "--sandbox", *
         ),
         pytest.param(
             [*SANDBOX_RUN, "--default-region", "IN", "--rate-limit", "nan"],
-            "callkaro-loader: error: --rate-limit must be a number of requests per second above 0, not nan",
+            "callkaro-loader: error: --rate-limit must be a number of requests per second from 1/86400 "
+            "(one a day) up, not nan",
             None,
             id="rate limit not a number",
         ),
         pytest.param(
             [*SANDBOX_RUN, "--default-region", "IN", "--rate-limit", "inf"],
-            "callkaro-loader: error: --rate-limit must be a number of requests per second above 0, not inf",
+            "callkaro-loader: error: --rate-limit must be a number of requests per second from 1/86400 "
+            "(one a day) up, not inf",
             None,
             id="rate limit infinite",
         ),

@@ -225,6 +225,20 @@ async def test_a_5xx_that_is_not_the_apis_own_error_is_no_answer_because_the_cal
     assert caught.value.status_code == response.status_code
 
 
+@pytest.mark.parametrize("status", [400, 200])
+async def test_a_megabyte_message_is_cut_to_a_line_before_it_reaches_any_output(
+    api: respx.MockRouter, status: int
+) -> None:
+    # Copied into every row's results cell, the state, the log and the summary, a hostile server's
+    # 2 MB message per row would fill the disk (and is cut by Excel anyway).
+    told = "word " * 400_000 + KEY
+    with pytest.raises(RejectedError) as caught:
+        await schedule(api, return_value=httpx.Response(status, json=error_body(told)))
+    text = str(caught.value)
+    assert len(text) < 1100 and text.endswith("…"), text[-40:]
+    assert KEY not in text
+
+
 async def test_200_whose_body_says_error_is_a_refusal(api: respx.MockRouter) -> None:
     with pytest.raises(RejectedError) as caught:
         await schedule(api, return_value=httpx.Response(200, json=error_body("Number is blocked")))

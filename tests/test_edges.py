@@ -88,6 +88,10 @@ def test_encoding_that_is_not_a_text_encoding_is_a_usage_error(
         (b"CALLKARO_API_KEY=ck_test_\xff9f8e7d6c5b4a\n", "is not UTF-8 text"),
         ("CALLKARO_API_KEY=ck_test_9f8e7d6c5b4a\n".encode("utf-16"), "is saved as UTF-16"),
         ("CALLKARO_API_KEY=ck_t\u00e9st_9f8e7d6c5b4a\n".encode(), "not printable ASCII"),
+        # A quote left open: dotenv drops the line with a warning of its own; "no API key" would
+        # send the user looking for a key that is there.
+        (b"CALLKARO_API_KEY='ck_test_9f8e7d6c5b4a\n", "line 1: CALLKARO_API_KEY cannot be read"),
+        (b'# key\nCALLKARO_API_KEY="ck_test_9f8e7d6c5b4a\n', "line 2: CALLKARO_API_KEY cannot be read"),
     ],
 )
 def test_dotenv_key_that_cannot_be_sent_is_refused_in_one_line_naming_dotenv(
@@ -229,6 +233,21 @@ def test_run_output_that_is_not_a_regular_file_is_refused_before_sending(
     assert not api.calls
     assert (here / "pipe.csv").is_fifo()  # still the FIFO, not replaced by a file
     assert not (here / "gone").exists()
+
+
+def test_summary_json_in_a_folder_that_takes_no_new_file_is_refused_before_sending(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc/self is a folder no one (not even root) can create a file in, as a read-only mount is:
+    # found only when the summary is written, the calls would already be made.
+    if not Path("/proc/self").is_dir():
+        pytest.skip("this system has no /proc")
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    code, err = cli(capsys, *RUN, "--summary-json", "/proc/self/summary.json")
+    assert code == 2
+    assert "--summary-json /proc/self/summary.json cannot be written" in one_error(err)
+    assert not api.calls
+    assert not (here / "clean.results.csv").exists()
 
 
 def test_dev_full_as_summary_json_stays_a_device_and_the_run_is_refused(
@@ -383,6 +402,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from loader.cli import build_parser  # noqa: E402
+from loader.history import History  # noqa: E402
 
 NUMERIC = {"retries", "gap", "priority"}
 #: Values that reach deeper than random text does, mixed in with it: real and near-miss ones.
@@ -397,6 +417,8 @@ VOCABULARY = {
     "sheet": ["0", "1", "Sheet1", "-1"],
     "base_url": ["https://api.callkaro.ai", "http://example.com", "ftp://x", "https://[::1"],
     "gap": ["30,120", "[30, 120]", "0", "-5"],
+    # An existing ledger, so that --skip-recent's window is really computed and looked up.
+    "history": ["h.sqlite"],
 }
 #: Left out: they end the process by design (--help) or are not about values.
 UNFUZZED = {"help"}
@@ -462,6 +484,8 @@ def test_any_option_values_give_a_documented_exit_code_and_no_traceback(
     options = data.draw(_argv(command))
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "clean.csv").write_text(SHEET, encoding="utf-8")
+        with History(Path(folder) / "h.sqlite"):
+            pass
         argv = [command, "clean.csv", *(["--dry-run"] if command == "run" else []), *options]
         if command == "run":
             argv += ["--agent-id", "a1"] if "--agent-id" not in options else []
@@ -534,3 +558,81 @@ def test_a_sheet_larger_than_the_limit_is_refused_before_it_is_parsed(
         one_error(err)
         == "callkaro-loader: error: long.csv: is larger than 64 bytes, the most the loader reads"
     )
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_header_row_beyond_any_file_is_the_no_such_row_error(
+    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # Larger than the biggest index Python slices with: the text reader raised ValueError.
+    argv = [*RUN, "--dry-run"] if command == "run" else ["validate", "clean.csv", "--default-region", "IN"]
+    code, err = cli(capsys, *argv, "--header-row", str(10**20))
+    assert code == 2
+    assert f"there is no row {10**20} to read headers from" in one_error(err)
+    assert not api.calls
+
+
+@pytest.mark.parametrize("rate", ["5e-324", "1e-9"])
+def test_a_rate_limit_that_would_wait_past_a_day_between_calls_is_refused_before_sending(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    rate: str,
+) -> None:
+    # 5e-324 made the rate limiter divide by zero after the first call; 1e-9 sent one call, then
+    # waited 31 years for the next.
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    code, err = cli(capsys, *RUN, "--rate-limit", rate)
+    assert code == 2
+    assert "--rate-limit must be" in one_error(err)
+    assert not api.calls
+
+
+@pytest.mark.parametrize("value", ["garbage", "nan", "2030-13-01"])
+def test_a_test_clock_left_set_to_nonsense_is_one_line_naming_it(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CALLKARO_TEST_NOW", value)
+    code, err = cli(capsys, "validate", "clean.csv", "--default-region", "IN")
+    assert code == 2
+    assert "CALLKARO_TEST_NOW" in one_error(err)
+
+
+@pytest.mark.parametrize("option", ["--agent-id", "--batch-id", "--campaign-name"])
+def test_the_key_given_as_an_agent_or_campaign_is_refused_before_it_is_sent_or_kept(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    option: str,
+) -> None:
+    # "Agent id" and "API key" are easy to mix up: sent, printed and stored in the state and the
+    # summary, the key would be everywhere SECURITY.md promises it never is.
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    argv = [*RUN, option, KEY, "--summary-json", "s.json"]
+    if option == "--agent-id":
+        argv[argv.index("--agent-id") : argv.index("--agent-id") + 2] = []  # RUN's own agent
+    code, err = cli(capsys, *argv)
+    assert code == 2
+    assert f"{option} holds the API key" in one_error(err)
+    assert KEY[:8] not in err
+    assert not api.calls
+    assert [p.name for p in here.iterdir() if KEY.encode() in p.read_bytes()] == []
+
+
+def test_the_key_pasted_where_argparse_reads_it_is_not_repeated_in_its_error(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
+    for argv in ([*RUN, KEY], [*RUN, "--header-row", KEY]):
+        code, err = cli(capsys, *argv)
+        assert code == 2
+        assert KEY[:8] not in err and "********" in err, err
+
+
+@pytest.mark.parametrize("port", ["65536", "99999", "-1"])
+def test_a_sandbox_port_no_socket_can_have_is_one_line(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    code, err = cli(capsys, "sandbox", "--port", port)
+    assert code == 2
+    assert f"--port must be from 0 to 65535 (0 picks a free one), not {port}" in one_error(err)

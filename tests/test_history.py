@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import random
 import sqlite3
+import stat
+import subprocess
 import tempfile
 import threading
 import zoneinfo
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_process import CLI
 
 import loader
 from loader.errors import StateError, UsageError
@@ -407,3 +411,79 @@ def test_tests_never_touch_the_real_per_user_ledger() -> None:
 
     assert default_ledger() == this_tests_ledger()
     assert default_ledger().is_relative_to(tempfile.gettempdir())
+
+
+def test_an_entry_written_in_sqlites_own_time_style_counts_on_the_windows_first_day(tmp_path: Path) -> None:
+    # A script importing last month's calls writes SQLite's datetime() style ("YYYY-MM-DD HH:MM:SS",
+    # UTC): 21:00 on the window's first day is inside a 7-day window that opened at 20:00.
+    path = tmp_path / "h.sqlite"
+    with ledger(path) as history:
+        history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO calls (number, status, at, batch_id, call_id, input, run, source_row)"
+            " VALUES (?, 'scheduled', ?, 'old', ?, 'import.csv', 'import', ?)",
+            (NUMBERS[1], "2026-11-14 21:00:00", "c9", 1),
+        )
+        db.execute(
+            "INSERT INTO calls (number, status, at, batch_id, call_id, input, run, source_row)"
+            " VALUES (?, 'scheduled', ?, 'old', ?, 'import.csv', 'import', ?)",
+            (NUMBERS[2], "2026-11-14 19:00:00", "c8", 2),
+        )
+    db.close()
+    with ledger(path) as history:
+        found = history.recent(NUMBERS[1:3], days=7)
+        refused = history.claim([(3, NUMBERS[1])], run="b", batch_id="b2", input_name="y.csv", days=7)
+    assert list(found) == [NUMBERS[1]]
+    assert found[NUMBERS[1]].reason(KOLKATA).startswith("called on 2026-11-15 in campaign old")
+    assert list(refused) == [3]
+
+
+@pytest.mark.parametrize("days", [100_000_000, 10**20])
+def test_a_window_longer_than_the_calendar_counts_every_entry(tmp_path: Path, days: int) -> None:
+    path = tmp_path / "h.sqlite"
+    with ledger(path, dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) as history:
+        history.claim([(2, NUMBERS[0])], run="a", batch_id="b1", input_name="x.csv", days=7)
+    with ledger(path) as history:
+        assert list(history.recent(NUMBERS[:2], days=days)) == [NUMBERS[0]]
+        assert list(
+            history.claim([(2, NUMBERS[0])], run="b", batch_id="b2", input_name="y.csv", days=days)
+        ) == [2]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_history_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path, dry_run: bool) -> None:
+    # SQLite opened the FIFO and waited for a writer forever (a dry run reads the ledger).
+    (tmp_path / "x.csv").write_text("phone\n+91 98765 43210\n", encoding="utf-8")
+    os.mkfifo(tmp_path / "h.sqlite")
+    argv = [
+        CLI,
+        "run",
+        "x.csv",
+        "--agent-id",
+        "a",
+        "--sandbox",
+        "--history",
+        "h.sqlite",
+        "--skip-recent",
+        "3",
+    ]
+    run = subprocess.run(
+        [*argv, *(["--dry-run"] if dry_run else [])], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stderr
+    assert "--history h.sqlite is a named pipe (FIFO), not a file" in run.stderr
+    assert (tmp_path / "h.sqlite").is_fifo()
+
+
+def test_a_history_that_is_a_device_is_never_written_to(tmp_path: Path) -> None:
+    # As root, SQLite would write its header and a journal onto whatever device --history names
+    # (a disk, as /dev/sda). A device of this test's own (/dev/null's numbers) shows it does not.
+    if os.geteuid() != 0:
+        pytest.skip("only root can make a device node")
+    device = tmp_path / "h.sqlite"
+    os.mknod(device, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    with pytest.raises(UsageError, match=r"--history .*h\.sqlite is a device, not a file"), History(device):
+        pass
+    assert device.is_char_device()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.sqlite"]  # no journal beside it

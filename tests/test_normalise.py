@@ -174,6 +174,15 @@ def test_schedule_at_iso_text_or_excel_datetime_is_sent_as_local_seconds(cell: A
 
 
 @pytest.mark.parametrize(
+    ("cell", "sent"),
+    [("0999-01-01 09:00", "0999-01-01T09:00:00"), ("0001-01-01 00:00", "0001-01-01T00:00:00")],
+)
+def test_schedule_at_before_the_year_1000_is_sent_with_four_year_digits(cell: str, sent: str) -> None:
+    # strftime wrote "999-01-01T09:00:00", which the schema refused with its own regex as the message.
+    assert parse_schedule_at(cell, PAST_OK) == (sent, None)
+
+
+@pytest.mark.parametrize(
     "cell",
     [
         "2030-05-28T04:00:00+00:00",

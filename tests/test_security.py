@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pinned_clock import clean_env
 from sandbox_process import CLI, running_sandbox
 
@@ -565,3 +567,61 @@ def test_mask_finds_the_key_base64_encoded_inside_a_longer_text(before: str) -> 
     masked = mask(encoded, ApiKey(HOSTILE_KEY))
     # All but the few characters the key shares with its neighbours in a 3-byte group.
     assert masked.count("********") == 1 and len(masked) <= len(encoded) - len(HOSTILE_KEY)
+
+
+# --- mask is fast, and hides exactly what looking at every position would --------------------------
+
+
+def reference_mask(text: str, secret: str) -> str:
+    """``mask`` done the slow, obvious way: every position of the text, and of each letter-spaced
+    stretch, checked against every run of the key's forms; each stretch of hidden characters one
+    ``********``."""
+    from loader import secrets
+
+    run = min(MIN_RUN, len(secret))
+    runs = secrets._runs(secrets._forms(secret) if len(secret) >= MIN_RUN else [secret], run)
+    folded = secrets._fold(text)
+    hidden = [False] * len(text)
+    for start in range(len(text) - run + 1):
+        if folded[start : start + run] in runs:
+            hidden[start : start + run] = [True] * run
+    for spaced in secrets._SPACED.finditer(folded):
+        letters = spaced[0][::2]
+        for start in range(len(letters) - run + 1):
+            if letters[start : start + run] in runs:
+                first = spaced.start() + 2 * start
+                hidden[first : first + 2 * run - 1] = [True] * (2 * run - 1)
+    return "".join(
+        secrets.MASK if hide and (i == 0 or not hidden[i - 1]) else "" if hide else char
+        for i, (char, hide) in enumerate(zip(text, hidden, strict=True))
+    )
+
+
+#: Pieces of texts a server might send: the key's forms, cut anywhere, among ordinary words.
+_PIECES = st.one_of(
+    st.sampled_from(list(KEY_FORMS.values())).flatmap(
+        lambda form: st.tuples(st.integers(0, len(form)), st.integers(0, len(form))).map(
+            lambda cut: form[min(cut) : max(cut)]
+        )
+    ),
+    st.text(alphabet="abcdefABCDEF0123456789+/=_-.%: ", max_size=12),
+    st.text(max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(_PIECES, max_size=8),
+    secret=st.one_of(st.just(HOSTILE_KEY), st.text(alphabet="abcdef0123456789-_", min_size=1, max_size=12)),
+)
+def test_mask_hides_exactly_what_checking_every_position_hides(pieces: list[str], secret: str) -> None:
+    text = "".join(pieces)
+    assert mask(text, ApiKey(secret)) == reference_mask(text, secret)
+
+
+def test_the_keys_pieces_are_worked_out_once_not_for_every_message() -> None:
+    key = ApiKey(HOSTILE_KEY)
+    assert mask(f"bad key {HOSTILE_KEY}", key) == "bad key ********"
+    first = key._pattern
+    assert mask(f"{KEY_FORMS['base64']} again", key) == "******** again"
+    assert first is not None and key._pattern is first
