@@ -512,6 +512,10 @@ def _load_campaign(
         earlier = {row: rec for row, rec in recorded.items() if rec.status == "scheduled"}
         skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
         to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
+        if called_before is not None and history is not None:
+            # The campaigns an earlier --fresh forgot are still in the ledger: count those calls too.
+            numbers = validation.requests["to_number"][to_send].astype(str)
+            called_before |= frozenset(history.recent(numbers, days="all", exclude_run=run_token))
         if called_before and notify is not None and simulated is None:
             # Only when it had called someone; --sandbox calls nobody (an API that forgets its calls).
             notify(_fresh_notice(out, called_before, validation, to_send, batch_id))
@@ -932,7 +936,8 @@ def _say_when_called(
 
 
 def _called_again(called: frozenset[str], validation: Validation, to_send: pd.Index) -> int:
-    """How many of the numbers ``to_send`` holds the state had called before ``--fresh`` forgot them."""
+    """How many of the numbers ``to_send`` holds were called before: by the campaign ``--fresh``
+    forgot, or by any run the ledger recorded."""
     return len(set(validation.requests["to_number"][to_send].astype(str)) & called)
 
 

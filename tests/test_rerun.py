@@ -249,11 +249,21 @@ def test_fresh_says_how_many_people_it_will_call_again(tmp_path: Path, api: Api)
         tmp_path / "leads.csv",
         [["Asha", local(A), "Pune"], ["Bala", local(B), "Delhi"], ["Chitra", local(C), "Goa"]],
     )
+    # The ledger (on by default) still knows today's calls: starting over calls nobody again.
     fresh = run(tmp_path, api, "leads.csv", "--fresh")
-    assert fresh.code == 0 and fresh.sent == {A: 1, B: 1, C: 1}
+    assert fresh.code == 0 and fresh.sent == {C: 1}
+    assert fresh.status() == {"Asha": "suppressed", "Bala": "suppressed", "Chitra": "scheduled"}
     assert fresh.err == (
         "callkaro-loader: --fresh: starting leads.results.csv over in a new campaign; "
-        "2 people it already called will be called again\n"
+        "0 people it already called will be called again\n"
+    )
+    # With the ledger's window off, all three are called again, and the count says so: Asha and
+    # Bala were called by the campaign the first --fresh forgot, which only the ledger remembers.
+    again = run(tmp_path, api, "leads.csv", "--fresh", "--skip-recent", "0")
+    assert again.code == 0 and again.sent == {A: 1, B: 1, C: 1}
+    assert again.err == (
+        "callkaro-loader: --fresh: starting leads.results.csv over in a new campaign; "
+        "3 people it already called will be called again\n"
     )
 
 
