@@ -493,8 +493,15 @@ def _load_campaign(
         called_before = _claim_state(state, path, validation, options, agent_id=agent_id, batch_id=batch_id)
         run_token = state.run_token()
         state.set(ledger=str(ledger) if ledger is not None else None)
+        # When this output's campaign began (its first run; a state from before this was kept: its
+        # last run). The ledger's window counts back from then, so running the same command again
+        # later never calls a number an earlier run of it skipped as called elsewhere.
+        began = state.get("began_at") or state.get("started_at") or state.timestamp()
+        state.set(began_at=began)
         if history is not None and window is not None:
-            validation = _skip_recent(validation, history, window, ctx, run=run_token)
+            validation = _skip_recent(
+                validation, history, window, ctx, run=run_token, began=dt.datetime.fromisoformat(began)
+            )
         known_batch = state.get("batch_id")
         if simulated is not None and known_batch:
             # Each --sandbox run starts a new simulated API; let it know the campaign being resumed.
@@ -691,11 +698,18 @@ def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFr
 
 
 def _skip_recent(
-    validation: Validation, history: History, days: Window, ctx: Context, *, run: str | None
+    validation: Validation,
+    history: History,
+    days: Window,
+    ctx: Context,
+    *,
+    run: str | None,
+    began: dt.datetime | None = None,
 ) -> Validation:
-    """``valid`` rows whose number another run scheduled or claimed in ``days`` days: ``suppressed``."""
+    """``valid`` rows whose number another run scheduled or claimed in ``days`` days (before the
+    campaign ``began``, or since): ``suppressed``."""
     numbers = validation.requests["to_number"][validation.status == "valid"]
-    recent = history.recent(numbers.dropna().astype(str), days=days, exclude_run=run)
+    recent = history.recent(numbers.dropna().astype(str), days=days, exclude_run=run, before=began)
     if not recent:
         return validation
     reasons = pd.Series(
