@@ -75,7 +75,10 @@ HISTORY_ENV = "CALLKARO_HISTORY"
 #: Numbers per query: well under SQLite's limit on bound parameters.
 _CHUNK = 500
 _SQLITE_HEADER = b"SQLite format 3\x00"
-_HINT = "Give --history a path that does not exist yet (a new ledger is made) or the loader's own ledger."
+_HINT = (
+    "Give --history the loader's own ledger, or a path that does not exist yet for a new one (it "
+    "knows none of the calls recorded elsewhere: those numbers may be called again)."
+)
 
 
 def _iso(moment: dt.datetime) -> str:

@@ -436,7 +436,7 @@ def _load_campaign(
         if state_path(out).exists():
             raise StateError(
                 f"{out} belongs to a real run, and a dry run would overwrite its results",
-                hint="Give the dry run its own --output.",
+                hint="Give the dry run its own --output (a dry run sends nothing).",
             )
         frame = outcomes(validation.status, validation.message, {})
         counts = _write_results(out, sheet, columns, frame)

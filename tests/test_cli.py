@@ -527,7 +527,7 @@ def test_dry_run_into_the_output_of_a_real_run_is_refused(
     assert err.splitlines() == [
         "callkaro-loader: error: clean.results.csv belongs to a real run, and a dry run would "
         "overwrite its results",
-        "hint: Give the dry run its own --output.",
+        "hint: Give the dry run its own --output (a dry run sends nothing).",
     ]
 
 
