@@ -270,12 +270,13 @@ def _ledger_options(group: argparse._ArgumentGroup) -> None:
         metavar="DAYS",
         type=_days,
         help="rows whose number the ledger shows scheduled in the last DAYS days, in any campaign, are "
-        "'suppressed' (default: 1; 0 turns it off; 'all': ever called)",
+        "'suppressed' (default: 1; 0 turns it off, calling them again; 'all': ever called)",
     )
     group.add_argument(
         "--no-history",
         action="store_true",
-        help="neither read nor write the call ledger (for throwaway tests only)",
+        help="neither read nor write the call ledger, so anyone called before may be called again "
+        "(for throwaway tests only)",
     )
 
 

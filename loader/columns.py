@@ -130,6 +130,7 @@ def map_columns(
         overrides = {
             h: f for h, f in overrides.items() if header_key(h) in here or header_key(h) not in there
         }
+        _refuse_a_list_map_that_moves_the_phone(sheet, overrides, there)
     headers = sheet.headers
     _check_overrides_exist(sheet, overrides)
 
@@ -183,6 +184,31 @@ def map_columns(
         metadata=metadata,
         ignored=ignored,
     )
+
+
+def _refuse_a_list_map_that_moves_the_phone(
+    sheet: Sheet, overrides: Mapping[str, str], list_keys: Collection[str]
+) -> None:
+    """Refuse a ``--map "H=to_number"`` naming a column of both this sheet and a do-not-call list when
+    the sheet has its own phone column: meant for the list (its error's hint suggests it), it would
+    silently make the run call ``H`` instead of that column."""
+    for mapped, target in overrides.items():
+        if target != "to_number" or header_key(mapped) not in list_keys:
+            continue
+        own = [
+            h
+            for h in sheet.headers
+            if _FIELD_BY_KEY.get(header_key(h)) == "to_number" and header_key(h) != header_key(mapped)
+        ]
+        if own:
+            raise ColumnError(
+                sheet.path,
+                f'--map "{mapped}=to_number" names a column of this sheet and of a do-not-call list: '
+                f"here it would call {mapped!r} instead of {own[0]!r}",
+                hint=f'To read the list\'s {mapped!r} only, rename that column of the list "Mobile" '
+                f"(every phone header of a list is read) and drop the --map; to call {mapped!r} on "
+                f"purpose, rename {own[0]!r} in this sheet.",
+            )
 
 
 def _check_overrides_exist(sheet: Sheet, overrides: dict[str, str]) -> None:

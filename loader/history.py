@@ -76,7 +76,10 @@ HISTORY_ENV = "CALLKARO_HISTORY"
 #: Numbers per query: well under SQLite's limit on bound parameters.
 _CHUNK = 500
 _SQLITE_HEADER = b"SQLite format 3\x00"
-_HINT = "Give --history a path that does not exist yet (a new ledger is made) or the loader's own ledger."
+_HINT = (
+    "Give --history the loader's own ledger, or a path that does not exist yet for a new one (it "
+    "knows none of the calls recorded elsewhere: those numbers may be called again)."
+)
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -266,27 +269,42 @@ class History:
     # --- reading -------------------------------------------------------------------------
 
     def recent(
-        self, numbers: Iterable[str], *, days: Window, exclude_run: str | None = None
+        self,
+        numbers: Iterable[str],
+        *,
+        days: Window,
+        exclude_run: str | None = None,
+        before: dt.datetime | None = None,
     ) -> dict[str, Entry]:
         """The latest entry from the last ``days`` days (``"all"``: ever) for each of ``numbers`` that
-        has one, among calls to this ledger's API."""
+        has one, among calls to this ledger's API. ``before``: count the days back from then (when
+        a campaign began) instead of from now; later entries count too."""
         if self._db is None:
             return {}
-        return self._recent(self._db, list(dict.fromkeys(numbers)), days=days, exclude_run=exclude_run)
+        return self._recent(
+            self._db, list(dict.fromkeys(numbers)), days=days, exclude_run=exclude_run, before=before
+        )
 
-    def _since(self, days: Window) -> str | None:
+    def _since(self, days: Window, before: dt.datetime | None = None) -> str | None:
         """The window's start; ``None`` for ever, and for a window reaching back before year 1."""
         if days == "all":
             return None
+        now = self._clock()
         try:
-            return _iso(self._clock() - dt.timedelta(days=days))
+            return _iso(min(now, before or now) - dt.timedelta(days=days))
         except OverflowError:
             return None
 
     def _recent(
-        self, db: sqlite3.Connection, numbers: Sequence[str], *, days: Window, exclude_run: str | None
+        self,
+        db: sqlite3.Connection,
+        numbers: Sequence[str],
+        *,
+        days: Window,
+        exclude_run: str | None,
+        before: dt.datetime | None = None,
     ) -> dict[str, Entry]:
-        since = self._since(days)
+        since = self._since(days, before)
         where, params = "run != ?", [exclude_run or ""]
         if since is not None:
             # As instants: text would put '2026-11-25 06:30:00' before '2026-11-25T06:00:00+00:00'.

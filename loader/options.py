@@ -224,7 +224,8 @@ class PlanOptions(InputOptions):
             if self.no_history and self.skip_recent != 0:
                 raise UsageError(
                     "--skip-recent needs the call ledger, which --no-history turns off",
-                    hint="Drop --no-history (the ledger is what says when each number was last called).",
+                    hint="Drop --no-history (the ledger is what says when each number was last "
+                    "called; without it, anyone called before may be called again).",
                 )
 
     def recent_window(self) -> Window | None:

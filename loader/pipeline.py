@@ -443,13 +443,14 @@ def _load_campaign(
         preview = preview_output(out)
         if preview.resolve() == path.resolve():
             raise UsageError(
-                f"--dry-run would write its preview to {preview}, the input file; give another --output"
+                f"--dry-run would write its preview to {preview}, the input file; give another --output "
+                "(a dry run sends nothing)"
             )
         check_output(preview, "--dry-run's preview")
         if state_path(preview).exists():
             raise StateError(
                 f"{preview} belongs to a real run, and a dry run would overwrite its results",
-                hint="Give the dry run another --output.",
+                hint="Give the dry run another --output (a dry run sends nothing).",
             )
 
     sheet, columns, validation, ctx = _read_and_validate(path, options, started)
@@ -739,13 +740,21 @@ def _plan(
     called_before = _claim_state(state, path, validation, options, agent_id=agent_id, batch_id=batch_id)
     run_token = state.run_token()
     window = options.recent_window()
+    # When this output's campaign began (its first run; a state from before this was kept: its
+    # last run). The ledger's window counts back from then, so running the same command again
+    # later never calls a number an earlier run of it skipped as called elsewhere.
+    began = state.get("began_at") or state.get("started_at") or state.timestamp()
+    state.set(began_at=began)
     if history is not None and window is not None:
-        validation = _skip_recent(validation, history, window, ctx, run=run_token)
+        validation = _skip_recent(
+            validation, history, window, ctx, run=run_token, began=dt.datetime.fromisoformat(began)
+        )
     known_batch = state.get("batch_id")
     valid_rows = validation.status.index[validation.status == "valid"]
     if state.preview and empty and (history is None or not known_batch):
         # Nothing recorded and no other output's calls to import: binding would give each valid row
         # a new pending slot, all sent. A preview says so without building them (a million rows).
+        called_before = _also_in_ledger(called_before, validation, valid_rows, history, run_token)
         return Plan(validation, {}, valid_rows, {}, called_before, resumed, run_token)
     _bind_rows(state, sheet, validation, history, options, run=run_token, batch_id=known_batch, ctx=ctx)
     state.requeue_suppressed()
@@ -753,7 +762,23 @@ def _plan(
     earlier = {row: rec for row, rec in recorded.items() if rec.status == "scheduled"}
     skip = {"scheduled"} | (set() if options.retry_uncertain else {"uncertain"})
     to_send = pd.Index([r for r in valid_rows if recorded[int(r)].status not in skip])
+    called_before = _also_in_ledger(called_before, validation, to_send, history, run_token)
     return Plan(validation, recorded, to_send, earlier, called_before, resumed, run_token)
+
+
+def _also_in_ledger(
+    called_before: frozenset[str] | None,
+    validation: Validation,
+    to_send: pd.Index,
+    history: History | None,
+    run: str,
+) -> frozenset[str] | None:
+    """``--fresh``'s numbers called before, with those only the ledger remembers (the campaigns an
+    earlier ``--fresh`` forgot): the people it says it will call again are the ones it will."""
+    if called_before is None or history is None:
+        return called_before
+    numbers = validation.requests["to_number"][to_send].astype(str)
+    return called_before | frozenset(history.recent(numbers, days="all", exclude_run=run))
 
 
 def _preview(
@@ -844,11 +869,18 @@ def _write_results(out: Path, sheet: Sheet, columns: ColumnMap, frame: pd.DataFr
 
 
 def _skip_recent(
-    validation: Validation, history: History, days: Window, ctx: Context, *, run: str | None
+    validation: Validation,
+    history: History,
+    days: Window,
+    ctx: Context,
+    *,
+    run: str | None,
+    began: dt.datetime | None = None,
 ) -> Validation:
-    """``valid`` rows whose number another run scheduled or claimed in ``days`` days: ``suppressed``."""
+    """``valid`` rows whose number another run scheduled or claimed in ``days`` days (before the
+    campaign ``began``, or since): ``suppressed``."""
     numbers = validation.requests["to_number"][validation.status == "valid"]
-    recent = history.recent(numbers.dropna().astype(str), days=days, exclude_run=run)
+    recent = history.recent(numbers.dropna().astype(str), days=days, exclude_run=run, before=began)
     if not recent:
         return validation
     reasons = pd.Series(
@@ -1090,7 +1122,8 @@ def _say_when_called(
 
 
 def _called_again(called: frozenset[str], validation: Validation, to_send: pd.Index) -> int:
-    """How many of the numbers ``to_send`` holds the state had called before ``--fresh`` forgot them."""
+    """How many of the numbers ``to_send`` holds were called before: by the campaign ``--fresh``
+    forgot, or by any run the ledger recorded."""
     return len(set(validation.requests["to_number"][to_send].astype(str)) & called)
 
 

@@ -49,7 +49,7 @@ SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain", "supp
 #: What a row left ``sending`` (its request cut off in flight) is reported with, as ``uncertain``.
 IN_FLIGHT_MESSAGE = (
     "the run stopped while this request was in flight; it may or may not have been "
-    "scheduled (resend with --retry-uncertain)"
+    "scheduled (check the campaign: --retry-uncertain resends it, calling the person twice if it was)"
 )
 
 #: Where every module of the loader gets "now" from; tests pass their own.

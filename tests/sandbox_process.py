@@ -30,9 +30,11 @@ class RunningSandbox:
 
 @contextlib.contextmanager
 def running_sandbox(*flags: str, timeout: float = START_TIMEOUT) -> Iterator[RunningSandbox]:
-    """``callkaro-loader sandbox --port 0 *flags`` (``flags`` may name its own ``--port``), ready when
-    it is yielded, stopped at the end."""
-    argv = [CLI, "sandbox", *(() if "--port" in flags else ("--port", "0")), *flags]
+    """``callkaro-loader sandbox --port 0 *flags``, ready when it is yielded, stopped at the end.
+
+    ``flags`` may choose the port (``--port N``) instead: given twice, it would be refused."""
+    port = () if any(f == "--port" or f.startswith("--port=") for f in flags) else ("--port", "0")
+    argv = [CLI, "sandbox", *port, *flags]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as server:
         try:
             ready = _wait_until_ready(server, argv, timeout)

@@ -202,7 +202,8 @@ def test_without_history_runs_record_into_the_per_user_ledger_and_a_renamed_shee
     )
     assert (second.code, second.new_calls, second.counts()) == (0, [], {"suppressed": 4})
     assert {r["callkaro_message"] for r in second.results} == {
-        f"called on {today()} in campaign {first.batch_id} (to call it again, run with --skip-recent 0)"
+        f"called on {run_date(KOLKATA)} in campaign {first.batch_id} "
+        "(to call it again, run with --skip-recent 0)"
     }
     assert summary(tmp_path / "b.json")["ledger"] == str(ledger)
     status = subprocess.run(
@@ -219,11 +220,6 @@ def test_without_history_runs_record_into_the_per_user_ledger_and_a_renamed_shee
     )
     assert (off.counts(), summary(tmp_path / "d.json")["ledger"]) == ({"scheduled": 4}, None)
     assert ledger.read_bytes() == before
-
-
-def today() -> str:
-    """The date runs started now in a test are on (the suite's pinned clock), in Kolkata."""
-    return run_date(KOLKATA)
 
 
 def test_calls_to_a_test_server_never_block_calls_to_another_api(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 from sandbox_process import CLI, running_sandbox
+
+from loader.state import TEST_NOW_VAR
 
 COMMON = ["--agent-id", "demo-agent", "--default-region", "IN", "--timezone", "Asia/Kolkata", "--no-progress"]
 
@@ -73,9 +76,14 @@ def read_results(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def run(folder: Path, api: Api, sheet: str, *options: str, output: str | None = None) -> Run:
+def run(
+    folder: Path, api: Api, sheet: str, *options: str, output: str | None = None, now: str | None = None
+) -> Run:
+    """The command in ``folder``, by the real clock, or from ``now`` (an ISO instant) when given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
     env["CALLKARO_API_KEY"] = "sandbox-key"
+    if now is not None:
+        env[TEST_NOW_VAR] = now
     argv = [CLI, "run", sheet, *COMMON, "--base-url", api.url, *options]
     if output is not None:
         argv += ["--output", output]
@@ -249,12 +257,45 @@ def test_fresh_says_how_many_people_it_will_call_again(tmp_path: Path, api: Api)
         tmp_path / "leads.csv",
         [["Asha", local(A), "Pune"], ["Bala", local(B), "Delhi"], ["Chitra", local(C), "Goa"]],
     )
+    # The ledger (on by default) still knows today's calls: starting over calls nobody again.
     fresh = run(tmp_path, api, "leads.csv", "--fresh")
-    assert fresh.code == 0 and fresh.sent == {A: 1, B: 1, C: 1}
+    assert fresh.code == 0 and fresh.sent == {C: 1}
+    assert fresh.status() == {"Asha": "suppressed", "Bala": "suppressed", "Chitra": "scheduled"}
     assert fresh.err == (
         "callkaro-loader: --fresh: starting leads.results.csv over in a new campaign; "
-        "2 people it already called will be called again\n"
+        "0 people it already called will be called again\n"
     )
+    # With the ledger's window off, all three are called again, and the count says so: Asha and
+    # Bala were called by the campaign the first --fresh forgot, which only the ledger remembers.
+    again = run(tmp_path, api, "leads.csv", "--fresh", "--skip-recent", "0")
+    assert again.code == 0 and again.sent == {A: 1, B: 1, C: 1}
+    assert again.err == (
+        "callkaro-loader: --fresh: starting leads.results.csv over in a new campaign; "
+        "3 people it already called will be called again\n"
+    )
+
+
+def test_a_renamed_sheet_run_again_after_the_window_still_calls_nobody_it_skipped(
+    tmp_path: Path, api: Api
+) -> None:
+    write_sheet(tmp_path / "leads.csv", [["Asha", local(A), "Pune"], ["Bala", local(B), "Delhi"]])
+    assert run(tmp_path, api, "leads.csv").sent == {A: 1, B: 1}
+    # Saved under a new name and run the same day: the ledger skips both ...
+    write_sheet(tmp_path / "leads-v2.csv", [["Asha", local(A), "Pune"], ["Bala", local(B), "Delhi"]])
+    renamed = run(tmp_path, api, "leads-v2.csv")
+    assert renamed.sent == {} and set(renamed.status().values()) == {"suppressed"}
+    # ... and the rep, two days later, adds a lead and runs exactly the same command again.
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).isoformat()
+    write_sheet(
+        tmp_path / "leads-v2.csv",
+        [["Asha", local(A), "Pune"], ["Bala", local(B), "Delhi"], ["Chitra", local(C), "Goa"]],
+    )
+    again = run(tmp_path, api, "leads-v2.csv", now=later)
+    assert (again.code, again.sent) == (0, {C: 1}), again.err
+    assert again.status() == {"Asha": "suppressed", "Bala": "suppressed", "Chitra": "scheduled"}
+    assert again.by_name()["Asha"]["callkaro_message"] == renamed.by_name()["Asha"]["callkaro_message"]
+    # What the message offers still works: --skip-recent 0 calls them.
+    assert run(tmp_path, api, "leads-v2.csv", "--skip-recent", "0", now=later).sent == {A: 1, B: 1}
 
 
 def test_a_state_written_before_campaigns_kept_numbers_is_brought_up_to_date_or_refused(

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOON = dt.datetime(2030, 5, 28, 12, 0, tzinfo=dt.UTC)
 INTERRUPTED = (
     "the run stopped while this request was in flight; it may or may not have been "
-    "scheduled (resend with --retry-uncertain)"
+    "scheduled (check the campaign: --retry-uncertain resends it, calling the person twice if it was)"
 )
 
 

@@ -761,3 +761,35 @@ def test_a_run_does_not_call_a_person_listed_with_a_country_code_shown_by_a_form
         "Oliver": ("suppressed", "on the do-not-call list dnc.xlsx"),
         "Aarav": ("scheduled", ""),
     }
+
+
+def test_a_map_for_a_list_never_changes_which_column_of_the_sheet_is_called(tmp_path: Path) -> None:
+    """The hint for a list's ``Alt Phone`` is ``--map "Alt Phone=to_number"``; a lead sheet with its
+    own ``Phone`` and an ``Alt Phone`` of its own would silently dial ``Alt Phone`` instead."""
+    (tmp_path / "leads.csv").write_text(
+        "Name,Phone,Alt Phone\nAarav,9876543210,9845012345\nPriya,9900123456,9820011223\n", encoding="utf-8"
+    )
+    (tmp_path / "dnc.csv").write_text("Phone,Alt Phone\n9876543210,9811122233\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLKARO_")}
+    env["CALLKARO_API_KEY"] = "sandbox-key"
+    with running_sandbox() as sandbox:
+        argv = [CLI, "run", "leads.csv", "--agent-id", "demo-agent", "--default-region", "IN"]
+        argv += ["--base-url", sandbox.url, "--no-progress", "--suppress", "dnc.csv"]
+        hinted = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert hinted.returncode == 2 and '--map "Alt Phone=to_number"' in hinted.stderr
+        followed = subprocess.run(
+            [*argv, "--map", "Alt Phone=to_number"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        calls = httpx.get(f"{sandbox.url}/_sandbox/calls", timeout=10).json()
+    assert [c["body"]["to_number"] for c in calls] == []
+    assert (followed.returncode, followed.stdout) == (2, ""), followed.stderr
+    assert followed.stderr.startswith(
+        'callkaro-loader: error: leads.csv: --map "Alt Phone=to_number" names a column of this sheet '
+        "and of a do-not-call list: here it would call 'Alt Phone' instead of 'Phone'\n"
+    ), followed.stderr
+    assert not (tmp_path / "leads.results.csv").exists()
