@@ -36,16 +36,12 @@ import pandas as pd
 import phonenumbers
 
 from loader.cells import Cell, cell_text, is_blank
-from loader.phones import parse_phone, parse_phone_column
+from loader.phones import MANGLED, parse_phone, parse_phone_column, unexported
 
 _DIGIT = re.compile(r"\d")
 _NON_DIGITS = re.compile(r"\D")
 #: An extension at the end of a number; the number is matched without it.
 _EXTENSION = re.compile(r"\s*(?:(?:ext(?:ension|n)?|x)\.?|#)\s*:?\s*\d{1,7}\s*$", re.IGNORECASE)
-#: A whole number exported as a float (pandas writes ``9876543210.0``).
-_FLOAT_EXPORT = re.compile(r"^\s*(\+?\d+)\.0+\s*$")
-#: ``9.19876543210E+11``: a mantissa and a positive exponent.
-_SCIENTIFIC = re.compile(r"^\s*(\+?)(\d)(?:[.,](\d+))?[eE]\+?(\d{1,2})\s*$")
 #: One number written with the punctuation phone numbers are written with.
 _ONE_NUMBER = re.compile(r"^\s*\+?[\d\s()\-./]*\d[\d\s()\-./]*$")
 #: Between two numbers of one entry.
@@ -106,9 +102,9 @@ def _plan(cell: Cell, region: str | None) -> _Plan | EntryNumbers:
         return [[_digit_readings(text, region)]]  # most entries: nothing else to look for
     if not _DIGIT.search(text):
         return _NOTHING  # N/A, -, none: no number is named
-    written_out = _unexported(text)
+    written_out = unexported(text)
     if written_out is None:
-        return EntryNumbers(frozenset(), _mangled())
+        return EntryNumbers(frozenset(), MANGLED)
     text = written_out
     ways: _Plan = []
     whole = _readings(text, region)
@@ -118,26 +114,6 @@ def _plan(cell: Cell, region: str | None) -> _Plan | EntryNumbers:
     if len(pieces) > 1:
         ways.append(_several(text, region))
     return ways
-
-
-def _unexported(text: str) -> str | None:
-    """``text`` with a float export or a full scientific notation written out; None when digits were lost."""
-    exported = _FLOAT_EXPORT.match(text)
-    if exported:
-        return exported[1]
-    scientific = _SCIENTIFIC.match(text)
-    if not scientific:
-        return text
-    plus, first, decimals, exponent = scientific[1], scientific[2], scientific[3] or "", int(scientific[4])
-    # Every digit survived only when the exponent uses up exactly the digits after the point.
-    return plus + first + decimals if len(decimals) == exponent else None
-
-
-def _mangled() -> str:
-    return (
-        "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
-        "format the column as text and type the number again"
-    )
 
 
 def _readings(text: str, region: str | None, *, number_cell: bool = False) -> list[str]:

@@ -52,6 +52,20 @@ Parsed = tuple[Any, str | None]
 # --- the reference: one cell at a time ------------------------------------------------
 
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
+#: A whole number exported as a float (pandas writes ``9876543210.0``).
+_FLOAT_EXPORT = re.compile(r"^\s*(\+?[0-9]+)\.0+\s*$")
+#: ``9.19876543210E+11``: one digit, the others after the point, a positive exponent.
+_FULL_SCIENTIFIC = re.compile(r"^\s*(\+?)([0-9])(?:[.,]([0-9]+))?[eE]\+?([0-9]{1,2})\s*$")
+#: Texts either form may match, for a whole column at once (RE2 reads these patterns as ``re`` does).
+_EXPORTED = f"{_FLOAT_EXPORT.pattern}|{_FULL_SCIENTIFIC.pattern}"
+#: More significant digits than a spreadsheet's General format ever shows in scientific notation
+#: (``9.81112E+09``): a mantissa this long was written out by a program, not cut short for display.
+_PROGRAM_DIGITS = 7
+#: Why a number in scientific notation that lost digits is refused.
+MANGLED = (
+    "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
+    "format the column as text and type the number again"
+)
 _PHONE_CHARS = re.compile(r"^[\d\s()+\-./]+$")
 _NOT_A_PHONE = "is not a phone number"
 
@@ -71,20 +85,58 @@ def _cell_as_text(cell: Cell) -> str | None:
     return None
 
 
+def unexported(text: str) -> str | None:
+    """``text`` with a float export (``9876543210.0``) or a scientific notation that kept every digit
+    (``9.876543210E9``, ``9.87654321E9``) written out as digits; ``text`` itself when it is neither;
+    None when the notation may have lost digits (``9.81E+09``).
+
+    One trailing zero may be left out by the program that wrote the number (its shortest form),
+    when the mantissa is longer than any spreadsheet display; two or more may be digits rounded away.
+    """
+    exported = _FLOAT_EXPORT.match(text)
+    if exported:
+        return exported[1]
+    scientific = _FULL_SCIENTIFIC.match(text)
+    if not scientific:
+        return text
+    plus, first, decimals, exponent = scientific[1], scientific[2], scientific[3] or "", int(scientific[4])
+    kept, beyond = decimals[:exponent], decimals[exponent:]
+    if beyond.strip("0"):
+        return None  # not a whole number
+    implied = exponent - len(kept)
+    if implied == 0 or (implied == 1 and len(first + kept) >= _PROGRAM_DIGITS):
+        return plus + first + kept + "0" * implied
+    return None
+
+
+def unexport_texts(texts: pa.Array) -> pa.Array:
+    """``unexported`` of every text of a column: only texts in either form (a regex kernel finds
+    them) are looked at one by one, so a column of ordinary numbers costs one pass. Texts that lost
+    digits are left as written, for ``parse_phone`` to refuse."""
+    hits = pc.fill_null(pc.match_substring_regex(texts, _EXPORTED), False)
+    if not pc.any(hits).as_py():
+        return texts
+    found = texts.filter(hits).to_pylist()
+    written = [unexported(text) or text for text in found]
+    return pc.replace_with_mask(texts, hits, pa.array(written, type=texts.type))
+
+
 def parse_phone(cell: Cell, default_region: str | None) -> Parsed:
     """One cell as E.164, or the problem with it: the reference every faster path must equal."""
     text = _cell_as_text(cell)
     if text is None:
         return None, _NOT_A_PHONE
+    if isinstance(cell, str):
+        written_out = unexported(text)
+        if written_out is None:
+            return None, MANGLED
+        text = written_out
     if default_region and not isinstance(cell, str):
         found = _number_cell_phone(text, default_region)
         if found is not None:
             return found
     if _SCIENTIFIC.match(text):
-        return None, (
-            "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
-            "format the column as text and type the number again"
-        )
+        return None, MANGLED
     if not _PHONE_CHARS.match(text):
         return None, "is not a phone number (only digits, spaces, +, -, brackets and dots are allowed)"
     if text.startswith("00"):
@@ -714,8 +766,8 @@ def _decide_distinct(distinct: pa.Array, default_region: str | None) -> tuple[pa
     path stay small however many distinct numbers the sheet has, and slices
     side by side in threads on a machine with more than one core.
     """
-    # Trimmed as str.strip trims: what parse_phone looks at.
-    trimmed = pc.utf8_trim(distinct, WHITESPACE)
+    # Trimmed as str.strip trims, float exports written out: what parse_phone looks at.
+    trimmed = unexport_texts(pc.utf8_trim(distinct, WHITESPACE))
     count = len(distinct)
     slices = max(-(-count // _SLICE_ROWS), min(_THREADS, count // _MIN_THREAD_ROWS), 1)
     size = -(-count // slices)
