@@ -397,10 +397,14 @@ def _failures(
 
 
 def _why(check: str, row: int, raw: dict[str, pd.Series]) -> str:
-    """The rule's message, saying so where rounding to whole minutes is what emptied a window."""
+    """The rule's message, naming the end the window's start is not before, and saying so where
+    rounding to whole minutes is what emptied the window."""
     if check != WINDOW_ERROR:
         return check
     written = [raw[name].loc[row] for name in ("min_trigger_time", "max_trigger_time") if name in raw]
+    # The start is the cell reported; the end may be in another column, or a run-level default.
+    end = shorten(cell_text(raw["max_trigger_time"].loc[row]).strip()) if "max_trigger_time" in raw else ""
+    check = f"{check} {end}" if end else check
     if any(seconds % 60 for seconds, _ in map(seconds_of_day, written) if seconds is not None):
         return f"{check} once both are rounded to whole minutes (the start up, the end down)"
     return check

@@ -935,7 +935,7 @@ def test_validate_prints_counts_and_every_problem_and_exits_1(
         "duplicate  1",
         "  row 14 duplicate: Phone: +919876543210 already appears on row 2",
         "  row 16 invalid: Phone: 12345 is not a valid phone number for IN",
-        "  row 17 invalid: min_trigger_time: 21:00 is not before max_trigger_time; "
+        "  row 17 invalid: min_trigger_time: 21:00 is not before max_trigger_time 09:00; "
         "priority: 150 is outside [-100, 100]",
     ]
 

@@ -73,7 +73,7 @@ def test_the_excel_report_marks_exactly_the_bad_cells_and_fixing_them_validates(
     assert comments["B6"].startswith(
         "Mobile: is blank; every row needs a phone number\nTo fix: Type the number"
     )
-    assert comments["D5"].startswith("min_trigger_time: 19:00 is not before max_trigger_time\nTo fix:")
+    assert comments["D5"].startswith("min_trigger_time: 19:00 is not before max_trigger_time 09:00\nTo fix:")
     # A copy of the sheet, row for row: headers, values and types as they were, then callkaro_message.
     assert [c.value for c in sheet[1]] == [*HEADERS, "callkaro_message"]
     assert sheet.freeze_panes == "A2"

@@ -157,7 +157,7 @@ def test_every_problem_of_a_row_is_reported_joined_in_column_order(check: Callab
         [
             "to_number: 12345 is not a valid phone number for IN",
             "schedule_at: 2030-05-28 is a date without a time; add the time, e.g. 2030-05-28 09:30",
-            "min_trigger_time: 10:00 is not before max_trigger_time",
+            "min_trigger_time: 10:00 is not before max_trigger_time 09:00",
             "carry_over: maybe is not yes or no; write true/false, yes/no, y/n or 1/0",
             "number_of_retries: -1 is below 0; use 0 or more retries",
             "gap_between_retries: 0 is not above 0; gaps are whole minutes above 0",
@@ -193,7 +193,7 @@ def test_calling_window_that_does_not_open_before_it_closes_is_invalid(
 ) -> None:
     validation = check(["Phone", "Min Trigger Time", "Max Trigger Time"], [["+919876543210", start, end]])
     assert validation.status[2] == "invalid"
-    assert validation.message[2] == f"Min Trigger Time: {start} is not before max_trigger_time"
+    assert validation.message[2] == f"Min Trigger Time: {start} is not before max_trigger_time {end}"
 
 
 @pytest.mark.parametrize(
@@ -330,7 +330,7 @@ def test_bad_cell_is_not_replaced_by_the_default(check: Callable[..., Validation
         ),
         (
             {"min_trigger_time": "18:00", "max_trigger_time": "09:00"},
-            "--min-trigger-time '18:00' is not before max_trigger_time",
+            "--min-trigger-time '18:00' is not before max_trigger_time 09:00",
         ),
     ],
 )
@@ -418,7 +418,7 @@ def test_calling_window_emptied_by_rounding_to_minutes_is_invalid_and_says_why(
     validation = check(["Phone", "Min Trigger Time", "Max Trigger Time"], [["+919876543210", start, end]])
     assert validation.status[2] == "invalid"
     assert validation.message[2] == (
-        f"Min Trigger Time: {start} is not before max_trigger_time once both are rounded to whole "
+        f"Min Trigger Time: {start} is not before max_trigger_time {end} once both are rounded to whole "
         "minutes (the start up, the end down)"
     )
 
