@@ -66,6 +66,8 @@ MANGLED = (
     "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
     "format the column as text and type the number again"
 )
+#: Where ``phonenumbers`` starts reading a number: its first digit or plus sign (or a full-width one).
+_NUMBER_START = re.compile(r"[+\uff0b\d]")
 _PHONE_CHARS = re.compile(r"^[\d\s()+\-./]+$")
 _NOT_A_PHONE = "is not a phone number"
 
@@ -157,8 +159,16 @@ def parse_phone(cell: Cell, default_region: str | None) -> Parsed:
         region = phonenumbers.region_code_for_number(number) or phonenumbers.region_code_for_country_code(
             number.country_code or 0
         )
-        return None, _not_valid(region)
+        # Written with its country code: say what is wrong with the number itself, never to add one.
+        written_length = len(phonenumbers.national_significant_number(number)) if _with_plus(text) else None
+        return None, _not_valid(region, written_length)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+
+def _with_plus(text: str) -> bool:
+    """Whether ``text`` is written with a plus sign before its country code, as ``phonenumbers`` reads it."""
+    start = _NUMBER_START.search(text)
+    return start is not None and start[0] in "+\uff0b"
 
 
 def _valid_e164(text: str, region: str) -> str | None:
@@ -199,9 +209,39 @@ def _choose_reading(as_written: str | None, with_zero: str | None) -> Parsed | N
 NOT_VALID = "is not a valid phone number"
 
 
-def _not_valid(region: str | None) -> str:
+#: How the problem of a number written with its country code ends: an example of a valid one.
+LOOKS_LIKE = "a valid one looks like"
+
+
+@functools.cache
+def _not_valid(region: str | None, written_length: int | None = None) -> str:
+    """Why a well-formed number is not valid for ``region``; for one written with its country code
+    (``written_length``: its national number's digits), whether it is too short or too long and
+    what a valid one looks like, since adding a country code is no fix for it."""
     where = f" for {region}" if region and region != "ZZ" else ""
-    return f"{NOT_VALID}{where}"
+    rules = _region_rules(region) if written_length is not None and where and region != _NON_GEO else None
+    example = _example(str(region)) if rules is not None and rules.possible_lengths else None
+    if rules is None or written_length is None or example is None:
+        return f"{NOT_VALID}{where}"
+    if written_length < rules.possible_lengths[0]:
+        size = ": too short"
+    elif written_length > rules.possible_lengths[-1]:
+        size = ": too long"
+    else:
+        size = ""
+    return f"{NOT_VALID}{where}{size} ({LOOKS_LIKE} {example})"
+
+
+def _example(region: str) -> str | None:
+    """A valid number of ``region`` as people write it with its country code (a mobile where it has them)."""
+    number = phonenumbers.example_number_for_type(
+        region, phonenumbers.PhoneNumberType.MOBILE
+    ) or phonenumbers.example_number(region)
+    return (
+        None
+        if number is None
+        else phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    )
 
 
 # --- each country's rules, compiled once ------------------------------------------------------
@@ -465,7 +505,9 @@ def decide(international: bool, digits: str, default_region: str | None) -> Pars
         )
         if valid_rules is not None and same_code and valid_rules.is_valid(nsn):
             return f"+{country_code}{nsn}", None
-    return None, _not_valid(region or str(COUNTRY_CODE_TO_REGION_CODE[country_code][0]))
+    return None, _not_valid(
+        region or str(COUNTRY_CODE_TO_REGION_CODE[country_code][0]), len(nsn) if international else None
+    )
 
 
 # --- whole columns ------------------------------------------------------------------------------
@@ -567,6 +609,8 @@ def _decide_many(keys: pa.Array, default_region: str | None) -> tuple[pa.Array, 
             region = str(COUNTRY_CODE_TO_REGION_CODE[code][0])
             nsns = pc.utf8_slice_codeunits(digits.take(rows), len(str(code)))
             groups.append((rows, code, nsns, _calling_code_rules(code, region)))
+    # The groups so far hold numbers written with their country code.
+    written_with_code = len(groups)
 
     default = _region_rules(default_region) if default_region else None
     national_rows = ~international
@@ -610,7 +654,7 @@ def _decide_many(keys: pa.Array, default_region: str | None) -> tuple[pa.Array, 
             kept = np.flatnonzero(plain & ~takes_code)
             groups.append((rows[where[kept]], code, whole.take(kept), default))
 
-    for rows, code, nsns, rules in groups:
+    for group, (rows, code, nsns, rules) in enumerate(groups):
         regions = COUNTRY_CODE_TO_REGION_CODE[code]
         if rules is None or not rules.usable or len(regions) != 1 or not len(rows):
             continue  # several regions share the code, or metadata this path does not follow
@@ -629,7 +673,12 @@ def _decide_many(keys: pa.Array, default_region: str | None) -> tuple[pa.Array, 
         e164 = pc.binary_join_element_wise(f"+{code}", kept.filter(pa.array(valid)), "")
         positions = rows[keep]
         values.put(positions[valid], e164)
-        problems[positions[~valid]] = _not_valid(region)
+        if group < written_with_code:
+            # Too short, too long or neither: one message each, by the national number's length.
+            for length in np.unique(lengths[keep][~valid]).tolist():
+                problems[positions[~valid & (lengths[keep] == length)]] = _not_valid(region, length)
+        else:
+            problems[positions[~valid]] = _not_valid(region)
         decided[positions] = True
         one_by_one[positions] = False
 

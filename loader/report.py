@@ -23,6 +23,7 @@ from loader.cells import Cell
 from loader.columns import ColumnMap
 from loader.errors import UsageError, cannot_write
 from loader.files import check_output
+from loader.phones import LOOKS_LIKE
 from loader.read import Sheet
 from loader.results import atomic_write, inert, shows_in_full, xlsx_text
 from loader.validate import PROBLEM_COLUMNS, Validation, problem_text
@@ -99,6 +100,8 @@ def bad_cells(sheet: Sheet, columns: ColumnMap, validation: Validation) -> dict[
         found = by_header.get(str(problem.column)) if problem.column else None
         if found is not None and found[1] in place:
             column, hint = place[found[1]], FIX_HINTS.get(found[0])
+            if LOOKS_LIKE in str(problem.error):
+                hint = None  # the problem says how to fix it (a number that has its country code)
         else:
             column, hint = message_column, None
         marks.setdefault((int(str(problem.source_row)), column), []).append(

@@ -9,6 +9,8 @@ workbook (a person filtering a sheet to "the ones to call" has not asked for the
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,12 @@ PROBLEM_COLUMNS = ["source_row", "column", "value", "error"]
 MAX_METADATA_CHARS = 2_000
 #: Why a row hidden in the workbook is not called, and how to call it.
 HIDDEN_MESSAGE = "hidden in the sheet (unhide the row, or run with --include-hidden-rows, to call it)"
+#: A cell that labels its row as adding up the rows above it.
+TOTAL_LABEL = re.compile(r"^\s*(?:grand\s*|sub\s*-?\s*)?totals?\s*:?\s*$|^\s*sum\s*:?\s*$", re.IGNORECASE)
+#: Rows at the bottom of a sheet looked at for totals.
+TOTALS_ROWS = 5
+#: A cell of the phone column that is a plain number (digits, or a float export of them).
+_PLAIN_NUMBER = r"^\s*[0-9]+(?:\.0+)?\s*$"
 #: Rows checked against the schema at a time.
 RULE_SLICE_ROWS = 131_072
 
@@ -172,6 +180,12 @@ def validate_rows(
     phone_column = headers["to_number"]
     for row in index[blank_mask(raw["to_number"])].tolist():
         problems.append((int(row), phone_column, "", "is blank; every row needs a phone number"))
+    totals = totals_rows(sheet, raw["to_number"])
+    if totals:
+        # A totals row is not a contact: one problem says so, instead of its number's problems.
+        problems = [problem for problem in problems if problem[0] not in totals]
+        problems.extend((row, "", "", why) for row, why in totals.items())
+        parsed["to_number"] = parsed["to_number"].where(~index.isin(list(totals)))
 
     requests = pd.DataFrame(parsed, index=index)
     problems.extend(_rule_problems(requests, raw, headers))
@@ -216,7 +230,7 @@ def validate_rows(
         problem_table = problem_table[~problem_table["source_row"].isin(index[hidden])].reset_index(drop=True)
         numbers = numbers.where(~hidden)
     if not allow_duplicates:
-        _mark_duplicates(numbers, status, message, phone_column)
+        _mark_duplicates(numbers, status, message, phone_column)  # totals rows hold no number
     memory.release()
     return Validation(
         requests=requests,
@@ -225,6 +239,62 @@ def validate_rows(
         problems=problem_table,
         columns=columns,
     )
+
+
+def totals_rows(sheet: Sheet, phones: pd.Series) -> dict[int, str]:
+    """The rows at the bottom of ``sheet`` that add up the rows above, each with why it looks so:
+    a cell labelled ``Total``, ``Grand Total``, ``Subtotal`` (the last rows so labelled), or a
+    phone cell holding the sum (or count) of the phone column's numbers above it."""
+    found: dict[int, str] = {}
+    rows = sheet.cells.index.tolist()
+    if len(rows) > 2 and _adds_up(phones):
+        found[int(rows[-1])] = _totals_message("the phone column holds the sum of the numbers above it")
+        rows = rows[:-1]
+    for row in reversed(rows[-TOTALS_ROWS:]):
+        label = next(
+            (c for c in sheet.cells.loc[row].tolist() if isinstance(c, str) and TOTAL_LABEL.match(c)), None
+        )
+        if label is None:
+            break
+        found[int(row)] = _totals_message(repr(label.strip()))
+    return found
+
+
+def _totals_message(why: str) -> str:
+    return f"looks like a totals row ({why}), not a contact; delete the row from the sheet"
+
+
+def _adds_up(phones: pd.Series) -> bool:
+    """Whether the last cell is a number that is the sum, or the count, of the numbers above it."""
+    last = phones.iloc[-1]
+    if isinstance(last, bool) or not isinstance(last, int | float | str):
+        return False
+    if isinstance(last, str) and not re.match(_PLAIN_NUMBER, last):
+        return False
+    total = float(last)
+    above = phones.iloc[:-1]
+    texts = arrow_text(above)
+    if texts is not None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        plain = pc.fill_null(pc.match_substring_regex(texts, _PLAIN_NUMBER), False)
+        numbers = pc.cast(pc.utf8_trim_whitespace(texts.filter(plain)), pa.float64()).to_numpy()
+    else:
+        numbers = np.array(
+            [
+                float(c)
+                for c in above.tolist()
+                if (isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c))
+                or (isinstance(c, str) and re.match(_PLAIN_NUMBER, c))
+            ],
+            dtype=np.float64,
+        )
+    counted = int((~blank_mask(above)).sum())
+    if counted >= 2 and total == counted:
+        return True
+    # Floats, as the spreadsheet adds them: equal to 12 significant digits.
+    return len(numbers) >= 2 and math.isclose(total, float(numbers.sum()), rel_tol=1e-12)
 
 
 def phones_as_shown(sheet: Sheet, position: int, cells: pd.Series) -> tuple[pd.Series, dict[int, str]]:

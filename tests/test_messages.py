@@ -138,3 +138,14 @@ def test_any_valid_number_written_as_a_float_or_in_full_scientific_reads_the_sam
     assert all(p is None for p in problems)
     # A list also reads digits as a number that lost its +: it suppresses every reading.
     assert all(e164 in entry.numbers for entry in read_entries(forms, region))
+
+
+def test_a_count_under_the_phone_column_is_a_totals_row(check: Callable[..., Validation]) -> None:
+    validation = check(["Name", "Phone"], [*LEADS, ["", "3"]])
+    assert "looks like a totals row" in validation.message[5]
+
+
+def test_a_last_contact_whose_number_is_no_sum_is_a_contact(check: Callable[..., Validation]) -> None:
+    rows: list[list[Cell]] = [["Asha", 9811122233], ["Ravi", 9811122234], ["Meena", 9811122235]]
+    validation = check(["Name", "Phone"], rows)
+    assert (validation.status == "valid").all()

@@ -101,9 +101,15 @@ def test_phone_mangled_into_scientific_notation_is_rejected(cell: str) -> None:
 @pytest.mark.parametrize(
     ("cell", "problem"),
     [
-        ("+91 12345", "is not a valid phone number for IN"),
+        (
+            "+91 12345",
+            "is not a valid phone number for IN: too short (a valid one looks like +91 81234 56789)",
+        ),
         ("12345", "is not a valid phone number for IN"),
-        ("+1 555 0100", "is not a valid phone number for US"),
+        (
+            "+1 555 0100",
+            "is not a valid phone number for US: too short (a valid one looks like +1 201-555-0123)",
+        ),
         ("+999 1234567", "has a country code that does not exist"),
         ("call me", NOT_PHONE_CHARS),
         ("+91 98765 43210 ext 5", NOT_PHONE_CHARS),

@@ -217,8 +217,18 @@ def test_any_text_of_phone_characters_gets_the_same_answer_from_both_paths(cells
         (False, "919876543210", "IN", ("+919876543210", None)),
         (True, "14155552671", "IN", ("+14155552671", None)),
         (True, "4402079460958", None, ("+442079460958", None)),
-        (True, "9112345", "IN", (None, "is not a valid phone number for IN")),
-        (True, "15550100", None, (None, "is not a valid phone number for US")),
+        (
+            True,
+            "9112345",
+            "IN",
+            (None, "is not a valid phone number for IN: too short (a valid one looks like +91 81234 56789)"),
+        ),
+        (
+            True,
+            "15550100",
+            None,
+            (None, "is not a valid phone number for US: too short (a valid one looks like +1 201-555-0123)"),
+        ),
     ],
 )
 def test_common_numbers_are_decided_without_phonenumbers_parse(

@@ -120,7 +120,7 @@ def test_a_well_formed_number_that_is_not_valid_refuses_the_list(tmp_path: Path,
         read_suppression_list(path, ctx)
     assert refused.value.problem == (
         "do-not-call list entries that are not phone numbers: line 2: +91 12345 is not a valid phone number "
-        "for IN"
+        "for IN: too short (a valid one looks like +91 81234 56789)"
     )
 
 
