@@ -348,7 +348,8 @@ def test_no_body_carries_null_nan_or_a_value_of_the_wrong_type(csv_run: Run) -> 
             17,
             "invalid",
             "+919986011223",
-            "min_trigger_time: 21:00 is not before max_trigger_time 09:00; priority: 150 is outside [-100, 100]",
+            "min_trigger_time: 21:00 is not before max_trigger_time 09:00; "
+            "priority: 150 is outside [-100, 100]",
         ),
     ],
 )
