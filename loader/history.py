@@ -62,8 +62,8 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from loader.errors import StateError, UsageError
-from loader.files import check_output
+from loader.errors import InputFileError, StateError, UsageError
+from loader.files import check_output, open_regular
 from loader.options import Window
 from loader.state import Clock, RowState, connect, readonly_uri, utc_now, write_transaction
 
@@ -545,11 +545,11 @@ def _inspect(path: Path) -> int | None:
     anything that is not a ledger the loader wrote is refused (``StateError``, exit 2)."""
     if not path.exists():
         return None
-    if not path.is_file():
-        raise StateError(f"{path} is not a regular file, so not a call ledger", hint=_HINT)
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:  # a device or FIFO is refused, never read
             header = handle.read(len(_SQLITE_HEADER))
+    except InputFileError as exc:
+        raise StateError(str(exc), hint=_HINT) from None
     except OSError as exc:
         raise StateError(f"{path} cannot be read ({exc.strerror or exc})", hint=_HINT) from None
     if not header:
