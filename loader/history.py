@@ -65,7 +65,7 @@ import platformdirs
 from loader.errors import InputFileError, StateError, UsageError
 from loader.files import check_output, open_regular
 from loader.options import Window
-from loader.state import Clock, RowState, connect, readonly_uri, utc_now, write_transaction
+from loader.state import Clock, RowState, connect, iso_utc, readonly_uri, utc_now, write_transaction
 
 SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a ledger: "CKLG". A file without it is not the loader's.
@@ -80,10 +80,6 @@ _HINT = (
     "Give --history the loader's own ledger, or a path that does not exist yet for a new one (it "
     "knows none of the calls recorded elsewhere: those numbers may be called again)."
 )
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 #: Where an entry whose time cannot be read sorts: first.
@@ -291,7 +287,7 @@ class History:
             return None
         now = self._clock()
         try:
-            return _iso(min(now, before or now) - dt.timedelta(days=days))
+            return iso_utc(min(now, before or now) - dt.timedelta(days=days))
         except OverflowError:
             return None
 
@@ -372,7 +368,7 @@ class History:
         when) and ``released`` rows from earlier claims. With ``days``, a
         number another run claimed or scheduled in that many days is refused.
         """
-        now = _iso(self._clock())
+        now = iso_utc(self._clock())
         with self._transaction() as db:
             self._settle(db, run, scheduled, released)
             refused: dict[int, Entry] = {}
@@ -423,7 +419,7 @@ class History:
                 "INSERT OR IGNORE INTO calls (number, status, at, batch_id, input, run, source_row, base_url)"
                 " VALUES (?, 'claimed', ?, ?, ?, ?, ?, ?)",
                 [
-                    (number, _iso(at), batch_id, input_name, run, row, self.api)
+                    (number, iso_utc(at), batch_id, input_name, run, row, self.api)
                     for (row, _, at) in scheduled
                     if row in insert
                     for number, batch_id, input_name in [insert[row]]
@@ -432,7 +428,7 @@ class History:
         db.executemany(
             "UPDATE calls SET status = 'scheduled', call_id = ?, at = ?"
             " WHERE run = ? AND source_row = ? AND status = 'claimed'",
-            [(call_id, _iso(at), run, row) for row, call_id, at in scheduled],
+            [(call_id, iso_utc(at), run, row) for row, call_id, at in scheduled],
         )
         db.executemany(
             "DELETE FROM calls WHERE run = ? AND source_row = ? AND status = 'claimed'",

@@ -54,7 +54,17 @@ from loader.read import Sheet, read_sheet
 from loader.report import check_report_path, write_report
 from loader.results import count_statuses, outcomes, results_table, write_results
 from loader.secrets import ApiKey, check_key, load_api_key
-from loader.state import Clock, Planned, RowState, RunState, fingerprint, lock_path, state_path, utc_now
+from loader.state import (
+    Clock,
+    Planned,
+    RowState,
+    RunState,
+    fingerprint,
+    iso_utc,
+    lock_path,
+    state_path,
+    utc_now,
+)
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
@@ -1052,7 +1062,7 @@ def _bind_rows(
                 entry.number,
                 call_id,
                 # An entry whose time nobody can read was still a call: dated now.
-                (entry.at or ctx.now).astimezone(dt.UTC).isoformat(timespec="seconds"),
+                iso_utc(entry.at or ctx.now),
                 "scheduled" if entry.status == "scheduled" else "uncertain",
                 f"from {entry.input}" if entry.status == "scheduled" else entry.reason(ctx.timezone),
             )

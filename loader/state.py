@@ -82,6 +82,11 @@ def utc_now() -> dt.datetime:
 _TEST_OFFSETS: dict[str, dt.timedelta] = {}
 
 
+def iso_utc(moment: dt.datetime) -> str:
+    """``moment`` as the state and the call ledger write times: UTC, ISO 8601, to the second."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
 @contextlib.contextmanager
 def write_transaction(
     db: sqlite3.Connection, *, busy: Callable[[sqlite3.OperationalError], Exception] | None = None
@@ -365,8 +370,8 @@ class RunState:
             yield db
 
     def timestamp(self) -> str:
-        """Now, as the state writes times (UTC, ISO 8601, to the second)."""
-        return self._clock().astimezone(dt.UTC).isoformat(timespec="seconds")
+        """Now, as the state writes times (see ``iso_utc``)."""
+        return iso_utc(self._clock())
 
     # --- the run as a whole ------------------------------------------------------
 
