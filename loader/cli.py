@@ -251,7 +251,8 @@ def _sending_plan_options(group: argparse._ArgumentGroup) -> None:
         "--fresh",
         action="store_true",
         help="ignore an earlier run's state for this --output and start over in a new campaign: "
-        "everyone it called is called again (it says how many first)",
+        "everyone it called is called again, except numbers the call ledger shows called within "
+        "--skip-recent (it says how many first)",
     )
     group.add_argument(
         "--retry-uncertain",
