@@ -442,8 +442,6 @@ def _load_campaign(
     if isinstance(api_key, str):
         check_key(api_key.strip(), "api_key")
         api_key = ApiKey(api_key)
-    # As on the command line: the option, else the config file, else the environment.
-    base_url = _base_url(options)
     ledger, default_ledger = choose_ledger(
         options.history, no_history=options.no_history, sandbox=options.sandbox
     )
@@ -511,7 +509,7 @@ def _load_campaign(
             )
         _refuse_key_as_name(api_key, agent_id=agent_id, batch_id=batch_id, name=options.campaign_name)
     # Refuse an unsafe --base-url before the state is touched: a usage error leaves nothing behind.
-    base_url = check_base_url(base_url)
+    base_url = _base_url(options)
 
     if not options.fresh:
         _refuse_orphaned_results(out)
@@ -698,12 +696,13 @@ def _load_campaign(
 
 
 def _base_url(options: PlanOptions) -> str:
-    """The API the run talks to, as the run chooses it: ``--base-url``, else ``$CALLKARO_BASE_URL``,
-    else the in-process sandbox's (``--sandbox``) or CallKaro's. The ledger counts only its calls."""
+    """The API the run talks to, as the run chooses it: ``--base-url`` (the command line, else the
+    config file), else ``$CALLKARO_BASE_URL``, else the in-process sandbox's (``--sandbox``) or
+    CallKaro's; checked (``check_base_url``). The ledger counts only its calls."""
     base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
     if options.sandbox:
         base_url = base_url or SANDBOX_BASE_URL
-    return base_url or DEFAULT_BASE_URL
+    return check_base_url(base_url or DEFAULT_BASE_URL)
 
 
 def preview_output(out: Path) -> Path:
@@ -816,7 +815,7 @@ def _preview(
                     ledger,
                     clock=clock,
                     readonly=True,
-                    api=check_base_url(_base_url(options)),  # refused as the run refuses it
+                    api=_base_url(options),  # refused as the run refuses it
                     make_folder=default,
                 )
             )
