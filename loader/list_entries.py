@@ -36,7 +36,7 @@ import pandas as pd
 import phonenumbers
 
 from loader.cells import Cell, cell_text, is_blank
-from loader.phones import parse_phone, parse_phone_column
+from loader.phones import MANGLED, parse_phone, parse_phone_column
 
 _DIGIT = re.compile(r"\d")
 _NON_DIGITS = re.compile(r"\D")
@@ -108,7 +108,7 @@ def _plan(cell: Cell, region: str | None) -> _Plan | EntryNumbers:
         return _NOTHING  # N/A, -, none: no number is named
     written_out = _unexported(text)
     if written_out is None:
-        return EntryNumbers(frozenset(), _mangled())
+        return EntryNumbers(frozenset(), MANGLED)
     text = written_out
     ways: _Plan = []
     whole = _readings(text, region)
@@ -131,13 +131,6 @@ def _unexported(text: str) -> str | None:
     plus, first, decimals, exponent = scientific[1], scientific[2], scientific[3] or "", int(scientific[4])
     # Every digit survived only when the exponent uses up exactly the digits after the point.
     return plus + first + decimals if len(decimals) == exponent else None
-
-
-def _mangled() -> str:
-    return (
-        "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
-        "format the column as text and type the number again"
-    )
 
 
 def _readings(text: str, region: str | None, *, number_cell: bool = False) -> list[str]:

@@ -52,6 +52,11 @@ Parsed = tuple[Any, str | None]
 # --- the reference: one cell at a time ------------------------------------------------
 
 _SCIENTIFIC = re.compile(r"^[+-]?\d+(?:[.,]\d+)?[eE][+-]?\d+$")
+#: Why a number Excel showed in scientific notation (``9.19877E+11``) cannot be read.
+MANGLED = (
+    "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
+    "format the column as text and type the number again"
+)
 _PHONE_CHARS = re.compile(r"^[\d\s()+\-./]+$")
 _NOT_A_PHONE = "is not a phone number"
 
@@ -81,10 +86,7 @@ def parse_phone(cell: Cell, default_region: str | None) -> Parsed:
         if found is not None:
             return found
     if _SCIENTIFIC.match(text):
-        return None, (
-            "was mangled by a spreadsheet into scientific notation, so its digits are lost; "
-            "format the column as text and type the number again"
-        )
+        return None, MANGLED
     if not _PHONE_CHARS.match(text):
         return None, "is not a phone number (only digits, spaces, +, -, brackets and dots are allowed)"
     if text.startswith("00"):
