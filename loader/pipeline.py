@@ -539,9 +539,10 @@ def _load_campaign(
         state.set(
             summary=None, started_at=state.timestamp(), unsent_counts=json.dumps(count_statuses(unsent))
         )
+        called_again = None if called_before is None else _called_again(called_before, validation, to_send)
         if called_before and notify is not None and simulated is None:
             # Only when it had called someone; --sandbox calls nobody (an API that forgets its calls).
-            notify(_fresh_notice(out, called_before, validation, to_send, batch_id))
+            notify(_fresh_notice(out, called_again or 0, batch_id))
         today = started.astimezone(ctx.timezone).date()
         if log is not None:
             log.write(
@@ -690,7 +691,7 @@ def _load_campaign(
         started_at=started,
         finished_at=finished,
         calls=calls,
-        called_again=None if called_before is None else _called_again(called_before, validation, to_send),
+        called_again=called_again,
         ledger=ledger,
     )
 
@@ -1136,10 +1137,8 @@ def _called_again(called: frozenset[str], validation: Validation, to_send: pd.In
     return len(set(validation.requests["to_number"][to_send].astype(str)) & called)
 
 
-def _fresh_notice(
-    out: Path, called: frozenset[str], validation: Validation, to_send: pd.Index, batch_id: str | None
-) -> str:
-    again = _called_again(called, validation, to_send)
+def _fresh_notice(out: Path, again: int, batch_id: str | None) -> str:
+    """What ``--fresh`` says before sending: ``again`` people it already called will be called again."""
     where = f"campaign {batch_id}" if batch_id else "a new campaign"
     people = "1 person" if again == 1 else f"{again:,} people"
     return f"--fresh: starting {out} over in {where}; {people} it already called will be called again"
