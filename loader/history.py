@@ -400,7 +400,7 @@ class History:
         """Record outcomes of ``run``'s claims in one transaction.
 
         ``insert`` (row -> number, batch id, input) adds an entry for a
-        scheduled row that has none (a run resumed with ``--history`` added).
+        scheduled row that has none (a run resumed with the ledger, begun with ``--no-history``).
         """
         with self._transaction() as db:
             self._settle(db, run, scheduled, released, insert=insert)
@@ -509,7 +509,7 @@ class Claims:
 
         ``resumed``: also settle, from the state, every row an earlier
         attempt of this run may have left claimed (it was killed before
-        writing its outcomes, or ran without ``--history``).
+        writing its outcomes, or ran with ``--no-history``).
         """
         if not resumed:
             unsent = [row for row in self._claimed - self._reported if _released(recorded.get(row))]

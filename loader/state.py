@@ -42,7 +42,7 @@ SCHEMA_VERSION = "2"
 #: Slot statuses that mean the API may have the call: never sent again without being asked.
 CALLED = ("scheduled", "uncertain", "sending")
 #: Statuses the state keeps; validation outcomes are recomputed from the input each run.
-#: ``suppressed`` here is a row refused right before sending (``--history``: another run claimed it);
+#: ``suppressed`` here is a row refused right before sending (the call ledger: another run claimed it);
 #: ``invalid``, a row whose ``schedule_at`` passed before its request could leave.
 SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain", "suppressed", "invalid")
 
@@ -548,7 +548,7 @@ class RunState:
             )
 
     def run_token(self) -> str:
-        """This output's identity in a shared ``--history`` (new after ``--fresh``)."""
+        """This output's identity in the shared call ledger (new after ``--fresh``)."""
         token = self.get("run_token")
         if token is None:
             token = uuid.uuid4().hex
