@@ -23,7 +23,7 @@ The stages, in the order data flows through them:
     loader.validate    validate_rows: every problem of every row, and each row's status
     loader.suppress    do-not-call lists (--suppress): listed numbers are 'suppressed'
                          loader.list_entries: the numbers one list entry holds, or why it is refused
-    loader.history     History: numbers scheduled by earlier runs (--history, --skip-recent)
+    loader.history     History: the call ledger, every number scheduled, shared by runs (on by default)
     loader.payload     build_bodies: one JSON body per sendable row, built column-wise
     loader.client      CallKaroClient: the two endpoints, answers mapped to errors
     loader.transport   aiohttp's connection pool under httpx, honest about what was sent
@@ -31,14 +31,15 @@ The stages, in the order data flows through them:
     loader.campaign    SendJob: a run's campaign and calls (loaded only by a run that sends)
     loader.state       RunState: SQLite beside the results; resume and never-twice; GroupCommit
     loader.results     the results file, derived from validation and state
-    loader.pipeline    load_campaign / validate_file: the whole job
+    loader.pipeline    load_campaign / validate_file: the whole job, planned alike for run and previews
     loader.config      load_config: options from a --config TOML file
     loader.monitoring  --log-file (JSON lines) and --summary-json
 
 Beside the stages: ``loader.report`` (``validate --report``: problems as CSV
 lines or a marked-up copy of the sheet), ``loader.template`` (an empty
 sheet to fill in) and ``loader.memory`` (freed memory handed back to the
-system between stages).
+system between stages). What may be read or written at all (regular
+files only, read up to their limit) is decided in ``loader.files``.
 """
 
 from typing import TYPE_CHECKING, Any

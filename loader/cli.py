@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from loader import __version__, early_read
 from loader.errors import LoaderError, UsageError
 from loader.options import O, PlanOptions, RunOptions
-from loader.secrets import ENV_VAR, MASK, ApiKey, mask
+from loader.secrets import ENV_VAR, MASK, ApiKey, load_api_key, mask
 
 if TYPE_CHECKING:
     from loader.pipeline import RunResult
@@ -106,9 +106,13 @@ def _bad_arguments(exc: _BadArguments, argv: Sequence[str], parser: argparse.Arg
     message = exc.message
     for value in sorted(_unknown_flag_values(argv, parser), key=len, reverse=True):
         message = re.sub(rf"(?<![^\s'=]){re.escape(value)}(?![^\s',])", MASK, message)
-    # The key pasted anywhere else argparse complains about (a stray argument, a flag's value).
-    if key := os.environ.get(ENV_VAR, "").strip():
-        message = mask(message, ApiKey(key))
+    # The key pasted anywhere else argparse complains about (a stray argument, a flag's value):
+    # found where a run finds it, the environment or .env.
+    try:
+        key = load_api_key()
+    except LoaderError:  # a key no header can carry (still hidden), or a .env that cannot be read
+        key = ApiKey(raw) if (raw := os.environ.get(ENV_VAR, "").strip()) else None
+    message = mask(message, key)
     print(f"{exc.prog}: error: {message}\nhint: see '{exc.prog} --help'", file=sys.stderr)
     raise SystemExit(2)
 
@@ -247,7 +251,8 @@ def _sending_plan_options(group: argparse._ArgumentGroup) -> None:
         "--fresh",
         action="store_true",
         help="ignore an earlier run's state for this --output and start over in a new campaign: "
-        "everyone it called is called again (it says how many first)",
+        "everyone it called is called again, except numbers the call ledger shows called within "
+        "--skip-recent (it says how many first)",
     )
     group.add_argument(
         "--retry-uncertain",

@@ -6,7 +6,7 @@
     │   ├── NoSuchSheetError        the workbook has no such sheet
     │   ├── NoRowsError             nothing below the header row
     │   └── ColumnError             the header row cannot be mapped to call fields
-    ├── StateError                  the results/state file belongs to another run or is locked (exit 2)
+    ├── StateError                  the state or the call ledger cannot be used, or is held (exit 2)
     ├── UnrecordedError             calls were made, but a file reporting them could not be written (exit 1)
     ├── ApiRefusedError             the API refused the run itself (exit 3)
     │   ├── AuthError               401/403: the key is missing, wrong or not allowed
@@ -15,8 +15,8 @@
     ├── ApiUnavailableError         the API could not be reached, or failed every request (exit 4)
     └── RequestError                one request did not schedule a call; becomes a row outcome
         ├── RejectedError           400/404 and other final answers: the row is ``failed``
-        ├── TransientError          429, 5xx, or never reached the server: safe to retry
-        └── NoAnswerError           sent, but no answer came: the row is ``uncertain``
+        ├── TransientError          429, 503, the API's own 5xx error, or never sent: safe to retry
+        └── NoAnswerError           sent, but no answer (or a gateway's 5xx) came: the row is ``uncertain``
 
 Problems with single rows are never raised: they are collected as a table
 (``loader.validate.Validation.problems``) and end up in the results file.
@@ -81,7 +81,8 @@ class ColumnError(InputFileError):
 
 class StateError(LoaderError):
     """The state beside the results file cannot be used (another agent or campaign, damaged, or
-    written by an older loader for another sheet), or another run holds it."""
+    written by an older loader for another sheet), or another run holds it; or the call ledger
+    cannot be used (not the loader's, damaged, newer, or locked too long)."""
 
 
 class UnrecordedError(LoaderError):
@@ -152,4 +153,5 @@ class TransientError(RequestError):
 
 
 class NoAnswerError(RequestError):
-    """The request was sent but no answer came: the call may or may not be scheduled."""
+    """The request was sent but no answer came, or a gateway answered (502, 504, a 5xx that is not the
+    API's own error): the call may or may not be scheduled."""

@@ -62,10 +62,10 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
-from loader.errors import StateError, UsageError
-from loader.files import check_output
+from loader.errors import InputFileError, StateError, UsageError
+from loader.files import check_output, open_regular
 from loader.options import Window
-from loader.state import Clock, RowState, connect, readonly_uri, utc_now, write_transaction
+from loader.state import Clock, RowState, connect, iso_utc, readonly_uri, utc_now, write_transaction
 
 SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of a ledger: "CKLG". A file without it is not the loader's.
@@ -80,10 +80,6 @@ _HINT = (
     "Give --history the loader's own ledger, or a path that does not exist yet for a new one (it "
     "knows none of the calls recorded elsewhere: those numbers may be called again)."
 )
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 #: Where an entry whose time cannot be read sorts: first.
@@ -291,7 +287,7 @@ class History:
             return None
         now = self._clock()
         try:
-            return _iso(min(now, before or now) - dt.timedelta(days=days))
+            return iso_utc(min(now, before or now) - dt.timedelta(days=days))
         except OverflowError:
             return None
 
@@ -372,7 +368,7 @@ class History:
         when) and ``released`` rows from earlier claims. With ``days``, a
         number another run claimed or scheduled in that many days is refused.
         """
-        now = _iso(self._clock())
+        now = iso_utc(self._clock())
         with self._transaction() as db:
             self._settle(db, run, scheduled, released)
             refused: dict[int, Entry] = {}
@@ -404,7 +400,7 @@ class History:
         """Record outcomes of ``run``'s claims in one transaction.
 
         ``insert`` (row -> number, batch id, input) adds an entry for a
-        scheduled row that has none (a run resumed with ``--history`` added).
+        scheduled row that has none (a run resumed with the ledger, begun with ``--no-history``).
         """
         with self._transaction() as db:
             self._settle(db, run, scheduled, released, insert=insert)
@@ -423,7 +419,7 @@ class History:
                 "INSERT OR IGNORE INTO calls (number, status, at, batch_id, input, run, source_row, base_url)"
                 " VALUES (?, 'claimed', ?, ?, ?, ?, ?, ?)",
                 [
-                    (number, _iso(at), batch_id, input_name, run, row, self.api)
+                    (number, iso_utc(at), batch_id, input_name, run, row, self.api)
                     for (row, _, at) in scheduled
                     if row in insert
                     for number, batch_id, input_name in [insert[row]]
@@ -432,7 +428,7 @@ class History:
         db.executemany(
             "UPDATE calls SET status = 'scheduled', call_id = ?, at = ?"
             " WHERE run = ? AND source_row = ? AND status = 'claimed'",
-            [(call_id, _iso(at), run, row) for row, call_id, at in scheduled],
+            [(call_id, iso_utc(at), run, row) for row, call_id, at in scheduled],
         )
         db.executemany(
             "DELETE FROM calls WHERE run = ? AND source_row = ? AND status = 'claimed'",
@@ -513,7 +509,7 @@ class Claims:
 
         ``resumed``: also settle, from the state, every row an earlier
         attempt of this run may have left claimed (it was killed before
-        writing its outcomes, or ran without ``--history``).
+        writing its outcomes, or ran with ``--no-history``).
         """
         if not resumed:
             unsent = [row for row in self._claimed - self._reported if _released(recorded.get(row))]
@@ -545,11 +541,11 @@ def _inspect(path: Path) -> int | None:
     anything that is not a ledger the loader wrote is refused (``StateError``, exit 2)."""
     if not path.exists():
         return None
-    if not path.is_file():
-        raise StateError(f"{path} is not a regular file, so not a call ledger", hint=_HINT)
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:  # a device or FIFO is refused, never read
             header = handle.read(len(_SQLITE_HEADER))
+    except InputFileError as exc:
+        raise StateError(str(exc), hint=_HINT) from None
     except OSError as exc:
         raise StateError(f"{path} cannot be read ({exc.strerror or exc})", hint=_HINT) from None
     if not header:

@@ -54,7 +54,17 @@ from loader.read import Sheet, read_sheet
 from loader.report import check_report_path, write_report
 from loader.results import count_statuses, outcomes, results_table, write_results
 from loader.secrets import ApiKey, check_key, load_api_key
-from loader.state import Clock, Planned, RowState, RunState, fingerprint, lock_path, state_path, utc_now
+from loader.state import (
+    Clock,
+    Planned,
+    RowState,
+    RunState,
+    fingerprint,
+    iso_utc,
+    lock_path,
+    state_path,
+    utc_now,
+)
 from loader.suppress import read_suppression_lists, suppress_rows
 from loader.validate import Defaults, Validation, validate_rows
 
@@ -432,8 +442,6 @@ def _load_campaign(
     if isinstance(api_key, str):
         check_key(api_key.strip(), "api_key")
         api_key = ApiKey(api_key)
-    # As on the command line: the option, else the config file, else the environment.
-    base_url = _base_url(options)
     ledger, default_ledger = choose_ledger(
         options.history, no_history=options.no_history, sandbox=options.sandbox
     )
@@ -501,7 +509,7 @@ def _load_campaign(
             )
         _refuse_key_as_name(api_key, agent_id=agent_id, batch_id=batch_id, name=options.campaign_name)
     # Refuse an unsafe --base-url before the state is touched: a usage error leaves nothing behind.
-    base_url = check_base_url(base_url)
+    base_url = _base_url(options)
 
     if not options.fresh:
         _refuse_orphaned_results(out)
@@ -531,9 +539,10 @@ def _load_campaign(
         state.set(
             summary=None, started_at=state.timestamp(), unsent_counts=json.dumps(count_statuses(unsent))
         )
+        called_again = None if called_before is None else _called_again(called_before, validation, to_send)
         if called_before and notify is not None and simulated is None:
             # Only when it had called someone; --sandbox calls nobody (an API that forgets its calls).
-            notify(_fresh_notice(out, called_before, validation, to_send, batch_id))
+            notify(_fresh_notice(out, called_again or 0, batch_id))
         today = started.astimezone(ctx.timezone).date()
         if log is not None:
             log.write(
@@ -682,18 +691,19 @@ def _load_campaign(
         started_at=started,
         finished_at=finished,
         calls=calls,
-        called_again=None if called_before is None else _called_again(called_before, validation, to_send),
+        called_again=called_again,
         ledger=ledger,
     )
 
 
 def _base_url(options: PlanOptions) -> str:
-    """The API the run talks to, as the run chooses it: ``--base-url``, else ``$CALLKARO_BASE_URL``,
-    else the in-process sandbox's (``--sandbox``) or CallKaro's. The ledger counts only its calls."""
+    """The API the run talks to, as the run chooses it: ``--base-url`` (the command line, else the
+    config file), else ``$CALLKARO_BASE_URL``, else the in-process sandbox's (``--sandbox``) or
+    CallKaro's; checked (``check_base_url``). The ledger counts only its calls."""
     base_url = options.base_url or os.environ.get("CALLKARO_BASE_URL") or None
     if options.sandbox:
         base_url = base_url or SANDBOX_BASE_URL
-    return base_url or DEFAULT_BASE_URL
+    return check_base_url(base_url or DEFAULT_BASE_URL)
 
 
 def preview_output(out: Path) -> Path:
@@ -806,7 +816,7 @@ def _preview(
                     ledger,
                     clock=clock,
                     readonly=True,
-                    api=check_base_url(_base_url(options)),  # refused as the run refuses it
+                    api=_base_url(options),  # refused as the run refuses it
                     make_folder=default,
                 )
             )
@@ -1052,7 +1062,7 @@ def _bind_rows(
                 entry.number,
                 call_id,
                 # An entry whose time nobody can read was still a call: dated now.
-                (entry.at or ctx.now).astimezone(dt.UTC).isoformat(timespec="seconds"),
+                iso_utc(entry.at or ctx.now),
                 "scheduled" if entry.status == "scheduled" else "uncertain",
                 f"from {entry.input}" if entry.status == "scheduled" else entry.reason(ctx.timezone),
             )
@@ -1127,10 +1137,8 @@ def _called_again(called: frozenset[str], validation: Validation, to_send: pd.In
     return len(set(validation.requests["to_number"][to_send].astype(str)) & called)
 
 
-def _fresh_notice(
-    out: Path, called: frozenset[str], validation: Validation, to_send: pd.Index, batch_id: str | None
-) -> str:
-    again = _called_again(called, validation, to_send)
+def _fresh_notice(out: Path, again: int, batch_id: str | None) -> str:
+    """What ``--fresh`` says before sending: ``again`` people it already called will be called again."""
     where = f"campaign {batch_id}" if batch_id else "a new campaign"
     people = "1 person" if again == 1 else f"{again:,} people"
     return f"--fresh: starting {out} over in {where}; {people} it already called will be called again"

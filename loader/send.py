@@ -63,7 +63,7 @@ from loader.state import GroupCommit, RowWrite, RunState
 
 Sleep = Callable[[float], Awaitable[None]]
 #: Asked, a few rows at a time and right before they are sent, which rows may go: returns the
-#: refused ones, each with why (they become ``suppressed``). ``--history`` claims numbers this way.
+#: refused ones, each with why (they become ``suppressed``). The call ledger claims numbers this way.
 Admit = Callable[[list[int]], Mapping[int, str]]
 T = TypeVar("T")
 #: A 404 naming the run's agent or campaign is about the run, not the row.

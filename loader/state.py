@@ -42,7 +42,7 @@ SCHEMA_VERSION = "2"
 #: Slot statuses that mean the API may have the call: never sent again without being asked.
 CALLED = ("scheduled", "uncertain", "sending")
 #: Statuses the state keeps; validation outcomes are recomputed from the input each run.
-#: ``suppressed`` here is a row refused right before sending (``--history``: another run claimed it);
+#: ``suppressed`` here is a row refused right before sending (the call ledger: another run claimed it);
 #: ``invalid``, a row whose ``schedule_at`` passed before its request could leave.
 SEND_STATUSES = ("pending", "sending", "scheduled", "failed", "uncertain", "suppressed", "invalid")
 
@@ -80,6 +80,11 @@ def utc_now() -> dt.datetime:
 
 
 _TEST_OFFSETS: dict[str, dt.timedelta] = {}
+
+
+def iso_utc(moment: dt.datetime) -> str:
+    """``moment`` as the state and the call ledger write times: UTC, ISO 8601, to the second."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager
@@ -365,8 +370,8 @@ class RunState:
             yield db
 
     def timestamp(self) -> str:
-        """Now, as the state writes times (UTC, ISO 8601, to the second)."""
-        return self._clock().astimezone(dt.UTC).isoformat(timespec="seconds")
+        """Now, as the state writes times (see ``iso_utc``)."""
+        return iso_utc(self._clock())
 
     # --- the run as a whole ------------------------------------------------------
 
@@ -543,7 +548,7 @@ class RunState:
             )
 
     def run_token(self) -> str:
-        """This output's identity in a shared ``--history`` (new after ``--fresh``)."""
+        """This output's identity in the shared call ledger (new after ``--fresh``)."""
         token = self.get("run_token")
         if token is None:
             token = uuid.uuid4().hex

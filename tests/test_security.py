@@ -481,6 +481,21 @@ def test_a_key_given_to_an_unknown_flag_is_not_echoed_in_the_usage_error(
     assert MARKER[:8] not in err
 
 
+def test_a_key_from_dotenv_pasted_as_a_stray_argument_is_not_echoed_in_the_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The key lives in .env only (as the README suggests): the usage error hides it all the same.
+    monkeypatch.delenv("CALLKARO_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"CALLKARO_API_KEY={MARKER}\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "leads.csv", MARKER])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "unrecognized arguments: ********" in err.splitlines()[0]
+    assert MARKER[:8] not in err
+
+
 def test_the_key_object_never_shows_the_key_and_cannot_be_pickled() -> None:
     key = ApiKey(MARKER)
     for shown in (repr(key), str(key), f"{key}", f"{key!r}", repr([key]), repr({"key": key})):
