@@ -203,14 +203,18 @@ class SteppingClock:
         pass
 
 
-def test_a_slow_run_never_sends_a_schedule_at_that_has_passed(tmp_path: Path) -> None:
+def send_slowly(
+    tmp_path: Path, rows: int, *, after: dt.timedelta, **options: Any
+) -> tuple[Any, list[str], str, Counter[str]]:
+    """Leads whose ``schedule_at`` is ``after`` the run's start (written to the second), sent one at a
+    time to the sandbox process while a ``SteppingClock`` moves a second per answer: the result, the
+    numbers, the ``schedule_at`` written, and the calls the sandbox recorded."""
     from loader import load_campaign
 
     start = dt.datetime(2030, 1, 1, 10, 0, 0, tzinfo=KOLKATA)
     leads = tmp_path / "leads.csv"
-    # 10:00:03 (3.5 s after the start, written to the second); each answer moves the clock 1 s.
-    at = (start + dt.timedelta(seconds=3, milliseconds=500)).strftime("%Y-%m-%d %H:%M:%S")
-    numbers = write_leads(leads, 8, schedule_at=at)
+    at = (start + after).strftime("%Y-%m-%d %H:%M:%S")
+    numbers = write_leads(leads, rows, schedule_at=at)
     clock = SteppingClock(start)
     with running_sandbox() as sandbox:
         result = load_campaign(
@@ -221,12 +225,20 @@ def test_a_slow_run_never_sends_a_schedule_at_that_has_passed(tmp_path: Path) ->
             base_url=sandbox.url,
             api_key="sandbox-key",
             concurrency=1,
-            rate_limit=50.0,
             no_progress=True,
             clock=clock,
             events=clock,
+            **options,
         )
         calls = recorded(sandbox.url)
+    return result, numbers, at, calls
+
+
+def test_a_slow_run_never_sends_a_schedule_at_that_has_passed(tmp_path: Path) -> None:
+    # 10:00:03 (3.5 s after the start, written to the second); each answer moves the clock 1 s.
+    result, numbers, at, calls = send_slowly(
+        tmp_path, 8, after=dt.timedelta(seconds=3, milliseconds=500), rate_limit=50.0
+    )
 
     # Rows 1-4 leave at 10:00:00..10:00:03, in time; the rest would have arrived late.
     assert calls == Counter(numbers[:4])
@@ -241,28 +253,9 @@ def test_a_slow_run_never_sends_a_schedule_at_that_has_passed(tmp_path: Path) ->
 
 
 def test_with_allow_past_a_time_that_passes_during_the_run_is_still_sent(tmp_path: Path) -> None:
-    from loader import load_campaign
-
-    start = dt.datetime(2030, 1, 1, 10, 0, 0, tzinfo=KOLKATA)
-    leads = tmp_path / "leads.csv"
-    at = (start + dt.timedelta(seconds=1, milliseconds=500)).strftime("%Y-%m-%d %H:%M:%S")
-    numbers = write_leads(leads, 4, schedule_at=at)
-    clock = SteppingClock(start)
-    with running_sandbox() as sandbox:
-        result = load_campaign(
-            leads,
-            agent_id="demo-agent",
-            default_region="IN",
-            timezone="Asia/Kolkata",
-            base_url=sandbox.url,
-            api_key="sandbox-key",
-            concurrency=1,
-            allow_past=True,
-            no_progress=True,
-            clock=clock,
-            events=clock,
-        )
-        calls = recorded(sandbox.url)
+    result, numbers, _, calls = send_slowly(
+        tmp_path, 4, after=dt.timedelta(seconds=1, milliseconds=500), allow_past=True
+    )
     assert calls == Counter(numbers)
     assert result.counts == {"scheduled": 4}
 
