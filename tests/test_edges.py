@@ -262,14 +262,26 @@ def test_dev_full_as_summary_json_stays_a_device_and_the_run_is_refused(
     assert dev_full.is_char_device()
 
 
-def test_state_file_beside_the_results_that_is_a_fifo_is_refused(
-    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("beside", "said"),
+    [
+        ("clean.results.csv.state", "state"),
+        ("clean.results.csv.lock", "clean.results.csv.lock is a named pipe (FIFO)"),
+    ],
+)
+def test_state_or_lock_file_beside_the_results_that_is_a_fifo_is_refused_not_waited_on(
+    here: Path,
+    api: respx.MockRouter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    beside: str,
+    said: str,
 ) -> None:
     monkeypatch.setenv("CALLKARO_API_KEY", KEY)
-    os.mkfifo(here / "clean.results.csv.state")
+    os.mkfifo(here / beside)
     code, err = cli(capsys, *RUN)
     assert code == 2
-    assert "state" in one_error(err)
+    assert said in one_error(err)
     assert not api.calls
 
 
@@ -532,17 +544,6 @@ def test_a_library_caller_passing_a_key_with_a_line_break_gets_the_usage_error()
 
     with pytest.raises(UsageError, match=r"^api_key is not a usable API key: character 21 is a control"):
         loader.load_campaign(Path("nowhere.csv"), agent_id="a1", api_key=f"{KEY}\nX-Evil: 1")
-
-
-def test_lock_file_beside_the_results_that_is_a_fifo_is_refused_not_waited_on(
-    here: Path, api: respx.MockRouter, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CALLKARO_API_KEY", KEY)
-    os.mkfifo(here / "clean.results.csv.lock")
-    code, err = cli(capsys, *RUN)
-    assert code == 2
-    assert "clean.results.csv.lock is a named pipe (FIFO)" in one_error(err)
-    assert not api.calls
 
 
 def test_a_sheet_larger_than_the_limit_is_refused_before_it_is_parsed(
