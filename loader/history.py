@@ -180,7 +180,9 @@ class History:
     def open(self) -> None:
         if self.path.is_dir():
             raise UsageError(f"--history {self.path} is a folder; give the path of a SQLite file")
-        # A device or FIFO: SQLite would wait on the FIFO, or write its header onto the device.
+        # The ledger is an output too: a device, a FIFO (SQLite would write its header or journal
+        # there, or wait) or a dangling symlink (SQLite would create its target) is refused as any
+        # output is, before ``_inspect`` reads a byte.
         check_output(self.path, "--history")
         # A preview (read-only) of a given path in a missing folder is refused as the run would be.
         if self.readonly and not self.path.exists() and (self._make_folder or self.path.parent.exists()):
